@@ -1,0 +1,198 @@
+//! `stacklab bench`: full training steps (forward, backward, AdamW and Muon) of a configured
+//! model on synthetic tokens, timed after warm-up with the device synchronised.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::TrainConfig;
+use crate::model::{Compute, Gpt};
+use crate::train::{apply_optimizers, muon_kind, muon_params, AdamW, Muon};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub config: String,
+    pub device: String,
+    pub compute: String,
+    pub batch: i64,
+    pub seq_len: i64,
+    pub n_layer: i64,
+    pub n_embd: i64,
+    pub vocab_size: i64,
+    pub parameters: i64,
+    pub warmup_steps: i64,
+    pub steps: i64,
+    pub step_ms: f64,
+    pub tokens_per_s: f64,
+    pub flops_per_token: f64,
+    pub model_tflops: f64,
+    /// Model FLOP utilisation against `peak_tflops`, when the device's peak is known.
+    pub mfu: Option<f64>,
+    pub peak_tflops: Option<f64>,
+    pub peak_source: Option<String>,
+    /// Peak memory in GiB: process RSS on the CPU, device memory in use (NVML) on CUDA.
+    pub peak_memory_gib: Option<f64>,
+    pub memory_kind: String,
+    pub final_loss: f64,
+}
+
+pub struct BenchOptions {
+    pub config: TrainConfig,
+    pub config_name: String,
+    pub batch: Option<i64>,
+    pub steps: i64,
+    pub warmup: i64,
+    pub device: Device,
+}
+
+/// FLOPs per token of a training step (nanoGPT's estimate): 6·parameters + 12·layers·width·T.
+pub fn flops_per_token(params: i64, n_layer: i64, n_embd: i64, seq_len: i64) -> f64 {
+    6.0 * params as f64 + 12.0 * (n_layer * n_embd * seq_len) as f64
+}
+
+fn training_step(
+    model: &Gpt,
+    adamw: &mut AdamW,
+    muon: &mut Muon,
+    x: &Tensor,
+    y: &Tensor,
+    c: Compute,
+) -> Tensor {
+    let loss = model.loss(x, y, c);
+    loss.backward();
+    apply_optimizers(model, Some(adamw), muon, 1.0, 1);
+    loss.detach()
+}
+
+pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
+    let cfg = &opts.config;
+    let device = opts.device;
+    let b = opts.batch.unwrap_or(cfg.batch.micro_batch);
+    anyhow::ensure!(b > 0, "--batch must be at least 1");
+    anyhow::ensure!(opts.steps > 0, "--steps must be at least 1");
+    let t = cfg.model.seq_len;
+    let compute = Compute::for_training(device, cfg.precision);
+    let mut model = Gpt::new(&cfg.model, cfg.seed, device);
+    model.set_trainable(true);
+    let mut adamw = AdamW::new(&cfg.optimizer.adamw, &model.wte);
+    let mut muon = Muon::new(
+        &cfg.optimizer.muon,
+        &muon_params(&model),
+        muon_kind(compute),
+    );
+    tch::manual_seed(1234);
+    let tokens = Tensor::randint(cfg.model.vocab_size, [b, t + 1], (Kind::Int64, device));
+    let x = tokens.narrow(1, 0, t);
+    let y = tokens.narrow(1, 1, t);
+    let mut peak_device_mem: u64 = 0;
+    let mut sample_memory = || {
+        if let Device::Cuda(i) = device {
+            if let Some(g) = crate::device::nvml::gpu(i) {
+                peak_device_mem = peak_device_mem.max(g.memory_used);
+            }
+        }
+    };
+    let mut last = f64::NAN;
+    for _ in 0..opts.warmup {
+        last = training_step(&model, &mut adamw, &mut muon, &x, &y, compute).double_value(&[]);
+    }
+    crate::device::synchronize(device);
+    sample_memory();
+    let start = Instant::now();
+    let mut loss = None;
+    for _ in 0..opts.steps {
+        // The loss is read only at the end, so steps queue back to back as in training.
+        loss = Some(training_step(
+            &model, &mut adamw, &mut muon, &x, &y, compute,
+        ));
+    }
+    crate::device::synchronize(device);
+    let secs = start.elapsed().as_secs_f64() / opts.steps as f64;
+    if let Some(l) = loss {
+        last = l.double_value(&[]);
+    }
+    sample_memory();
+    let params = model.num_parameters();
+    let fpt = flops_per_token(params, cfg.model.n_layer, cfg.model.n_embd, t);
+    let tok_s = (b * t) as f64 / secs;
+    let tflops = fpt * tok_s / 1e12;
+    let (peak, source) = match device {
+        Device::Cuda(i) => match crate::device::nvml::gpu(i)
+            .and_then(|g| crate::device::bf16_peak_tflops(&g.name))
+        {
+            Some((p, what)) => (Some(p), Some(what.to_string())),
+            None => (None, None),
+        },
+        _ => (None, None),
+    };
+    let (mem, mem_kind) = match device {
+        Device::Cuda(_) => (
+            (peak_device_mem > 0).then(|| peak_device_mem as f64 / crate::device::GIB),
+            "device memory in use (NVML, whole device, sampled after warm-up and at the end)"
+                .to_string(),
+        ),
+        _ => (
+            crate::device::peak_rss_bytes().map(|b| b as f64 / crate::device::GIB),
+            "peak resident memory of the process".to_string(),
+        ),
+    };
+    Ok(BenchReport {
+        config: opts.config_name.clone(),
+        device: crate::device::describe(device),
+        compute: format!("{compute:?}"),
+        batch: b,
+        seq_len: t,
+        n_layer: cfg.model.n_layer,
+        n_embd: cfg.model.n_embd,
+        vocab_size: cfg.model.vocab_size,
+        parameters: params,
+        warmup_steps: opts.warmup,
+        steps: opts.steps,
+        step_ms: secs * 1e3,
+        tokens_per_s: tok_s,
+        flops_per_token: fpt,
+        model_tflops: tflops,
+        mfu: peak.map(|p| tflops / p),
+        peak_tflops: peak,
+        peak_source: source,
+        peak_memory_gib: mem,
+        memory_kind: mem_kind,
+        final_loss: last,
+    })
+}
+
+pub fn print(r: &BenchReport) {
+    println!(
+        "config        {} ({} layers, width {}, vocab {}, {:.2} M parameters)",
+        r.config,
+        r.n_layer,
+        r.n_embd,
+        r.vocab_size,
+        r.parameters as f64 / 1e6
+    );
+    println!("device        {} | compute {}", r.device, r.compute);
+    println!(
+        "batch         {} x {} tokens, {} steps after {} warm-up",
+        r.batch, r.seq_len, r.steps, r.warmup_steps
+    );
+    println!("step          {:.1} ms", r.step_ms);
+    println!("tokens/s      {:.0}", r.tokens_per_s);
+    println!(
+        "model TFLOP/s {:.3} ({:.1} M FLOPs/token)",
+        r.model_tflops,
+        r.flops_per_token / 1e6
+    );
+    match (r.mfu, r.peak_tflops, &r.peak_source) {
+        (Some(m), Some(p), Some(s)) => {
+            println!("MFU           {:.1} % of {p} TFLOP/s ({s})", m * 100.0)
+        }
+        _ => println!("MFU           n/a (no known bf16 peak for this device)"),
+    }
+    match r.peak_memory_gib {
+        Some(m) => println!("peak memory   {m:.2} GiB ({})", r.memory_kind),
+        None => println!("peak memory   n/a"),
+    }
+    println!("final loss    {:.4}", r.final_loss);
+}

@@ -1,0 +1,385 @@
+//! The command line: no subcommand opens the lab; the subcommands run the same work headless.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{NormKind, TrainConfig};
+use crate::data::prepare::{self, PrepareOptions, TokenizerSpec};
+use crate::data::ShardLoader;
+use crate::model::weights::SeedOptions;
+use crate::runs::CheckpointRef;
+use crate::train::{TrainOptions, TrainOutcome};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stacklab",
+    version,
+    about = "A terminal lab for model-stacking research"
+)]
+pub struct Cli {
+    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: String,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model headless into a run directory (config, metrics, status, checkpoints).
+    Train(TrainArgs),
+    /// Validation loss of a checkpoint on the first N tokens of val shards.
+    Eval(EvalArgs),
+    /// Time full training steps on synthetic tokens: step time, tokens/s, TFLOP/s, MFU, memory.
+    Bench(BenchArgs),
+    /// Token data: prepare shards from text, inspect shards, the embedded corpus.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// What this installation sees: versions, libtorch, devices, folders.
+    Doctor {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Config file, or a name in the config dir (e.g. tiny).
+    #[arg(long, required_unless_present = "resume")]
+    pub config: Option<String>,
+    /// Override a config key, e.g. --set model.n_layer=4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run name (the run folder under the checkpoint dir); default <config>-<date>-<time>.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Continue a run folder from its latest checkpoint (same data position, optimizer state, schedule).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "set", "name"])]
+    pub resume: Option<PathBuf>,
+    /// Stop once this global step is done, with a checkpoint (status `stopped`, resumable).
+    #[arg(long, value_name = "STEP")]
+    pub stop_after: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A checkpoint folder, a run folder (its latest checkpoint), or a seed-format .safetensors file.
+    #[arg(long)]
+    pub checkpoint: String,
+    /// Val shard glob, or `embedded`; default: the data the checkpoint was trained on.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Tokens to score from the start of the val shards; default: the run's eval.val_tokens (seed files: 10,485,760).
+    #[arg(long)]
+    pub tokens: Option<i64>,
+    /// Sequence length; default: the checkpoint's (seed files: 1024).
+    #[arg(long)]
+    pub seq_len: Option<i64>,
+    /// Sequences per forward pass; default 64 on CUDA, 16 on the CPU.
+    #[arg(long)]
+    pub batch: Option<i64>,
+    /// Heads of a seed-format file (default width / 64).
+    #[arg(long)]
+    pub n_head: Option<i64>,
+    /// Embedding norm: none, rms_norm, layer_norm (seed files default to none).
+    #[arg(long)]
+    pub norm_wte: Option<String>,
+    /// lm-head input norm: none, rms_norm, layer_norm (seed files default to rms_norm).
+    #[arg(long)]
+    pub norm_lm_head: Option<String>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Config to benchmark; default gpt2-small-seed on CUDA, tiny on the CPU.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Sequences per step (default: the config's batch.micro_batch).
+    #[arg(long)]
+    pub batch: Option<i64>,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: i64,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: i64,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Tokenize text (.txt, .txt.gz or a folder of them) into train/val shards.
+    Prepare(PrepareArgs),
+    /// Prepare the embedded corpus if needed and print where it is.
+    Embedded,
+    /// Check shards and print their token counts.
+    Info {
+        /// A shard file or glob, e.g. 'data/fineweb10B/fineweb_val_*.bin'.
+        glob: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// A .txt or .txt.gz file, or a folder of them.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// A tokenizer.json (e.g. GPT-2's), or train:VOCAB for a byte-level BPE trained on the input.
+    #[arg(long)]
+    pub tokenizer: String,
+    /// Output folder for the shards, tokenizer.json and dataset.toml.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Fraction of the tokens (at the end) that become the validation split.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Tokens per shard file.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub shard_tokens: usize,
+    /// Replace an existing dataset in --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        None => crate::tui::run(&cli.device).map(|_| ExitCode::SUCCESS),
+        Some(Command::Doctor { json }) => crate::doctor::run(json).map(|_| ExitCode::SUCCESS),
+        Some(Command::Data(cmd)) => run_data(cmd).map(|_| ExitCode::SUCCESS),
+        Some(Command::Train(a)) => run_train(a, &cli.device),
+        Some(Command::Eval(a)) => run_eval(a, &cli.device).map(|_| ExitCode::SUCCESS),
+        Some(Command::Bench(a)) => run_bench(a, &cli.device).map(|_| ExitCode::SUCCESS),
+    }
+}
+
+fn config_name(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into())
+}
+
+fn run_train(a: TrainArgs, device: &str) -> Result<ExitCode> {
+    let device = crate::device::parse_device(device)?;
+    let (config, name) = match &a.config {
+        Some(c) => {
+            let path = crate::config::resolve_config_path(c)?;
+            (Some(TrainConfig::load(&path, &a.set)?), config_name(&path))
+        }
+        None => (None, String::new()),
+    };
+    let opts = TrainOptions {
+        config,
+        name: a.name,
+        config_name: name,
+        resume: a.resume,
+        stop_after: a.stop_after,
+        device,
+        runs_root: crate::paths::checkpoint_dir(),
+    };
+    let (run, outcome) = crate::train::train(&opts)?;
+    println!("{}", run.display());
+    Ok(match outcome {
+        TrainOutcome::Done => ExitCode::SUCCESS,
+        TrainOutcome::Stopped { by_signal: false } => ExitCode::SUCCESS,
+        TrainOutcome::Stopped { by_signal: true } => ExitCode::from(130),
+        TrainOutcome::Failed(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    })
+}
+
+fn parse_norm(flag: &str, v: &Option<String>) -> Result<Option<NormKind>> {
+    v.as_deref()
+        .map(|s| s.parse::<NormKind>().with_context(|| format!("--{flag}")))
+        .transpose()
+}
+
+fn run_eval(a: EvalArgs, device: &str) -> Result<()> {
+    let device = crate::device::parse_device(device)?;
+    let ckpt = CheckpointRef::resolve(&a.checkpoint)?;
+    let opts = SeedOptions {
+        n_head: a.n_head,
+        norm_wte: parse_norm("norm-wte", &a.norm_wte)?,
+        norm_lm_head: parse_norm("norm-lm-head", &a.norm_lm_head)?,
+        seq_len: a.seq_len,
+    };
+    if let (Some((wte, head)), true) = (
+        ckpt.trained_norms(),
+        opts.norm_wte.is_some() || opts.norm_lm_head.is_some(),
+    ) {
+        let (w2, h2) = (
+            opts.norm_wte.unwrap_or(wte),
+            opts.norm_lm_head.unwrap_or(head),
+        );
+        if (w2, h2) != (wte, head) {
+            eprintln!(
+                "warning: {} was trained with norm_wte = {wte}, norm_lm_head = {head}; evaluating with norm_wte = {w2}, norm_lm_head = {h2}",
+                ckpt.name()
+            );
+        }
+    }
+    let model = ckpt.load_model(&opts, device)?;
+    let (val_glob, default_tokens) = match (&a.data, &ckpt) {
+        (Some(d), _) if d == "embedded" => {
+            (crate::data::embedded::ensure_prepared()?.val_glob(), None)
+        }
+        (Some(d), _) => (d.clone(), None),
+        (None, CheckpointRef::Native(c)) => {
+            let cfg = TrainConfig::from_toml_str(
+                &c.config_toml()?,
+                &c.path.join("config.toml").display().to_string(),
+                &[],
+            )?;
+            (
+                crate::data::DataSource::from_config(&cfg.data)?.val,
+                Some(cfg.eval.val_tokens),
+            )
+        }
+        (None, CheckpointRef::SeedFile(p)) => anyhow::bail!(
+            "{}: a seed-format file does not say which data it was trained on; give --data GLOB",
+            p.display()
+        ),
+    };
+    let tokens = a.tokens.or(default_tokens).unwrap_or(10_485_760);
+    let seq_len = model.cfg.seq_len;
+    let batch = a.batch.unwrap_or(if device.is_cuda() { 64 } else { 16 });
+    anyhow::ensure!(
+        batch > 0 && seq_len > 0 && tokens > 0,
+        "--batch, --seq-len and --tokens must be positive"
+    );
+    let mut loader = ShardLoader::from_glob(&val_glob, batch as usize, seq_len as usize)
+        .with_context(|| format!("--data {val_glob}"))?;
+    let r = crate::eval::evaluate(&model, &mut loader, tokens, device)?;
+    if a.json {
+        let out = serde_json::json!({
+            "val_loss": r.val_loss,
+            "tokens": r.tokens,
+            "seq_len": seq_len,
+            "checkpoint": ckpt.name(),
+            "data": val_glob,
+            "batch": batch,
+            "device": crate::device::name(device),
+            "norm_wte": model.cfg.norm_wte,
+            "norm_lm_head": model.cfg.norm_lm_head,
+            "seconds": r.seconds,
+            "tokens_per_s": r.tokens as f64 / r.seconds,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "val_loss {:.6} over {} tokens (seq_len {seq_len}) of {} on {} [{:.1}s]",
+            r.val_loss,
+            r.tokens,
+            ckpt.name(),
+            crate::device::name(device),
+            r.seconds
+        );
+    }
+    Ok(())
+}
+
+fn run_bench(a: BenchArgs, device: &str) -> Result<()> {
+    let device = crate::device::parse_device(device)?;
+    let name = a.config.clone().unwrap_or_else(|| {
+        if device.is_cuda() {
+            "gpt2-small-seed"
+        } else {
+            "tiny"
+        }
+        .to_string()
+    });
+    let path = crate::config::resolve_config_path(&name)?;
+    let config = TrainConfig::load(&path, &a.set)?;
+    let r = crate::bench::run(&crate::bench::BenchOptions {
+        config,
+        config_name: path.display().to_string(),
+        batch: a.batch,
+        steps: a.steps,
+        warmup: a.warmup,
+        device,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        crate::bench::print(&r);
+    }
+    Ok(())
+}
+
+fn run_data(cmd: DataCommand) -> Result<()> {
+    match cmd {
+        DataCommand::Prepare(a) => {
+            let spec: TokenizerSpec = a.tokenizer.parse()?;
+            let docs = prepare::read_input(&a.input)?;
+            let mut opts = PrepareOptions::new(spec, a.out.clone());
+            opts.val_fraction = a.val_fraction;
+            opts.shard_tokens = a.shard_tokens;
+            opts.force = a.force;
+            opts.progress = std::io::stderr().is_terminal();
+            opts.verbose = true;
+            let ds = prepare::prepare(&docs, &opts)?;
+            print_dataset(&ds);
+            Ok(())
+        }
+        DataCommand::Embedded => {
+            let ds = crate::data::embedded::ensure_prepared()?;
+            print_dataset(&ds);
+            Ok(())
+        }
+        DataCommand::Info { glob } => {
+            let files = crate::data::expand_glob(&glob)?;
+            let mut total = 0usize;
+            for f in &files {
+                let shard = crate::data::Shard::open(f)?;
+                total += shard.len();
+                println!(
+                    "{}  {} tokens  max id {}",
+                    f.display(),
+                    shard.len(),
+                    shard
+                        .max_token()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            println!("{} shard(s), {total} tokens", files.len());
+            Ok(())
+        }
+    }
+}
+
+fn print_dataset(ds: &prepare::Dataset) {
+    let i = &ds.info;
+    println!("dataset      {}", ds.dir.display());
+    println!(
+        "tokenizer    {} (vocabulary {})",
+        ds.tokenizer_path().display(),
+        i.vocab_size
+    );
+    println!(
+        "train        {} tokens in {} shard(s): {}",
+        i.train_tokens,
+        i.train_shards.len(),
+        ds.train_glob()
+    );
+    println!(
+        "val          {} tokens in {} shard(s): {}",
+        i.val_tokens,
+        i.val_shards.len(),
+        ds.val_glob()
+    );
+}

@@ -1,0 +1,313 @@
+//! Finding libtorch's CUDA, choosing the device, and saying which one is used.
+//!
+//! rustc links with `--as-needed`, so `libtorch_cuda.so` is dropped from the binary and
+//! libtorch would report no CUDA even on a GPU machine. [`init`] loads it with `dlopen`
+//! before the first tch call; where it is absent (a CPU-only libtorch) that simply fails and
+//! the program runs on the CPU.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Result};
+use tch::Device;
+
+/// What [`init`] found, kept for `doctor` and the logs.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub torch_lib_dir: Option<PathBuf>,
+    pub cuda_library: CudaLibrary,
+}
+
+#[derive(Debug, Clone)]
+pub enum CudaLibrary {
+    Loaded(PathBuf),
+    Missing(String),
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Loads libtorch's CUDA library (once) and turns on TF32 for fp32 matmuls, as the seed's
+/// validation had it. Must run before any tch call.
+pub fn init() -> &'static Runtime {
+    RUNTIME.get_or_init(|| {
+        // The seed validates in fp32 with TF32 matmuls (`set_float32_matmul_precision('high')`);
+        // tch has no binding for that, but libtorch reads this variable when it initialises.
+        if std::env::var_os("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE").is_none() {
+            // SAFETY: called first thing in main, before any thread exists.
+            std::env::set_var("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1");
+        }
+        let torch_lib_dir = loaded_torch_lib_dir();
+        let cuda_library = load_cuda_library(torch_lib_dir.as_deref());
+        Runtime {
+            torch_lib_dir,
+            cuda_library,
+        }
+    })
+}
+
+/// The directory of the `libtorch_cpu.so` this process actually loaded.
+fn loaded_torch_lib_dir() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so"))
+        .and_then(|p| PathBuf::from(p).parent().map(|d| d.to_path_buf()))
+        .or_else(|| {
+            let baked = env!("STACKLAB_TORCH_LIB");
+            (!baked.is_empty()).then(|| PathBuf::from(baked))
+        })
+}
+
+fn load_cuda_library(lib_dir: Option<&std::path::Path>) -> CudaLibrary {
+    let mut candidates = Vec::new();
+    if let Some(dir) = lib_dir {
+        candidates.push(dir.join("libtorch_cuda.so"));
+    }
+    candidates.push(PathBuf::from("libtorch_cuda.so"));
+    let mut last_error = String::from("libtorch_cuda.so not found");
+    for path in candidates {
+        if path.is_absolute() && !path.exists() {
+            last_error = format!("{} does not exist (a CPU-only libtorch)", path.display());
+            continue;
+        }
+        let c_path = match std::ffi::CString::new(path.to_string_lossy().as_bytes()) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        // SAFETY: dlopen with a valid C string; the handle is deliberately never closed.
+        let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if !handle.is_null() {
+            return CudaLibrary::Loaded(path);
+        }
+        // SAFETY: dlerror returns a thread-local C string or null.
+        let err = unsafe { libc::dlerror() };
+        if !err.is_null() {
+            last_error = unsafe { std::ffi::CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    CudaLibrary::Missing(last_error)
+}
+
+/// The libtorch version, read from the torch package or libtorch folder that was loaded.
+pub fn libtorch_version() -> Option<String> {
+    let dir = init().torch_lib_dir.as_ref()?;
+    let root = dir.parent()?;
+    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("__version__") {
+                let v = rest.trim_start_matches([' ', '=']).trim();
+                return Some(v.trim_matches(['\'', '"']).to_string());
+            }
+        }
+    }
+    std::fs::read_to_string(root.join("build-version"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// A device request from the command line or a config: `auto`, `cpu`, `cuda`, `cuda:N`.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    init();
+    let spec = spec.trim();
+    let count = cuda_device_count();
+    let need_cuda = |index: usize| -> Result<Device> {
+        if count == 0 {
+            let why = match &init().cuda_library {
+                CudaLibrary::Loaded(_) => "libtorch has CUDA but sees no GPU".to_string(),
+                CudaLibrary::Missing(e) => e.clone(),
+            };
+            bail!("device `{spec}` requested, but CUDA is not available here ({why}); use --device cpu");
+        }
+        if index >= count {
+            bail!(
+                "device `{spec}` does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{}",
+                count - 1
+            );
+        }
+        Ok(Device::Cuda(index))
+    };
+    match spec {
+        "" | "auto" => Ok(if count > 0 {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "gpu" => need_cuda(0),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => need_cuda(i),
+            _ => bail!("unknown device `{spec}`: expected auto, cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+pub fn cuda_device_count() -> usize {
+    init();
+    if tch::Cuda::is_available() {
+        tch::Cuda::device_count().max(0) as usize
+    } else {
+        0
+    }
+}
+
+/// A short human name: `cpu (2 threads)` or `cuda:0 (NVIDIA H200, 139.8 GiB)`.
+pub fn describe(device: Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        Device::Cuda(i) => match nvml::gpu(i) {
+            Some(g) => format!(
+                "cuda:{i} ({}, {:.1} GiB)",
+                g.name,
+                g.memory_total as f64 / GIB
+            ),
+            None => format!("cuda:{i}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+pub fn name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+pub const GIB: f64 = (1u64 << 30) as f64;
+
+/// Waits for queued device work, so timings measure the work and not its launch.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// The dense bf16 peak of a known GPU in TFLOP/s (vendor figures, without sparsity).
+pub fn bf16_peak_tflops(gpu_name: &str) -> Option<(f64, &'static str)> {
+    let n = gpu_name.to_lowercase();
+    let table: [(&str, f64, &str); 6] = [
+        ("h200", 989.0, "H200 SXM dense bf16"),
+        ("h100 pcie", 756.0, "H100 PCIe dense bf16"),
+        ("h100", 989.0, "H100 SXM dense bf16"),
+        ("a100", 312.0, "A100 dense bf16"),
+        ("l40s", 362.0, "L40S dense bf16"),
+        ("4090", 165.0, "RTX 4090 dense bf16"),
+    ];
+    table
+        .iter()
+        .find(|(k, _, _)| n.contains(k))
+        .map(|(_, v, what)| (*v, *what))
+}
+
+/// GPU names and memory through NVML (the driver's management library), loaded at run time.
+pub mod nvml {
+    use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+    use std::sync::OnceLock;
+
+    #[derive(Debug, Clone)]
+    pub struct GpuInfo {
+        pub name: String,
+        pub memory_total: u64,
+        pub memory_used: u64,
+    }
+
+    #[repr(C)]
+    struct MemoryInfo {
+        total: u64,
+        free: u64,
+        used: u64,
+    }
+
+    type Init = unsafe extern "C" fn() -> c_int;
+    type HandleByIndex = unsafe extern "C" fn(c_uint, *mut *mut c_void) -> c_int;
+    type Name = unsafe extern "C" fn(*mut c_void, *mut c_char, c_uint) -> c_int;
+    type Memory = unsafe extern "C" fn(*mut c_void, *mut MemoryInfo) -> c_int;
+
+    fn library() -> Option<&'static libloading::Library> {
+        static LIB: OnceLock<Option<libloading::Library>> = OnceLock::new();
+        LIB.get_or_init(|| {
+            // SAFETY: loading the NVIDIA management library runs no user-visible initialisers.
+            let lib = unsafe { libloading::Library::new("libnvidia-ml.so.1") }.ok()?;
+            let init: libloading::Symbol<Init> = unsafe { lib.get(b"nvmlInit_v2") }.ok()?;
+            (unsafe { init() } == 0).then_some(())?;
+            drop(init);
+            Some(lib)
+        })
+        .as_ref()
+    }
+
+    /// Name and memory of GPU `index` (CUDA's numbering, assuming no CUDA_VISIBLE_DEVICES remap).
+    pub fn gpu(index: usize) -> Option<GpuInfo> {
+        let lib = library()?;
+        // SAFETY: the symbols have the NVML signatures declared above.
+        unsafe {
+            let by_index: libloading::Symbol<HandleByIndex> =
+                lib.get(b"nvmlDeviceGetHandleByIndex_v2").ok()?;
+            let get_name: libloading::Symbol<Name> = lib.get(b"nvmlDeviceGetName").ok()?;
+            let get_memory: libloading::Symbol<Memory> =
+                lib.get(b"nvmlDeviceGetMemoryInfo").ok()?;
+            let mut handle = std::ptr::null_mut();
+            if by_index(index as c_uint, &mut handle) != 0 {
+                return None;
+            }
+            let mut buf = [0 as c_char; 128];
+            if get_name(handle, buf.as_mut_ptr(), buf.len() as c_uint) != 0 {
+                return None;
+            }
+            let name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
+            let mut mem = MemoryInfo {
+                total: 0,
+                free: 0,
+                used: 0,
+            };
+            if get_memory(handle, &mut mem) != 0 {
+                return None;
+            }
+            Some(GpuInfo {
+                name,
+                memory_total: mem.total,
+                memory_used: mem.used,
+            })
+        }
+    }
+}
+
+/// Peak resident memory of this process in bytes (Linux `getrusage`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    // SAFETY: getrusage fills a plain struct.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then(|| usage.ru_maxrss as u64 * 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_specs_and_refuses_unknown_ones() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        let err = parse_device("tpu").unwrap_err().to_string();
+        assert!(err.contains("unknown device `tpu`"), "{err}");
+        if cuda_device_count() == 0 {
+            let err = parse_device("cuda:1").unwrap_err().to_string();
+            assert!(err.contains("CUDA is not available"), "{err}");
+            assert_eq!(parse_device("auto").unwrap(), Device::Cpu);
+        } else {
+            let n = cuda_device_count();
+            let err = parse_device(&format!("cuda:{n}")).unwrap_err().to_string();
+            assert!(err.contains("does not exist"), "{err}");
+        }
+    }
+
+    #[test]
+    fn knows_the_bf16_peak_of_the_lent_gpus() {
+        assert_eq!(bf16_peak_tflops("NVIDIA H200").unwrap().0, 989.0);
+        assert_eq!(bf16_peak_tflops("NVIDIA H100 80GB HBM3").unwrap().0, 989.0);
+        assert!(bf16_peak_tflops("Some CPU").is_none());
+    }
+}

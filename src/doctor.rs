@@ -1,0 +1,137 @@
+//! `stacklab doctor`: what this installation sees (versions, libtorch, devices, folders).
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::device::{self, CudaLibrary};
+
+#[derive(Debug, Serialize)]
+pub struct GpuReport {
+    pub index: usize,
+    pub name: Option<String>,
+    pub memory_gib: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DoctorReport {
+    pub stacklab_version: String,
+    pub git_commit: String,
+    pub libtorch_version: Option<String>,
+    pub torch_lib_dir: Option<String>,
+    pub cuda_library: String,
+    pub cuda_available: bool,
+    pub cudnn_available: bool,
+    pub gpus: Vec<GpuReport>,
+    pub default_device: String,
+    pub cpu_threads: i32,
+    pub data_dir: String,
+    pub config_dir: String,
+    pub checkpoint_dir: String,
+    pub embedded_corpus: String,
+}
+
+pub fn report() -> DoctorReport {
+    let rt = device::init();
+    let cuda_count = device::cuda_device_count();
+    let gpus = (0..cuda_count)
+        .map(|i| {
+            let info = device::nvml::gpu(i);
+            GpuReport {
+                index: i,
+                name: info.as_ref().map(|g| g.name.clone()),
+                memory_gib: info.map(|g| g.memory_total as f64 / device::GIB),
+            }
+        })
+        .collect();
+    let embedded = match crate::data::embedded::prepared() {
+        Some(ds) => format!(
+            "prepared in {} ({} train / {} val tokens, vocabulary {})",
+            ds.dir.display(),
+            ds.info.train_tokens,
+            ds.info.val_tokens,
+            ds.info.vocab_size
+        ),
+        None => format!(
+            "not prepared yet (prepared on first use into {})",
+            crate::data::embedded::dir().display()
+        ),
+    };
+    DoctorReport {
+        stacklab_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: env!("STACKLAB_GIT_COMMIT").into(),
+        libtorch_version: device::libtorch_version(),
+        torch_lib_dir: rt.torch_lib_dir.as_ref().map(|p| p.display().to_string()),
+        cuda_library: match &rt.cuda_library {
+            CudaLibrary::Loaded(p) => format!("loaded {}", p.display()),
+            CudaLibrary::Missing(why) => format!("not loaded: {why}"),
+        },
+        cuda_available: cuda_count > 0,
+        cudnn_available: tch::Cuda::cudnn_is_available(),
+        gpus,
+        default_device: device::parse_device("auto")
+            .map(device::describe)
+            .unwrap_or_else(|e| e.to_string()),
+        cpu_threads: tch::get_num_threads(),
+        data_dir: crate::paths::data_dir().display().to_string(),
+        config_dir: crate::paths::config_dir().display().to_string(),
+        checkpoint_dir: crate::paths::checkpoint_dir().display().to_string(),
+        embedded_corpus: embedded,
+    }
+}
+
+pub fn run(json: bool) -> Result<()> {
+    let r = report();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let yes_no = |b: bool| if b { "available" } else { "not available" };
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "stacklab",
+            format!("{} (commit {})", r.stacklab_version, r.git_commit),
+        ),
+        (
+            "libtorch",
+            r.libtorch_version
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
+        ),
+        (
+            "torch lib dir",
+            r.torch_lib_dir.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+        ("libtorch_cuda", r.cuda_library.clone()),
+        ("CUDA", yes_no(r.cuda_available).into()),
+        ("cuDNN", yes_no(r.cudnn_available).into()),
+    ];
+    let mut rows = rows;
+    if r.gpus.is_empty() {
+        rows.push(("GPUs", "none".into()));
+    }
+    for g in &r.gpus {
+        rows.push((
+            "GPU",
+            format!(
+                "cuda:{} {} {}",
+                g.index,
+                g.name.clone().unwrap_or_else(|| "(name unknown)".into()),
+                g.memory_gib
+                    .map(|m| format!("{m:.1} GiB"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    rows.extend([
+        ("device in use", r.default_device.clone()),
+        ("CPU threads", r.cpu_threads.to_string()),
+        ("data dir", r.data_dir.clone()),
+        ("config dir", r.config_dir.clone()),
+        ("checkpoint dir", r.checkpoint_dir.clone()),
+        ("embedded corpus", r.embedded_corpus.clone()),
+    ]);
+    for (k, v) in rows {
+        println!("{k:<16} {v}");
+    }
+    Ok(())
+}

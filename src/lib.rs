@@ -1,0 +1,17 @@
+//! stacklab: a terminal lab for model-stacking research on libtorch.
+//!
+//! Data flows one way: config -> data + model -> trainer -> run directory (metrics,
+//! checkpoints) -> the lab and the headless commands that read them.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod doctor;
+pub mod eval;
+pub mod model;
+pub mod paths;
+pub mod runs;
+pub mod train;
+pub mod tui;

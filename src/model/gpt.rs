@@ -1,0 +1,258 @@
+//! The model, one small struct per concept: [`Block`] (attention + MLP) and [`Gpt`].
+
+use tch::{Device, Kind, Tensor};
+
+use super::norm::{apply_norm, rms_norm};
+use super::rotary::RotaryTables;
+use crate::config::ModelConfig;
+
+/// Numerics of a forward pass: which dtype the matmuls and attention run in. The residual
+/// stream, the norms and the loss stay fp32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compute {
+    /// Everything fp32 (the CPU, and validation, as the seed's fp32 eval).
+    Fp32,
+    /// Matmuls and attention in bf16: what the seed's bf16 autocast did on CUDA.
+    Bf16,
+}
+
+impl Compute {
+    pub fn kind(self) -> Kind {
+        match self {
+            Compute::Fp32 => Kind::Float,
+            Compute::Bf16 => Kind::BFloat16,
+        }
+    }
+    /// The training numerics for a device and a config's `precision`.
+    pub fn for_training(device: Device, precision: crate::config::Precision) -> Compute {
+        use crate::config::Precision;
+        match precision {
+            Precision::Fp32 => Compute::Fp32,
+            Precision::Bf16 => Compute::Bf16,
+            Precision::Auto => {
+                if device.is_cuda() {
+                    Compute::Bf16
+                } else {
+                    Compute::Fp32
+                }
+            }
+        }
+    }
+}
+
+/// `x @ w.T` with both operands in the compute dtype.
+fn linear(x: &Tensor, w: &Tensor, c: Compute) -> Tensor {
+    let k = c.kind();
+    x.to_kind(k).linear(&w.to_kind(k), None::<Tensor>)
+}
+
+/// One transformer block. It carries its own attention scale and head count, so blocks of
+/// models of different depths can be stacked and still compute what they were trained to.
+pub struct Block {
+    /// (3C, C): q, k and v projections stacked.
+    pub c_attn: Tensor,
+    /// (C, C)
+    pub attn_proj: Tensor,
+    /// (4C, C)
+    pub c_fc: Tensor,
+    /// (C, 4C)
+    pub mlp_proj: Tensor,
+    pub n_head: i64,
+    /// `1/sqrt(2·n_layer)` of the model the block was trained in.
+    pub attn_scale: f64,
+}
+
+impl Block {
+    pub fn attention(&self, x: &Tensor, rope: &RotaryTables, c: Compute) -> Tensor {
+        let (b, t, width) = x.size3().expect("attention input is (B, T, C)");
+        let hd = width / self.n_head;
+        let qkv = linear(x, &self.c_attn, c);
+        let shape = [b, t, self.n_head, hd];
+        let q = rope.apply(&qkv.narrow(2, 0, width).view(shape));
+        let k = rope.apply(&qkv.narrow(2, width, width).view(shape));
+        let v = qkv.narrow(2, 2 * width, width).view(shape);
+        let y = Tensor::scaled_dot_product_attention(
+            &q.transpose(1, 2),
+            &k.transpose(1, 2),
+            &v.transpose(1, 2),
+            None::<Tensor>,
+            0.0,
+            true,
+            None,
+            false,
+        );
+        let y = y.transpose(1, 2).contiguous().view([b, t, width]);
+        linear(&y, &self.attn_proj, c)
+    }
+
+    pub fn mlp(&self, x: &Tensor, c: Compute) -> Tensor {
+        linear(&linear(x, &self.c_fc, c).gelu("none"), &self.mlp_proj, c)
+    }
+
+    /// `x + s·attn(rms(x))`, then `x + mlp(rms(x))`; x stays fp32.
+    pub fn forward(&self, x: &Tensor, rope: &RotaryTables, c: Compute) -> Tensor {
+        let x = x + self.attention(&rms_norm(x), rope, c) * self.attn_scale;
+        &x + self.mlp(&rms_norm(&x), c)
+    }
+
+    pub fn parameters(&self) -> [&Tensor; 4] {
+        [&self.c_attn, &self.attn_proj, &self.c_fc, &self.mlp_proj]
+    }
+
+    /// The seed's state-dict names of this block's matrices, for block `i`.
+    pub fn named_parameters(&self, i: usize) -> [(String, &Tensor); 4] {
+        [
+            (
+                format!("transformer.h.{i}.attn.c_attn.weight"),
+                &self.c_attn,
+            ),
+            (
+                format!("transformer.h.{i}.attn.c_proj.weight"),
+                &self.attn_proj,
+            ),
+            (format!("transformer.h.{i}.mlp.c_fc.weight"), &self.c_fc),
+            (
+                format!("transformer.h.{i}.mlp.c_proj.weight"),
+                &self.mlp_proj,
+            ),
+        ]
+    }
+}
+
+pub const WTE: &str = "transformer.wte.weight";
+
+/// The seed's GPT.
+pub struct Gpt {
+    pub cfg: ModelConfig,
+    /// The tied embedding / lm-head matrix (vocab, C), fp32.
+    pub wte: Tensor,
+    pub blocks: Vec<Block>,
+}
+
+/// Uniform in ±bound, drawn on the CPU so a seed gives the same weights on every device.
+fn uniform(shape: &[i64], bound: f64) -> Tensor {
+    Tensor::empty(shape, (Kind::Float, Device::Cpu)).uniform_(-bound, bound)
+}
+
+impl Gpt {
+    /// A freshly initialised model: `W` as the lm-head's `nn.Linear` (uniform ±1/sqrt(C)),
+    /// block matrices `nn.Linear`'s default (uniform ±1/sqrt(fan_in)).
+    pub fn new(cfg: &ModelConfig, seed: i64, device: Device) -> Gpt {
+        tch::manual_seed(seed);
+        let c = cfg.n_embd;
+        let bound = |fan_in: i64| 1.0 / (fan_in as f64).sqrt();
+        let wte = uniform(&[cfg.vocab_size, c], bound(c));
+        let scale = 1.0 / ((2 * cfg.n_layer) as f64).sqrt();
+        let blocks = (0..cfg.n_layer)
+            .map(|_| Block {
+                c_attn: uniform(&[3 * c, c], bound(c)),
+                attn_proj: uniform(&[c, c], bound(c)),
+                c_fc: uniform(&[4 * c, c], bound(c)),
+                mlp_proj: uniform(&[c, 4 * c], bound(4 * c)),
+                n_head: cfg.n_head,
+                attn_scale: scale,
+            })
+            .collect();
+        let mut m = Gpt {
+            cfg: cfg.clone(),
+            wte,
+            blocks,
+        };
+        m.to_device(device);
+        m
+    }
+
+    pub fn device(&self) -> Device {
+        self.wte.device()
+    }
+
+    pub fn to_device(&mut self, device: Device) {
+        let mv = |t: &mut Tensor| *t = t.to_device(device).detach();
+        mv(&mut self.wte);
+        for b in &mut self.blocks {
+            mv(&mut b.c_attn);
+            mv(&mut b.attn_proj);
+            mv(&mut b.c_fc);
+            mv(&mut b.mlp_proj);
+        }
+    }
+
+    /// Turns gradient tracking on for the blocks, and for `W` unless it is frozen.
+    pub fn set_trainable(&mut self, train_wte: bool) {
+        let _ = self.wte.set_requires_grad(train_wte);
+        for b in &self.blocks {
+            for p in b.parameters() {
+                let _ = p.set_requires_grad(true);
+            }
+        }
+    }
+
+    /// All weights under the seed's names, `W` first.
+    pub fn named_parameters(&self) -> Vec<(String, &Tensor)> {
+        let mut out = vec![(WTE.to_string(), &self.wte)];
+        for (i, b) in self.blocks.iter().enumerate() {
+            out.extend(b.named_parameters(i));
+        }
+        out
+    }
+
+    pub fn num_parameters(&self) -> i64 {
+        self.named_parameters()
+            .iter()
+            .map(|(_, t)| t.numel() as i64)
+            .sum()
+    }
+
+    /// `W[idx]`: token embeddings before `norm_wte`, fp32.
+    pub fn embed(&self, idx: &Tensor) -> Tensor {
+        Tensor::embedding(&self.wte, idx, -1, false, false)
+    }
+
+    /// From input embeddings (B, T, C) to the final hidden state: `norm_wte`, the blocks,
+    /// `norm_lm_head`. With `residuals`, the residual stream after every block is kept.
+    pub fn hidden_from_embeddings(
+        &self,
+        emb: &Tensor,
+        c: Compute,
+        mut residuals: Option<&mut Vec<Tensor>>,
+    ) -> Tensor {
+        let t = emb.size()[1];
+        let rope = RotaryTables::new(t, self.cfg.n_embd / self.cfg.n_head, emb.device());
+        let mut x = apply_norm(emb, self.cfg.norm_wte);
+        for b in &self.blocks {
+            x = b.forward(&x, &rope, c);
+            if let Some(r) = residuals.as_deref_mut() {
+                r.push(x.shallow_clone());
+            }
+        }
+        apply_norm(&x, self.cfg.norm_lm_head)
+    }
+
+    /// The final hidden state for token ids (B, T).
+    pub fn hidden(&self, idx: &Tensor, c: Compute) -> Tensor {
+        self.hidden_from_embeddings(&self.embed(idx), c, None)
+    }
+
+    /// Mean cross-entropy of `hidden @ W.T` (fp32 logits) against `targets`.
+    pub fn loss_from_hidden(&self, hidden: &Tensor, targets: &Tensor, c: Compute) -> Tensor {
+        lm_loss(&self.wte, hidden, targets, c)
+    }
+
+    /// Mean cross-entropy of the next-token predictions for `idx` against `targets`.
+    pub fn loss(&self, idx: &Tensor, targets: &Tensor, c: Compute) -> Tensor {
+        self.loss_from_hidden(&self.hidden(idx, c), targets, c)
+    }
+}
+
+/// Logits `hidden @ W.T` in the compute dtype, cast to fp32, then mean cross-entropy.
+pub fn lm_loss(wte: &Tensor, hidden: &Tensor, targets: &Tensor, c: Compute) -> Tensor {
+    let v = wte.size()[0];
+    let logits = linear(hidden, wte, c).to_kind(Kind::Float);
+    logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+        &targets.view([-1]),
+        None,
+        tch::Reduction::Mean,
+        -100,
+        0.0,
+    )
+}

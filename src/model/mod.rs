@@ -1,0 +1,10 @@
+//! The seed's GPT: tied embedding/lm-head `W`, rotary attention, pre-RMSNorm blocks with the
+//! `1/sqrt(2·n_layer)` attention scale, exact-GELU MLP, no biases, optional outer norms.
+
+pub mod gpt;
+pub mod norm;
+pub mod rotary;
+pub mod weights;
+
+pub use gpt::{Block, Compute, Gpt};
+pub use norm::apply_norm;

@@ -1,0 +1,205 @@
+//! Weights in and out under the seed's PyTorch names.
+//!
+//! A state dict from the seed's code may carry torch.compile's `_orig_mod.` prefix, the
+//! rotary `inv_freq` buffers (recomputed here, so ignored), and `W` as
+//! `transformer.wte.weight` and/or `lm_head.weight`. Shapes give layers, width and vocab.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::gpt::{Block, Gpt, WTE};
+use crate::config::{ModelConfig, NormKind};
+
+pub const LM_HEAD: &str = "lm_head.weight";
+
+/// Reads every tensor of a safetensors file, by name.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let list = Tensor::read_safetensors(path)
+        .map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file: {e}", path.display()))?;
+    Ok(list.into_iter().collect())
+}
+
+/// Normalises seed names: drops `_orig_mod.` and the `inv_freq` buffers, and resolves `W`
+/// from `transformer.wte.weight` / `lm_head.weight` (which must agree when both are present).
+pub fn normalise_seed_names(
+    raw: BTreeMap<String, Tensor>,
+    origin: &str,
+) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = BTreeMap::new();
+    for (name, t) in raw {
+        let name = name.strip_prefix("_orig_mod.").unwrap_or(&name).to_string();
+        if name.ends_with(".rotary.inv_freq") || name.ends_with(".inv_freq") {
+            continue;
+        }
+        out.insert(name, t);
+    }
+    match (out.contains_key(WTE), out.contains_key(LM_HEAD)) {
+        (true, true) => {
+            let head = out.remove(LM_HEAD).expect("present");
+            let wte = &out[WTE];
+            if wte.size() != head.size()
+                || !wte.to_kind(Kind::Float).equal(&head.to_kind(Kind::Float))
+            {
+                bail!(
+                    "{origin}: {WTE} {:?} and {LM_HEAD} {:?} differ; stacklab needs the tied embedding/lm-head of the seed's model",
+                    wte.size(),
+                    head.size()
+                );
+            }
+        }
+        (false, true) => {
+            let head = out.remove(LM_HEAD).expect("present");
+            out.insert(WTE.to_string(), head);
+        }
+        (true, false) => {}
+        (false, false) => {
+            bail!("{origin}: no {WTE} or {LM_HEAD} tensor: not a checkpoint of the seed's GPT")
+        }
+    }
+    Ok(out)
+}
+
+/// What the seed-format options can set that the weights cannot tell.
+#[derive(Debug, Clone, Default)]
+pub struct SeedOptions {
+    pub n_head: Option<i64>,
+    pub norm_wte: Option<NormKind>,
+    pub norm_lm_head: Option<NormKind>,
+    pub seq_len: Option<i64>,
+}
+
+/// Reads the model shape off the tensors: layers from the `h.{i}` indices, width and vocab
+/// from `W`; heads = width / 64 unless given; norms default to the seed's training defaults.
+pub fn infer_config(
+    tensors: &BTreeMap<String, Tensor>,
+    opts: &SeedOptions,
+    origin: &str,
+) -> Result<ModelConfig> {
+    let w = tensors
+        .get(WTE)
+        .with_context(|| format!("{origin}: no {WTE}"))?;
+    let size = w.size();
+    if size.len() != 2 {
+        bail!("{origin}: {WTE} should be a matrix (vocab, width), found shape {size:?}");
+    }
+    let (vocab, width) = (size[0], size[1]);
+    let mut n_layer = 0;
+    for name in tensors.keys() {
+        if let Some(rest) = name.strip_prefix("transformer.h.") {
+            let idx: i64 = rest
+                .split('.')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .with_context(|| format!("{origin}: tensor {name} has no layer index"))?;
+            n_layer = n_layer.max(idx + 1);
+        }
+    }
+    if n_layer == 0 {
+        bail!("{origin}: no transformer.h.{{i}} tensors: a model needs at least one block");
+    }
+    let n_head = match opts.n_head {
+        Some(h) => h,
+        None => {
+            if width % 64 != 0 {
+                bail!("{origin}: width {width} is not a multiple of 64; give the head count with --n-head");
+            }
+            width / 64
+        }
+    };
+    if n_head <= 0 || width % n_head != 0 {
+        bail!("{origin}: width {width} is not divisible by {n_head} heads");
+    }
+    Ok(ModelConfig {
+        vocab_size: vocab,
+        n_layer,
+        n_head,
+        n_embd: width,
+        seq_len: opts.seq_len.unwrap_or(1024),
+        norm_wte: opts.norm_wte.unwrap_or(NormKind::None),
+        norm_lm_head: opts.norm_lm_head.unwrap_or(NormKind::RmsNorm),
+    })
+}
+
+/// Builds a model from named tensors, checking every name and shape against `cfg`.
+pub fn model_from_tensors(
+    cfg: &ModelConfig,
+    mut tensors: BTreeMap<String, Tensor>,
+    device: Device,
+    origin: &str,
+) -> Result<Gpt> {
+    let c = cfg.n_embd;
+    let mut take = |name: &str, shape: [i64; 2]| -> Result<Tensor> {
+        let t = tensors.remove(name).with_context(|| {
+            format!("{origin}: missing tensor {name} (expected shape {shape:?})")
+        })?;
+        if t.size() != shape {
+            bail!(
+                "{origin}: tensor {name} has shape {:?}, expected {shape:?}",
+                t.size()
+            );
+        }
+        Ok(t.to_kind(Kind::Float).to_device(device).detach())
+    };
+    let wte = take(WTE, [cfg.vocab_size, c])?;
+    let scale = 1.0 / ((2 * cfg.n_layer) as f64).sqrt();
+    let mut blocks = Vec::new();
+    for i in 0..cfg.n_layer {
+        blocks.push(Block {
+            c_attn: take(&format!("transformer.h.{i}.attn.c_attn.weight"), [3 * c, c])?,
+            attn_proj: take(&format!("transformer.h.{i}.attn.c_proj.weight"), [c, c])?,
+            c_fc: take(&format!("transformer.h.{i}.mlp.c_fc.weight"), [4 * c, c])?,
+            mlp_proj: take(&format!("transformer.h.{i}.mlp.c_proj.weight"), [c, 4 * c])?,
+            n_head: cfg.n_head,
+            attn_scale: scale,
+        });
+    }
+    if let Some((name, t)) = tensors.iter().next() {
+        bail!(
+            "{origin}: unexpected tensor {name} with shape {:?} (not part of the seed's GPT with {} layers)",
+            t.size(),
+            cfg.n_layer
+        );
+    }
+    Ok(Gpt {
+        cfg: cfg.clone(),
+        wte,
+        blocks,
+    })
+}
+
+/// Writes a model's weights under the seed's names (no prefix, `W` once as `transformer.wte.weight`).
+pub fn write_model(model: &Gpt, path: &Path) -> Result<()> {
+    let named: Vec<(String, Tensor)> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
+    Tensor::write_safetensors(&named, path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Loads a seed-format `.safetensors` file as a model.
+pub fn load_seed_file(path: &Path, opts: &SeedOptions, device: Device) -> Result<Gpt> {
+    let origin = path.display().to_string();
+    let tensors = normalise_seed_names(read_safetensors(path)?, &origin)?;
+    let cfg = infer_config(&tensors, opts, &origin)?;
+    model_from_tensors(&cfg, tensors, device, &origin)
+}
+
+/// SHA-256 of `W`'s fp32 bytes: the identity of a shared embedding/head, for lineage.
+pub fn wte_hash(wte: &Tensor) -> String {
+    use sha2::{Digest, Sha256};
+    let t = wte
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let n = t.numel();
+    let mut bytes = vec![0u8; n * 4];
+    t.copy_data_u8(&mut bytes, n);
+    let digest = Sha256::digest(&bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,354 @@
+//! Checkpoints: a folder `step_NNNNNN/` holding `model.safetensors` (the seed's tensor
+//! names), `optimizer.safetensors`, the run's `config.toml` and `meta.toml`.
+//!
+//! A checkpoint is built in a hidden temporary folder and renamed into place once every file
+//! is written and synced, `meta.toml` last; only `step_*` folders with a `meta.toml` count.
+//! A crash or `kill -9` at any moment leaves at most a hidden temporary folder behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{ModelConfig, NormKind};
+use crate::data::LoaderState;
+use crate::model::weights::{self, SeedOptions};
+use crate::model::Gpt;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const META_FILE: &str = "meta.toml";
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Test hook: `STACKLAB_FAULT_KILL_IN_CHECKPOINT=N` kills the process with SIGKILL in the
+/// middle of writing the checkpoint of step N (after the weights, before the metadata).
+pub const FAULT_ENV: &str = "STACKLAB_FAULT_KILL_IN_CHECKPOINT";
+
+/// Where `W` came from when it was copied and frozen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The parent checkpoint, as it was named when the run started.
+    pub name: String,
+    /// SHA-256 of the parent's `W` (fp32 bytes).
+    pub wte_sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValPoint {
+    pub step: i64,
+    pub val_loss: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// `<run>/step_NNNNNN`.
+    pub name: String,
+    pub step: i64,
+    pub total_steps: i64,
+    pub tokens_seen: i64,
+    pub seed: i64,
+    /// Seconds of training (steps, validation, checkpoints) up to this checkpoint.
+    pub train_time_s: f64,
+    pub device: String,
+    pub stacklab_version: String,
+    pub git_commit: String,
+    pub created_at: String,
+    /// SHA-256 of this model's `W`: children trained `from_model` record it as lineage.
+    pub wte_sha256: String,
+    pub wte_frozen: bool,
+    /// Validation tokens the run used (the default for `eval`).
+    pub val_tokens: i64,
+    /// Model shape and the norms it was trained with.
+    pub model: ModelConfig,
+    pub data_position: LoaderState,
+    pub adamw_step: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from_model: Option<Lineage>,
+    #[serde(default)]
+    pub val_loss_history: Vec<ValPoint>,
+}
+
+pub fn checkpoint_dir_name(step: i64) -> String {
+    format!("step_{step:06}")
+}
+
+fn step_of(name: &str) -> Option<i64> {
+    name.strip_prefix("step_").and_then(|s| s.parse().ok())
+}
+
+/// The valid checkpoints in a run folder, by step.
+pub fn list_checkpoints(run: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<(i64, PathBuf)> = std::fs::read_dir(run)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = step_of(&name)?;
+            let p = e.path();
+            p.join(META_FILE).is_file().then_some((step, p))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Removes temporary checkpoint folders left by a crash.
+pub fn remove_stale_temporaries(run: &Path) {
+    for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".step_") && (name.contains(".tmp-") || name.contains(".old-")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// What a checkpoint holds besides the model.
+pub struct OptimizerTensors {
+    pub adamw: Option<(Tensor, Tensor)>,
+    /// Muon momentum buffers by parameter name.
+    pub muon: BTreeMap<String, Tensor>,
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", path.display()))
+}
+
+/// Writes a checkpoint folder atomically and returns its path.
+pub fn write_checkpoint(
+    run: &Path,
+    model: &Gpt,
+    optimizer: &OptimizerTensors,
+    meta: &CheckpointMeta,
+    config_toml: &str,
+) -> Result<PathBuf> {
+    let final_dir = run.join(checkpoint_dir_name(meta.step));
+    let tmp = run.join(format!(
+        ".{}.tmp-{}",
+        checkpoint_dir_name(meta.step),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let result = (|| -> Result<()> {
+        weights::write_model(model, &tmp.join(MODEL_FILE))?;
+        sync_file(&tmp.join(MODEL_FILE))?;
+        if std::env::var(FAULT_ENV)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            == Some(meta.step)
+        {
+            // SAFETY: deliberately dying mid-checkpoint, as kill -9 would.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+        let mut opt: Vec<(String, Tensor)> = Vec::new();
+        if let Some((m, v)) = &optimizer.adamw {
+            opt.push((
+                "adamw.exp_avg".into(),
+                m.to_device(Device::Cpu).contiguous(),
+            ));
+            opt.push((
+                "adamw.exp_avg_sq".into(),
+                v.to_device(Device::Cpu).contiguous(),
+            ));
+        }
+        for (name, buf) in &optimizer.muon {
+            opt.push((
+                format!("muon.momentum.{name}"),
+                buf.to_device(Device::Cpu).contiguous(),
+            ));
+        }
+        let opt_path = tmp.join(OPTIMIZER_FILE);
+        Tensor::write_safetensors(&opt, &opt_path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", opt_path.display()))?;
+        sync_file(&opt_path)?;
+        crate::paths::write_atomic(&tmp.join(CONFIG_FILE), config_toml.as_bytes())?;
+        crate::paths::write_atomic(
+            &tmp.join(META_FILE),
+            toml::to_string_pretty(meta)?.as_bytes(),
+        )?;
+        sync_dir(&tmp);
+        if final_dir.exists() {
+            // Rewriting a step (a resumed run): move the old one aside first.
+            let old = run.join(format!(
+                ".{}.old-{}",
+                checkpoint_dir_name(meta.step),
+                std::process::id()
+            ));
+            std::fs::rename(&final_dir, &old)?;
+            std::fs::rename(&tmp, &final_dir)?;
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            std::fs::rename(&tmp, &final_dir)?;
+        }
+        sync_dir(run);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("cannot write checkpoint {}", final_dir.display()));
+    }
+    Ok(final_dir)
+}
+
+/// A native checkpoint folder whose metadata has been read.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub meta: CheckpointMeta,
+}
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let meta_path = path.join(META_FILE);
+        let text = std::fs::read_to_string(&meta_path).with_context(|| {
+            format!(
+                "{}: not a complete checkpoint (no readable {META_FILE})",
+                path.display()
+            )
+        })?;
+        let meta: CheckpointMeta = toml::from_str(&text)
+            .with_context(|| format!("{}: invalid checkpoint metadata", meta_path.display()))?;
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            meta,
+        })
+    }
+
+    pub fn load_model(&self, device: Device) -> Result<Gpt> {
+        let p = self.path.join(MODEL_FILE);
+        let origin = p.display().to_string();
+        let tensors = weights::normalise_seed_names(weights::read_safetensors(&p)?, &origin)?;
+        weights::model_from_tensors(&self.meta.model, tensors, device, &origin)
+    }
+
+    pub fn load_optimizer(&self, device: Device) -> Result<OptimizerTensors> {
+        let p = self.path.join(OPTIMIZER_FILE);
+        let mut tensors = weights::read_safetensors(&p)?;
+        let adamw = match (
+            tensors.remove("adamw.exp_avg"),
+            tensors.remove("adamw.exp_avg_sq"),
+        ) {
+            (Some(m), Some(v)) => Some((m.to_device(device), v.to_device(device))),
+            (None, None) => None,
+            _ => bail!("{}: AdamW state is incomplete", p.display()),
+        };
+        let mut muon = BTreeMap::new();
+        for (name, t) in tensors {
+            match name.strip_prefix("muon.momentum.") {
+                Some(param) => {
+                    muon.insert(param.to_string(), t.to_kind(Kind::Float).to_device(device));
+                }
+                None => bail!("{}: unexpected tensor {name}", p.display()),
+            }
+        }
+        Ok(OptimizerTensors { adamw, muon })
+    }
+
+    pub fn config_toml(&self) -> Result<String> {
+        let p = self.path.join(CONFIG_FILE);
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
+    }
+}
+
+/// A checkpoint as given on a command line: a native folder, or a seed-format file.
+#[derive(Debug, Clone)]
+pub enum CheckpointRef {
+    Native(Checkpoint),
+    SeedFile(PathBuf),
+}
+
+impl CheckpointRef {
+    /// Resolves `arg`: a checkpoint folder, a run folder (its latest checkpoint), a
+    /// `.safetensors` file in the seed's naming, or any of these relative to the checkpoint dir.
+    pub fn resolve(arg: &str) -> Result<CheckpointRef> {
+        let direct = PathBuf::from(arg);
+        let in_dir = crate::paths::checkpoint_dir().join(arg);
+        for candidate in [&direct, &in_dir] {
+            if let Some(r) = Self::at(candidate)? {
+                return Ok(r);
+            }
+        }
+        bail!(
+            "checkpoint `{arg}` not found: expected a checkpoint folder (with {META_FILE}), a run folder, or a .safetensors file (looked at {} and {})",
+            direct.display(),
+            in_dir.display()
+        )
+    }
+
+    fn at(p: &Path) -> Result<Option<CheckpointRef>> {
+        if p.is_file() {
+            if p.extension().map(|e| e == "safetensors").unwrap_or(false) {
+                return Ok(Some(CheckpointRef::SeedFile(p.to_path_buf())));
+            }
+            bail!(
+                "{}: expected a .safetensors file or a checkpoint folder",
+                p.display()
+            );
+        }
+        if !p.is_dir() {
+            return Ok(None);
+        }
+        if p.join(META_FILE).is_file() {
+            return Ok(Some(CheckpointRef::Native(Checkpoint::open(p)?)));
+        }
+        if p.join(MODEL_FILE).is_file() {
+            bail!(
+                "{}: has {MODEL_FILE} but no {META_FILE}: an incomplete checkpoint (pass the .safetensors file itself to load the weights alone)",
+                p.display()
+            );
+        }
+        if let Some(latest) = list_checkpoints(p).pop() {
+            return Ok(Some(CheckpointRef::Native(Checkpoint::open(&latest)?)));
+        }
+        bail!("{}: a folder without checkpoints", p.display())
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            CheckpointRef::Native(c) => c.meta.name.clone(),
+            CheckpointRef::SeedFile(p) => p.display().to_string(),
+        }
+    }
+
+    /// Loads the model. `opts` gives what a seed file cannot tell (heads, norms, context);
+    /// for a native checkpoint, norms in `opts` override the trained ones (the caller warns).
+    pub fn load_model(&self, opts: &SeedOptions, device: Device) -> Result<Gpt> {
+        match self {
+            CheckpointRef::Native(c) => {
+                let mut m = c.load_model(device)?;
+                if let Some(n) = opts.norm_wte {
+                    m.cfg.norm_wte = n;
+                }
+                if let Some(n) = opts.norm_lm_head {
+                    m.cfg.norm_lm_head = n;
+                }
+                if let Some(t) = opts.seq_len {
+                    m.cfg.seq_len = t;
+                }
+                Ok(m)
+            }
+            CheckpointRef::SeedFile(p) => weights::load_seed_file(p, opts, device),
+        }
+    }
+
+    /// The norms the model was trained with, where known.
+    pub fn trained_norms(&self) -> Option<(NormKind, NormKind)> {
+        match self {
+            CheckpointRef::Native(c) => Some((c.meta.model.norm_wte, c.meta.model.norm_lm_head)),
+            CheckpointRef::SeedFile(_) => None,
+        }
+    }
+}
