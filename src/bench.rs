@@ -84,8 +84,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     );
     tch::manual_seed(1234);
     let tokens = Tensor::randint(cfg.model.vocab_size, [b, t + 1], (Kind::Int64, device));
-    let x = tokens.narrow(1, 0, t);
-    let y = tokens.narrow(1, 1, t);
+    let x = tokens.narrow(1, 0, t).contiguous();
+    let y = tokens.narrow(1, 1, t).contiguous();
     let mut peak_device_mem: u64 = 0;
     let mut sample_memory = || {
         if let Device::Cuda(i) = device {

@@ -231,10 +231,11 @@ pub mod nvml {
         LIB.get_or_init(|| {
             // SAFETY: loading the NVIDIA management library runs no user-visible initialisers.
             let lib = unsafe { libloading::Library::new("libnvidia-ml.so.1") }.ok()?;
-            let init: libloading::Symbol<Init> = unsafe { lib.get(b"nvmlInit_v2") }.ok()?;
-            (unsafe { init() } == 0).then_some(())?;
-            drop(init);
-            Some(lib)
+            let ok = {
+                let init: libloading::Symbol<Init> = unsafe { lib.get(b"nvmlInit_v2") }.ok()?;
+                unsafe { init() == 0 }
+            };
+            ok.then_some(lib)
         })
         .as_ref()
     }

@@ -266,7 +266,7 @@ impl Checkpoint {
 /// A checkpoint as given on a command line: a native folder, or a seed-format file.
 #[derive(Debug, Clone)]
 pub enum CheckpointRef {
-    Native(Checkpoint),
+    Native(Box<Checkpoint>),
     SeedFile(PathBuf),
 }
 
@@ -302,7 +302,7 @@ impl CheckpointRef {
             return Ok(None);
         }
         if p.join(META_FILE).is_file() {
-            return Ok(Some(CheckpointRef::Native(Checkpoint::open(p)?)));
+            return Ok(Some(CheckpointRef::Native(Box::new(Checkpoint::open(p)?))));
         }
         if p.join(MODEL_FILE).is_file() {
             bail!(
@@ -311,7 +311,9 @@ impl CheckpointRef {
             );
         }
         if let Some(latest) = list_checkpoints(p).pop() {
-            return Ok(Some(CheckpointRef::Native(Checkpoint::open(&latest)?)));
+            return Ok(Some(CheckpointRef::Native(Box::new(Checkpoint::open(
+                &latest,
+            )?))));
         }
         bail!("{}: a folder without checkpoints", p.display())
     }

@@ -1,6 +1,7 @@
 //! Run directories (config, metrics, status, log, checkpoints) and the checkpoint format.
 
 pub mod checkpoint;
+pub mod registry;
 pub mod run_dir;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta, CheckpointRef};

@@ -359,12 +359,13 @@ fn write_checkpoint(st: &mut State) -> Result<PathBuf> {
 
 /// One micro-batch's normal pass, and on COCONUT steps its latent pass. Returns the losses.
 fn micro_step(st: &mut State, coconut: bool) -> Result<(Tensor, Option<Tensor>)> {
+    let batch = st.train.next_batch()?;
+    // The seed loads the next batch between the two passes: its targets score the latents.
     let latent_targets = if coconut && st.cfg.coconut.mode == CoconutMode::Seed {
         Some(st.train.peek_batch()?)
     } else {
         None
     };
-    let batch = st.train.next_batch()?;
     check_vocab(batch.max_token(), st.model.cfg.vocab_size, &st.train)?;
     let (x, y) = batch.tensors(st.device);
     let c = st.compute;
@@ -690,7 +691,7 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
                 return fail(
                     st,
                     &rep,
-                    format!("non-finite weights after step {}", st.step),
+                    format!("non-finite weights at step {} (after its update)", st.step),
                 );
             }
         }

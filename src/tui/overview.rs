@@ -1,0 +1,212 @@
+//! The overview screen: device, data, configs and runs.
+
+use std::path::PathBuf;
+
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
+use ratatui::Frame;
+use tch::Device;
+
+use super::theme::Theme;
+use crate::data::prepare::Dataset;
+use crate::runs::registry::{list_runs, RunSummary};
+
+pub struct Overview {
+    pub device: String,
+    pub dataset: Option<Dataset>,
+    pub configs: Vec<String>,
+    pub checkpoint_dir: PathBuf,
+    pub runs: Vec<RunSummary>,
+}
+
+impl Overview {
+    pub fn gather(device: Device, dataset: Option<Dataset>) -> Overview {
+        let config_dir = crate::paths::config_dir();
+        let mut configs: Vec<String> = std::fs::read_dir(&config_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension()? == "toml")
+                    .then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+            })
+            .collect();
+        configs.sort();
+        let checkpoint_dir = crate::paths::checkpoint_dir();
+        let runs = list_runs(&checkpoint_dir);
+        Overview {
+            device: crate::device::describe(device),
+            dataset,
+            configs,
+            checkpoint_dir,
+            runs,
+        }
+    }
+
+    pub fn refresh_runs(&mut self) {
+        self.runs = list_runs(&self.checkpoint_dir);
+    }
+}
+
+pub fn draw(f: &mut Frame, v: &Overview, theme: &Theme) {
+    let block = |title: &str| {
+        Block::default()
+            .borders(Borders::ALL)
+            .border_style(Style::default().fg(theme.border))
+            .title(Span::styled(
+                format!(" {title} "),
+                Style::default()
+                    .fg(theme.accent)
+                    .add_modifier(Modifier::BOLD),
+            ))
+    };
+    let [head, data, runs, foot] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Length(5),
+        Constraint::Min(5),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+
+    let title = Line::from(vec![
+        Span::styled(
+            format!("stacklab {}", env!("CARGO_PKG_VERSION")),
+            Style::default()
+                .fg(theme.accent)
+                .add_modifier(Modifier::BOLD),
+        ),
+        Span::styled("  device ", Style::default().fg(theme.dim)),
+        Span::styled(v.device.clone(), Style::default().fg(theme.text)),
+    ]);
+    f.render_widget(Paragraph::new(title).block(block("lab")), head);
+
+    let data_lines = match &v.dataset {
+        Some(ds) => vec![
+            Line::from(format!(
+                "embedded corpus: Shakespeare, {} train / {} val tokens, BPE vocabulary {}",
+                ds.info.train_tokens, ds.info.val_tokens, ds.info.vocab_size
+            )),
+            Line::from(Span::styled(
+                ds.dir.display().to_string(),
+                Style::default().fg(theme.dim),
+            )),
+            Line::from(format!("configs: {}", v.configs.join(", "))),
+        ],
+        None => vec![Line::from("embedded corpus: not prepared")],
+    };
+    f.render_widget(Paragraph::new(data_lines).block(block("data")), data);
+
+    let header = Row::new(["run", "state", "step", "val loss", "checkpoints", "message"]).style(
+        Style::default()
+            .fg(theme.accent)
+            .add_modifier(Modifier::BOLD),
+    );
+    let rows: Vec<Row> = v
+        .runs
+        .iter()
+        .map(|r| {
+            let color = match r.state.as_str() {
+                "running" => theme.accent,
+                "done" => theme.ok,
+                "stopped" => theme.warn,
+                _ => theme.error,
+            };
+            Row::new(vec![
+                Span::raw(r.name.clone()),
+                Span::styled(r.state.clone(), Style::default().fg(color)),
+                Span::raw(format!("{}/{}", r.step, r.total_steps)),
+                Span::raw(
+                    r.last_val_loss
+                        .map(|l| format!("{l:.4}"))
+                        .unwrap_or_else(|| "-".into()),
+                ),
+                Span::raw(r.checkpoints.to_string()),
+                Span::styled(r.message.clone(), Style::default().fg(theme.dim)),
+            ])
+        })
+        .collect();
+    let title = format!("runs in {}", v.checkpoint_dir.display());
+    let table = if rows.is_empty() {
+        Table::new(
+            vec![Row::new(vec![Span::styled(
+                "no runs yet: stacklab train --config tiny",
+                Style::default().fg(theme.dim),
+            )])],
+            [Constraint::Min(10)],
+        )
+    } else {
+        Table::new(
+            rows,
+            [
+                Constraint::Length(24),
+                Constraint::Length(8),
+                Constraint::Length(12),
+                Constraint::Length(9),
+                Constraint::Length(11),
+                Constraint::Min(10),
+            ],
+        )
+        .header(header)
+    };
+    f.render_widget(table.block(block(&title)), runs);
+    f.render_widget(
+        Paragraph::new(Span::styled(" q quit", Style::default().fg(theme.dim))),
+        foot,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    fn screen(v: &Overview) -> String {
+        let mut t = Terminal::new(TestBackend::new(110, 20)).unwrap();
+        t.draw(|f| draw(f, v, &Theme::default_theme())).unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn shows_device_configs_and_runs() {
+        let mut v = Overview {
+            device: "cpu (2 threads)".into(),
+            dataset: None,
+            configs: vec!["tiny".into()],
+            checkpoint_dir: PathBuf::from("/ck"),
+            runs: vec![],
+        };
+        let s = screen(&v);
+        assert!(s.contains("device cpu (2 threads)"), "{s}");
+        assert!(s.contains("no runs yet"), "{s}");
+        v.runs.push(RunSummary {
+            name: "tiny-1".into(),
+            path: PathBuf::from("/ck/tiny-1"),
+            state: "running".into(),
+            step: 120,
+            total_steps: 300,
+            message: "step 120/300 loss 5.01".into(),
+            last_val_loss: Some(5.1453),
+            checkpoints: 1,
+        });
+        let s = screen(&v);
+        assert!(
+            s.contains("tiny-1")
+                && s.contains("running")
+                && s.contains("120/300")
+                && s.contains("5.1453"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Helpers shared by the end-to-end tests: the real binary, a shared prepared data dir, and
+//! a scratch checkpoint dir per test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stacklab")
+}
+
+/// One data dir for all tests, so the embedded corpus is prepared once per build.
+pub fn shared_data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stacklab-test-data")
+}
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch area: its own checkpoint dir, the shared data dir.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        Lab {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.dir.path().join("checkpoints")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("STACKLAB_DATA_DIR", shared_data_dir())
+            .env("STACKLAB_CHECKPOINT_DIR", self.checkpoints())
+            .env("STACKLAB_CONFIG_DIR", repo().join("configs"))
+            .env_remove("STACKLAB_FAULT_KILL_IN_CHECKPOINT");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("the stacklab binary runs")
+    }
+
+    /// Runs and requires success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "stacklab {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        no_panic(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and requires failure, returning stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "stacklab {args:?} should fail");
+        no_panic(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+pub fn no_panic(out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "a panic reached the user:\n{err}"
+    );
+}
+
+/// A tiny model on the embedded corpus that trains in seconds.
+pub fn micro_config(steps: i64, extra: &str) -> String {
+    format!(
+        r#"
+seed = 0
+checkpoint_every = 5
+log_every = 5
+
+[model]
+vocab_size = 4096
+n_layer = 2
+n_head = 2
+n_embd = 64
+seq_len = 32
+norm_wte = "none"
+norm_lm_head = "rms_norm"
+
+[optimizer.muon]
+lr = 0.0036
+
+[schedule]
+steps = {steps}
+warmup = 0
+warmdown = {warmdown}
+
+[batch]
+global_batch = 8
+micro_batch = 4
+
+[data]
+embedded = true
+train = ""
+val = ""
+
+[eval]
+val_tokens = 2048
+val_every = 5
+{extra}
+"#,
+        warmdown = steps / 3
+    )
+}
+
+pub fn read_json_lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}

@@ -1,0 +1,509 @@
+//! Training end to end on the embedded corpus with tiny models: learning, resume, frozen
+//! embeddings, crash safety of checkpoints, failures, signals, COCONUT, seed-format weights.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{micro_config, read_json, read_json_lines, Lab};
+
+fn train(lab: &Lab, config: &str, name: &str, extra: &[&str]) -> PathBuf {
+    let cfg = lab.write(&format!("{name}.toml"), config);
+    let mut args = vec![
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        name,
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    lab.ok(&args);
+    lab.checkpoints().join(name)
+}
+
+fn losses(run: &Path) -> Vec<(i64, f64)> {
+    read_json_lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter_map(|r| Some((r["step"].as_i64()?, r["train_loss"].as_f64()?)))
+        .collect()
+}
+
+fn state(run: &Path) -> String {
+    read_json(&run.join("status.json"))["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn checkpoint_steps(run: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step_"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn eval_loss(lab: &Lab, checkpoint: &Path, extra: &[&str]) -> f64 {
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    let out = lab.ok(&args);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    v["val_loss"].as_f64().unwrap()
+}
+
+/// W's bytes as stored in a checkpoint.
+fn stored_wte(checkpoint: &Path) -> Vec<u8> {
+    stacklab::device::init();
+    let t =
+        stacklab::model::weights::read_safetensors(&checkpoint.join("model.safetensors")).unwrap();
+    let w = &t["transformer.wte.weight"];
+    let n = w.numel();
+    let mut bytes = vec![0u8; n * 4];
+    w.copy_data_u8(&mut bytes, n);
+    bytes
+}
+
+#[test]
+fn run_directory_has_config_metrics_status_log_and_checkpoints() {
+    let lab = Lab::new();
+    let run = train(&lab, &micro_config(10, ""), "layout", &[]);
+    for f in ["config.toml", "metrics.jsonl", "status.json", "train.log"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(checkpoint_steps(&run), vec!["step_000005", "step_000010"]);
+    let status = read_json(&run.join("status.json"));
+    assert_eq!(status["state"], "done");
+    assert_eq!(status["step"], 10);
+    assert_eq!(status["total_steps"], 10);
+    assert!(status["pid"].as_u64().unwrap() > 0);
+    let rows = read_json_lines(&run.join("metrics.jsonl"));
+    // Step 0 validation, then one row per step.
+    assert_eq!(rows.len(), 11);
+    assert!(rows[0]["val_loss"].as_f64().is_some() && rows[0]["train_loss"].is_null());
+    for (i, r) in rows.iter().enumerate().skip(1) {
+        assert_eq!(r["step"], i as i64);
+        assert!(r["train_loss"].as_f64().unwrap().is_finite());
+        assert!(r["lr_factor"].as_f64().is_some() && r["tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["tokens_seen"], i as i64 * 8 * 32);
+        assert!(r["latent_loss"].is_null());
+        assert_eq!(
+            r["val_loss"].is_null(),
+            i % 5 != 0,
+            "validation every 5 steps: row {r}"
+        );
+    }
+    let meta = std::fs::read_to_string(run.join("step_000010/meta.toml")).unwrap();
+    for key in [
+        "name = \"layout/step_000010\"",
+        "step = 10",
+        "seed = 0",
+        "tokens_seen = 2560",
+        "norm_wte = \"none\"",
+        "norm_lm_head = \"rms_norm\"",
+        "stacklab_version",
+        "git_commit",
+        "created_at",
+        "train_time_s",
+        "device = \"cpu",
+        "[[val_loss_history]]",
+        "wte_sha256",
+    ] {
+        assert!(meta.contains(key), "meta.toml lacks {key}:\n{meta}");
+    }
+    // An existing run name is refused rather than overwritten.
+    let cfg = lab.path("layout.toml");
+    let e = lab.fails(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "layout",
+    ]);
+    assert!(e.contains("run `layout` already exists"), "{e}");
+}
+
+#[test]
+fn tiny_config_learns_on_the_embedded_corpus() {
+    let lab = Lab::new();
+    // configs/tiny.toml exactly as shipped.
+    lab.ok(&[
+        "train", "--config", "tiny", "--name", "tiny", "--device", "cpu",
+    ]);
+    let run = lab.checkpoints().join("tiny");
+    let vals: Vec<f64> = read_json_lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter_map(|r| r["val_loss"].as_f64())
+        .collect();
+    let (first, last) = (vals[0], *vals.last().unwrap());
+    // From about ln(4096) = 8.32 at initialisation to well below it.
+    assert!(
+        (first - 4096f64.ln()).abs() < 0.5,
+        "initial val loss {first}"
+    );
+    assert!(
+        last < first - 3.0,
+        "val loss only went from {first} to {last}"
+    );
+}
+
+#[test]
+fn resume_equals_straight_training() {
+    let lab = Lab::new();
+    let cfg = micro_config(20, "");
+    let straight = train(&lab, &cfg, "straight", &[]);
+    let halves = train(&lab, &cfg, "halves", &["--stop-after", "10"]);
+    assert_eq!(state(&halves), "stopped");
+    assert_eq!(losses(&halves).len(), 10);
+    lab.ok(&[
+        "train",
+        "--resume",
+        halves.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(state(&halves), "done");
+    let (a, b) = (losses(&straight), losses(&halves));
+    assert_eq!(a.len(), 20);
+    assert_eq!(a.len(), b.len());
+    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
+        assert_eq!(sa, sb);
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs(),
+            "step {sa}: {la} straight vs {lb} resumed"
+        );
+    }
+    // A finished run cannot be resumed again.
+    let e = lab.fails(&["train", "--resume", halves.to_str().unwrap()]);
+    assert!(e.contains("already finished"), "{e}");
+}
+
+#[test]
+fn from_model_copies_w_and_never_changes_it() {
+    let lab = Lab::new();
+    let parent = train(&lab, &micro_config(5, ""), "model1", &[]);
+    let parent_ckpt = parent.join("step_000005");
+    // `from_model` and `seed` are top-level keys: they go before the first table.
+    let cfg = format!(
+        "from_model = \"{}\"\n{}",
+        parent_ckpt.display(),
+        micro_config(10, "").replace("seed = 0", "seed = 1")
+    );
+    let child = train(&lab, &cfg, "model2", &[]);
+    let w_parent = stored_wte(&parent_ckpt);
+    for ck in ["step_000005", "step_000010"] {
+        assert!(stored_wte(&child.join(ck)) == w_parent, "{ck}: W changed");
+    }
+    let meta = std::fs::read_to_string(child.join("step_000010/meta.toml")).unwrap();
+    let parent_meta = std::fs::read_to_string(parent_ckpt.join("meta.toml")).unwrap();
+    let hash = parent_meta
+        .lines()
+        .find_map(|l| l.strip_prefix("wte_sha256 = "))
+        .unwrap();
+    assert!(meta.contains("wte_frozen = true"), "{meta}");
+    assert!(
+        meta.contains("[from_model]") && meta.contains("name = \"model1/step_000005\""),
+        "{meta}"
+    );
+    assert!(
+        meta.contains(&format!("wte_sha256 = {hash}")),
+        "lineage hash {hash} in\n{meta}"
+    );
+    // The blocks did train.
+    let l = losses(&child);
+    assert!(l.last().unwrap().1 < l[0].1);
+    // No AdamW state for a frozen W.
+    let opt = stacklab::model::weights::read_safetensors(
+        &child.join("step_000010/optimizer.safetensors"),
+    )
+    .unwrap();
+    assert!(!opt.contains_key("adamw.exp_avg"));
+}
+
+#[test]
+fn kill_9_mid_checkpoint_leaves_only_valid_checkpoints() {
+    let lab = Lab::new();
+    let cfg = lab.write("crash.toml", &micro_config(20, ""));
+    let out = lab
+        .cmd(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--name",
+            "crash",
+            "--device",
+            "cpu",
+        ])
+        .env("STACKLAB_FAULT_KILL_IN_CHECKPOINT", "10")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "killed by SIGKILL mid-checkpoint"
+    );
+    let run = lab.checkpoints().join("crash");
+    // The half-written step 10 is a hidden temporary, not a checkpoint.
+    assert_eq!(checkpoint_steps(&run), vec!["step_000005"]);
+    let hidden: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".step_000010.tmp-"))
+        .collect();
+    assert_eq!(hidden.len(), 1, "the interrupted write is left aside");
+    // The run folder resolves to its last valid checkpoint, which loads and evaluates.
+    let v = eval_loss(&lab, &run, &[]);
+    assert!(v.is_finite());
+    // Resume from step 5 and finish; the leftovers are cleaned up.
+    lab.ok(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(state(&run), "done");
+    assert_eq!(
+        checkpoint_steps(&run),
+        vec!["step_000005", "step_000010", "step_000015", "step_000020"]
+    );
+    assert!(!std::fs::read_dir(&run).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".step_")));
+    assert_eq!(losses(&run).len(), 20);
+}
+
+#[test]
+fn kill_9_at_random_moments_never_leaves_a_half_checkpoint() {
+    let lab = Lab::new();
+    let cfg = lab.write(
+        "random.toml",
+        &micro_config(400, "").replace("checkpoint_every = 5", "checkpoint_every = 1"),
+    );
+    let run = lab.checkpoints().join("random");
+    for (i, delay_ms) in [900u64, 1300, 1700].into_iter().enumerate() {
+        let mut child = if i == 0 {
+            lab.cmd(&[
+                "train",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--name",
+                "random",
+                "--device",
+                "cpu",
+            ])
+        } else {
+            lab.cmd(&[
+                "train",
+                "--resume",
+                run.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ])
+        }
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for ck in stacklab::runs::run_dir::RunDir::new(&run).checkpoints() {
+            let c = stacklab::runs::Checkpoint::open(&ck).unwrap();
+            c.load_model(tch::Device::Cpu).unwrap();
+            c.load_optimizer(tch::Device::Cpu).unwrap();
+        }
+    }
+}
+
+#[test]
+fn nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint() {
+    let lab = Lab::new();
+    let cfg = micro_config(20, "").replace("checkpoint_every = 5", "checkpoint_every = 1")
+        + "\n[optimizer.adamw]\nlr = 1e30\n";
+    let path = lab.write("nan.toml", &cfg);
+    let e = lab.fails(&[
+        "train",
+        "--config",
+        path.to_str().unwrap(),
+        "--name",
+        "nan",
+        "--device",
+        "cpu",
+    ]);
+    assert!(e.contains("non-finite"), "{e}");
+    let run = lab.checkpoints().join("nan");
+    let status = read_json(&run.join("status.json"));
+    assert_eq!(status["state"], "failed");
+    let msg = status["message"].as_str().unwrap();
+    assert!(
+        msg.contains("non-finite") && msg.contains("at step"),
+        "{msg}"
+    );
+    let cks = stacklab::runs::run_dir::RunDir::new(&run).checkpoints();
+    assert!(!cks.is_empty(), "the checkpoints before the failure stay");
+    for ck in cks {
+        let m = stacklab::runs::Checkpoint::open(&ck)
+            .unwrap()
+            .load_model(tch::Device::Cpu)
+            .unwrap();
+        for (name, t) in m.named_parameters() {
+            assert!(
+                t.isfinite().all().int64_value(&[]) == 1,
+                "{name} in {} is not finite",
+                ck.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn sigint_finishes_the_step_checkpoints_and_stops() {
+    let lab = Lab::new();
+    let cfg = lab.write(
+        "sig.toml",
+        &micro_config(400, "").replace("checkpoint_every = 5", "checkpoint_every = 1000"),
+    );
+    let child = lab
+        .cmd(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--name",
+            "sig",
+            "--device",
+            "cpu",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = lab.checkpoints().join("sig");
+    let start = Instant::now();
+    while losses_len(&run) < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(&run), "stopped");
+    let step = read_json(&run.join("status.json"))["step"]
+        .as_i64()
+        .unwrap();
+    assert!((3..400).contains(&step));
+    assert_eq!(checkpoint_steps(&run), vec![format!("step_{step:06}")]);
+    assert_eq!(losses(&run).len() as i64, step);
+}
+
+fn losses_len(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map(|t| t.lines().filter(|l| l.contains("train_loss")).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn coconut_steps_log_latent_loss_in_every_mode() {
+    let lab = Lab::new();
+    let mut latent = Vec::new();
+    for mode in ["shifted", "same_position", "seed"] {
+        let cfg = micro_config(6, &format!("\n[coconut]\nevery = 3\nmode = \"{mode}\"\n"));
+        let run = train(&lab, &cfg, &format!("coconut-{mode}"), &[]);
+        let rows = read_json_lines(&run.join("metrics.jsonl"));
+        for r in rows.iter().filter(|r| r["train_loss"].is_number()) {
+            let step = r["step"].as_i64().unwrap();
+            assert_eq!(r["latent_loss"].is_number(), step % 3 == 0, "{mode}: {r}");
+        }
+        latent.push(rows[3]["latent_loss"].as_f64().unwrap());
+    }
+    // The three modes pair latents and targets differently, so their latent losses differ.
+    assert!(
+        (latent[0] - latent[1]).abs() > 1e-6 && (latent[1] - latent[2]).abs() > 1e-6,
+        "{latent:?}"
+    );
+    // Without detaching, gradients flow through the first pass too: training still works.
+    let cfg = micro_config(6, "\n[coconut]\nevery = 2\ndetach = false\n");
+    let run = train(&lab, &cfg, "coconut-attached", &[]);
+    assert_eq!(state(&run), "done");
+}
+
+#[test]
+fn seed_named_safetensors_give_the_same_loss_as_the_native_checkpoint() {
+    let lab = Lab::new();
+    let run = train(&lab, &micro_config(5, ""), "native", &[]);
+    let ck = run.join("step_000005");
+    // Write the same weights the way a PyTorch user's checkpoint of the seed holds them.
+    stacklab::device::init();
+    let tensors =
+        stacklab::model::weights::read_safetensors(&ck.join("model.safetensors")).unwrap();
+    let mut seed: Vec<(String, tch::Tensor)> = Vec::new();
+    for (name, t) in &tensors {
+        seed.push((format!("_orig_mod.{name}"), t.shallow_clone()));
+    }
+    seed.push((
+        "_orig_mod.lm_head.weight".into(),
+        tensors["transformer.wte.weight"].copy(),
+    ));
+    for i in 0..2 {
+        seed.push((
+            format!("_orig_mod.transformer.h.{i}.attn.rotary.inv_freq"),
+            tch::Tensor::ones([16], (tch::Kind::Float, tch::Device::Cpu)),
+        ));
+    }
+    let seed_file = lab.path("model1.safetensors");
+    tch::Tensor::write_safetensors(&seed, &seed_file).unwrap();
+    let native = eval_loss(&lab, &ck, &[]);
+    let ds = format!(
+        "{}/embedded/shakespeare-bpe4096-v1/val_*.bin",
+        common::shared_data_dir().display()
+    );
+    let from_seed = eval_loss(
+        &lab,
+        &seed_file,
+        &[
+            "--data",
+            &ds,
+            "--seq-len",
+            "32",
+            "--tokens",
+            "2048",
+            "--n-head",
+            "2",
+        ],
+    );
+    assert!(
+        (native - from_seed).abs() < 1e-9,
+        "native {native} vs seed-format {from_seed}"
+    );
+    // Without the right head count the seed file is read with width/64 = 1 head: a different model.
+    let one_head = eval_loss(
+        &lab,
+        &seed_file,
+        &["--data", &ds, "--seq-len", "32", "--tokens", "2048"],
+    );
+    assert!((native - one_head).abs() > 1e-6);
+}
