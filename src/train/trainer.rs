@@ -568,6 +568,11 @@ pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
         Some(p) => resume_run(p, opts.device)?,
         None => new_run(opts)?,
     };
+    if let Some(s) = opts.stop_after {
+        if s <= st.step {
+            bail!("--stop-after {s}: the run is already at step {}", st.step);
+        }
+    }
     let run_path = st.run.path.clone();
     let outcome = match run_loop(&mut st, opts, &stop) {
         Ok(o) => o,
