@@ -60,10 +60,9 @@ fn training_step(
     y: &Tensor,
     c: Compute,
 ) -> Tensor {
-    let loss = model.loss(x, y, c);
-    loss.backward();
+    let loss = model.forward_backward(x, y, c);
     apply_optimizers(model, Some(adamw), muon, 1.0, 1);
-    loss.detach()
+    loss
 }
 
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {

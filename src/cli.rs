@@ -211,6 +211,15 @@ fn parse_norm(flag: &str, v: &Option<String>) -> Result<Option<NormKind>> {
 fn run_eval(a: EvalArgs, device: &str) -> Result<()> {
     let device = crate::device::parse_device(device)?;
     let ckpt = CheckpointRef::resolve(&a.checkpoint)?;
+    if let (CheckpointRef::Native(c), Some(h)) = (&ckpt, a.n_head) {
+        if h != c.meta.model.n_head {
+            anyhow::bail!(
+                "--n-head {h}: {} records n_head = {}; --n-head is for seed-format .safetensors files",
+                c.meta.name,
+                c.meta.model.n_head
+            );
+        }
+    }
     let opts = SeedOptions {
         n_head: a.n_head,
         norm_wte: parse_norm("norm-wte", &a.norm_wte)?,

@@ -76,6 +76,56 @@ impl Default for ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// Refuses shapes the model cannot have, naming the key (under `model.`).
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let m = self;
+        let positive: [(&str, i64); 5] = [
+            ("model.vocab_size", m.vocab_size),
+            ("model.n_layer", m.n_layer),
+            ("model.n_head", m.n_head),
+            ("model.n_embd", m.n_embd),
+            ("model.seq_len", m.seq_len),
+        ];
+        for (key, v) in positive {
+            if v <= 0 {
+                return Err(err(source, key, format!("must be at least 1, found {v}")));
+            }
+        }
+        if m.n_embd % m.n_head != 0 {
+            return Err(err(
+                source,
+                "model.n_embd",
+                format!(
+                    "width {} is not divisible by model.n_head = {} (each head needs n_embd / n_head dims)",
+                    m.n_embd, m.n_head
+                ),
+            ));
+        }
+        if (m.n_embd / m.n_head) % 2 != 0 {
+            return Err(err(
+                source,
+                "model.n_head",
+                format!(
+                    "head size n_embd / n_head = {} must be even for rotary embeddings",
+                    m.n_embd / m.n_head
+                ),
+            ));
+        }
+        if m.vocab_size > 65_535 {
+            return Err(err(
+                source,
+                "model.vocab_size",
+                format!(
+                    "{} does not fit the uint16 tokens of the shard format (at most 65,535)",
+                    m.vocab_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// AdamW for the shared embedding/lm-head matrix `W`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -352,8 +402,8 @@ fn type_name(v: &toml::Value) -> &'static str {
 
 fn short(v: &toml::Value) -> String {
     let s = v.to_string();
-    if s.len() > 40 {
-        format!("{}...", &s[..40])
+    if s.chars().count() > 40 {
+        format!("{}...", s.chars().take(40).collect::<String>())
     } else {
         s
     }
@@ -574,13 +624,8 @@ impl TrainConfig {
 
     /// Refuses impossible combinations, naming the keys involved.
     pub fn validate(&self, source: &str) -> Result<()> {
-        let m = &self.model;
-        let positive: [(&str, i64); 9] = [
-            ("model.vocab_size", m.vocab_size),
-            ("model.n_layer", m.n_layer),
-            ("model.n_head", m.n_head),
-            ("model.n_embd", m.n_embd),
-            ("model.seq_len", m.seq_len),
+        self.model.validate(source)?;
+        let positive: [(&str, i64); 4] = [
             ("schedule.steps", self.schedule.steps),
             ("batch.global_batch", self.batch.global_batch),
             ("batch.micro_batch", self.batch.micro_batch),
@@ -604,36 +649,7 @@ impl TrainConfig {
                 return Err(err(source, key, format!("must be 0 or more, found {v}")));
             }
         }
-        if m.n_embd % m.n_head != 0 {
-            return Err(err(
-                source,
-                "model.n_embd",
-                format!(
-                    "width {} is not divisible by model.n_head = {} (each head needs n_embd / n_head dims)",
-                    m.n_embd, m.n_head
-                ),
-            ));
-        }
-        if (m.n_embd / m.n_head) % 2 != 0 {
-            return Err(err(
-                source,
-                "model.n_head",
-                format!(
-                    "head size n_embd / n_head = {} must be even for rotary embeddings",
-                    m.n_embd / m.n_head
-                ),
-            ));
-        }
-        if m.vocab_size > 65_535 {
-            return Err(err(
-                source,
-                "model.vocab_size",
-                format!(
-                    "{} does not fit the uint16 tokens of the shard format (at most 65,535)",
-                    m.vocab_size
-                ),
-            ));
-        }
+        let m = &self.model;
         let b = &self.batch;
         if b.global_batch % (b.micro_batch * b.devices) != 0 {
             return Err(err(

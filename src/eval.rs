@@ -48,20 +48,20 @@ pub fn evaluate(
     if sequences == 0 {
         bail!("{tokens} tokens are less than one sequence of {t}");
     }
-    let available = loader.total_tokens()? as i64;
-    if sequences * t + 1 > available {
-        bail!(
-            "the val shards hold {available} tokens, fewer than the {} asked for",
-            sequences * t + 1
-        );
-    }
+    // Never score a token twice: running out of val tokens is an error, not a wrap-around.
+    loader.set_wrapping(false);
     loader.reset()?;
     let mut sum = 0.0f64;
     let mut left = sequences;
     tch::no_grad(|| -> Result<()> {
         while left > 0 {
             let n = left.min(b);
-            let batch = loader.next_batch_of(n as usize)?;
+            let batch = loader.next_batch_of(n as usize).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot score {} tokens of {t}-token sequences: {e}",
+                    sequences * t
+                )
+            })?;
             check_vocab(batch.max_token(), model.vocab_size(), loader)?;
             let (x, y) = batch.tensors(device);
             let loss = model.loss(&x, &y, Compute::Fp32).double_value(&[]);

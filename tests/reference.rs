@@ -79,8 +79,8 @@ fn eval_command_on_the_seed_file_gives_the_reference_loss() {
         .unwrap();
     let model = common::fixtures().join("reference_model.safetensors");
     let data = common::fixtures().join("reference_val.bin");
-    // Batches of 2 and a whole batch of 4 score the same 192 tokens.
-    for batch in ["2", "4"] {
+    // Batches of 2, of 3 and a smaller last one, and a whole batch of 4 score the same 192 tokens.
+    for batch in ["2", "3", "4"] {
         let out = lab.ok(&[
             "eval",
             "--checkpoint",
@@ -107,6 +107,24 @@ fn eval_command_on_the_seed_file_gives_the_reference_loss() {
         assert_eq!(v["seq_len"], 48);
         assert_eq!(v["checkpoint"], model.to_str().unwrap());
     }
+    // Asking for more tokens than the shard holds is an error, not a wrap-around.
+    let e = lab.fails(&[
+        "eval",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--tokens",
+        "240",
+        "--seq-len",
+        "48",
+        "--batch",
+        "2",
+    ]);
+    assert!(
+        e.contains("cannot score 240 tokens") && e.contains("fewer tokens than asked for"),
+        "{e}"
+    );
 }
 
 #[test]

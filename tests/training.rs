@@ -158,14 +158,36 @@ fn tiny_config_learns_on_the_embedded_corpus() {
     );
 }
 
-#[test]
-fn resume_equals_straight_training() {
-    let lab = Lab::new();
-    let cfg = micro_config(20, "");
-    let straight = train(&lab, &cfg, "straight", &[]);
-    let halves = train(&lab, &cfg, "halves", &["--stop-after", "10"]);
+fn val_losses(run: &Path) -> Vec<(i64, f64)> {
+    read_json_lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter_map(|r| Some((r["step"].as_i64()?, r["val_loss"].as_f64()?)))
+        .collect()
+}
+
+fn final_weights(run: &Path) -> Vec<(String, tch::Tensor)> {
+    stacklab::device::init();
+    let last = stacklab::runs::run_dir::RunDir::new(run)
+        .checkpoints()
+        .pop()
+        .unwrap();
+    stacklab::model::weights::read_safetensors(&last.join("model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// 20 steps straight against 7 steps, a stop, and a resume (from the checkpoint written at
+/// the stop, not a periodic one): same losses, same validation, same final weights.
+fn check_resume(lab: &Lab, cfg: &str, name: &str) {
+    let straight = train(lab, cfg, &format!("{name}-straight"), &[]);
+    let halves = train(lab, cfg, &format!("{name}-halves"), &["--stop-after", "7"]);
     assert_eq!(state(&halves), "stopped");
-    assert_eq!(losses(&halves).len(), 10);
+    assert_eq!(
+        checkpoint_steps(&halves),
+        vec!["step_000005", "step_000007"]
+    );
+    assert_eq!(losses(&halves).len(), 7);
     lab.ok(&[
         "train",
         "--resume",
@@ -181,12 +203,52 @@ fn resume_equals_straight_training() {
         assert_eq!(sa, sb);
         assert!(
             (la - lb).abs() <= 1e-5 * la.abs(),
-            "step {sa}: {la} straight vs {lb} resumed"
+            "{name} step {sa}: {la} straight vs {lb} resumed"
         );
     }
+    let (va, vb) = (val_losses(&straight), val_losses(&halves));
+    assert_eq!(
+        va.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![0, 5, 10, 15, 20]
+    );
+    assert_eq!(va.len(), vb.len(), "{vb:?}");
+    for ((sa, la), (_, lb)) in va.iter().zip(&vb) {
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs(),
+            "{name} val at {sa}: {la} vs {lb}"
+        );
+    }
+    for ((na, ta), (nb, tb)) in final_weights(&straight).iter().zip(&final_weights(&halves)) {
+        assert_eq!(na, nb);
+        assert!(
+            ta.allclose(tb, 1e-5, 1e-6, false),
+            "{name}: {na} differs after resume"
+        );
+    }
+}
+
+#[test]
+fn resume_equals_straight_training() {
+    let lab = Lab::new();
+    check_resume(&lab, &micro_config(20, ""), "plain");
     // A finished run cannot be resumed again.
-    let e = lab.fails(&["train", "--resume", halves.to_str().unwrap()]);
+    let e = lab.fails(&[
+        "train",
+        "--resume",
+        lab.checkpoints().join("plain-halves").to_str().unwrap(),
+    ]);
     assert!(e.contains("already finished"), "{e}");
+}
+
+#[test]
+fn resume_equals_straight_training_with_coconut_seed_mode() {
+    // Seed mode reads the next step's batch: the resumed loader must peek the same one.
+    let lab = Lab::new();
+    check_resume(
+        &lab,
+        &micro_config(20, "\n[coconut]\nevery = 3\nmode = \"seed\"\n"),
+        "coconut",
+    );
 }
 
 #[test]
@@ -295,7 +357,9 @@ fn kill_9_at_random_moments_never_leaves_a_half_checkpoint() {
         &micro_config(400, "").replace("checkpoint_every = 5", "checkpoint_every = 1"),
     );
     let run = lab.checkpoints().join("random");
-    for (i, delay_ms) in [900u64, 1300, 1700].into_iter().enumerate() {
+    let mut checked = 0;
+    for (i, extra_ms) in [0u64, 37, 111].into_iter().enumerate() {
+        let before = losses_len(&run);
         let mut child = if i == 0 {
             lab.cmd(&[
                 "train",
@@ -319,15 +383,29 @@ fn kill_9_at_random_moments_never_leaves_a_half_checkpoint() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        // Kill while it writes checkpoints: once it has made progress, at an odd moment.
+        let start = Instant::now();
+        while losses_len(&run) < before + 3 {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the run made no progress"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(extra_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        for ck in stacklab::runs::run_dir::RunDir::new(&run).checkpoints() {
+        let cks = stacklab::runs::run_dir::RunDir::new(&run).checkpoints();
+        assert!(!cks.is_empty());
+        for ck in cks {
             let c = stacklab::runs::Checkpoint::open(&ck).unwrap();
             c.load_model(tch::Device::Cpu).unwrap();
             c.load_optimizer(tch::Device::Cpu).unwrap();
+            checked += 1;
         }
     }
+    assert!(checked >= 3);
 }
 
 #[test]

@@ -1,7 +1,12 @@
 //! The seed's batch semantics: a batch of B sequences of T tokens takes the next B·T+1
 //! tokens, inputs are all but the last, targets all but the first; the position advances by
-//! B·T; when the next batch would not fit, the loader moves to the start of the next shard
-//! (wrapping to the first after the last). Validation always starts at the beginning.
+//! B·T; when a batch would not fit in the rest of a shard, the loader moves to the start of
+//! the next shard (wrapping to the first after the last, for training). Validation always
+//! starts at the beginning.
+//!
+//! The seed checks "does the next batch fit" right after each read; this loader checks right
+//! before each read, with the size of the batch being read. For batches of one size the two
+//! are the same; a smaller last batch (evaluation) then reads the tokens it should.
 
 use std::path::PathBuf;
 
@@ -11,11 +16,16 @@ use tch::{Device, Tensor};
 
 use super::shard::{read_header, Shard};
 
-/// Where a loader stands, saved in checkpoints so a resumed run reads the same data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Where a loader stands, saved in checkpoints so a resumed run reads the same data. The
+/// shard's file name and size are kept to notice shards that changed underneath a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct LoaderState {
     pub shard: usize,
     pub position: usize,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shard_file: String,
+    #[serde(default)]
+    pub shard_tokens: usize,
 }
 
 /// One batch as flat token ids: `inputs` and `targets` each hold B·T values, row-major.
@@ -38,6 +48,17 @@ impl Batch {
             .unwrap_or(0)
     }
 
+    /// Sequences `first..first + n` of the batch (a micro-batch of a step's window).
+    pub fn rows(&self, first: usize, n: usize) -> Batch {
+        let r = first * self.t..(first + n) * self.t;
+        Batch {
+            b: n,
+            t: self.t,
+            inputs: self.inputs[r.clone()].to_vec(),
+            targets: self.targets[r].to_vec(),
+        }
+    }
+
     pub fn tensors(&self, device: Device) -> (Tensor, Tensor) {
         let shape = [self.b as i64, self.t as i64];
         let x = Tensor::from_slice(&self.inputs)
@@ -54,8 +75,17 @@ pub struct ShardLoader {
     files: Vec<PathBuf>,
     b: usize,
     t: usize,
-    state: LoaderState,
+    /// Go back to the first shard after the last (training) or refuse (evaluation).
+    wrap: bool,
+    shard: usize,
+    position: usize,
     current: Shard,
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 impl ShardLoader {
@@ -64,6 +94,9 @@ impl ShardLoader {
     pub fn new(files: Vec<PathBuf>, b: usize, t: usize) -> Result<ShardLoader> {
         if files.is_empty() {
             bail!("no shard files given");
+        }
+        if b == 0 || t == 0 {
+            bail!("batches of {b} x {t} tokens are empty");
         }
         let need = b * t + 1;
         for f in &files {
@@ -80,13 +113,26 @@ impl ShardLoader {
             files,
             b,
             t,
-            state: LoaderState::default(),
+            wrap: true,
+            shard: 0,
+            position: 0,
             current,
         })
     }
 
     pub fn from_glob(pattern: &str, b: usize, t: usize) -> Result<ShardLoader> {
         Self::new(super::expand_glob(pattern)?, b, t)
+    }
+
+    /// A loader that refuses to go past its last shard instead of wrapping to the first
+    /// (evaluation must not score a token twice).
+    pub fn without_wrapping(mut self) -> ShardLoader {
+        self.wrap = false;
+        self
+    }
+
+    pub fn set_wrapping(&mut self, wrap: bool) {
+        self.wrap = wrap;
     }
 
     pub fn files(&self) -> &[PathBuf] {
@@ -101,17 +147,17 @@ impl ShardLoader {
         self.b
     }
 
-    /// Tokens in all shards together.
-    pub fn total_tokens(&self) -> Result<usize> {
-        self.files.iter().map(|f| read_header(f)).sum()
-    }
-
     pub fn state(&self) -> LoaderState {
-        self.state
+        LoaderState {
+            shard: self.shard,
+            position: self.position,
+            shard_file: file_name(&self.files[self.shard]),
+            shard_tokens: self.current.len(),
+        }
     }
 
-    /// Moves to a saved position (a resumed run).
-    pub fn restore(&mut self, state: LoaderState) -> Result<()> {
+    /// Moves to a saved position (a resumed run), checking the shard is the one it was.
+    pub fn restore(&mut self, state: &LoaderState) -> Result<()> {
         if state.shard >= self.files.len() {
             bail!(
                 "saved data position is in shard #{} but only {} shard(s) match now",
@@ -119,35 +165,61 @@ impl ShardLoader {
                 self.files.len()
             );
         }
-        if state.shard != self.state.shard {
-            self.current = Shard::open(&self.files[state.shard])?;
-        }
-        if state.position + self.b * self.t + 1 > self.current.len() {
+        let path = &self.files[state.shard];
+        if !state.shard_file.is_empty() && state.shard_file != file_name(path) {
             bail!(
-                "saved data position {} does not fit shard {} ({} tokens)",
-                state.position,
-                self.files[state.shard].display(),
+                "saved data position is in shard {} but shard #{} is now {}: the data changed",
+                state.shard_file,
+                state.shard,
+                path.display()
+            );
+        }
+        if state.shard != self.shard {
+            self.current = Shard::open(path)?;
+        }
+        if state.shard_tokens != 0 && state.shard_tokens != self.current.len() {
+            bail!(
+                "shard {} held {} tokens when the position was saved and holds {} now: the data changed",
+                path.display(),
+                state.shard_tokens,
                 self.current.len()
             );
         }
-        self.state = state;
+        if state.position > self.current.len() {
+            bail!(
+                "saved data position {} is past the end of shard {} ({} tokens)",
+                state.position,
+                path.display(),
+                self.current.len()
+            );
+        }
+        self.shard = state.shard;
+        self.position = state.position;
         Ok(())
     }
 
     /// Back to the first token of the first shard (what validation does every time).
     pub fn reset(&mut self) -> Result<()> {
-        self.restore(LoaderState::default())
+        self.restore(&LoaderState::default())
     }
 
     fn advance(&mut self) -> Result<()> {
-        let next = (self.state.shard + 1) % self.files.len();
-        if next != self.state.shard {
+        if self.shard + 1 == self.files.len() && !self.wrap {
+            bail!(
+                "the shards ({}) hold fewer tokens than asked for",
+                self.files
+                    .iter()
+                    .map(|f| file_name(f))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let next = (self.shard + 1) % self.files.len();
+        if next != self.shard {
             self.current = Shard::open(&self.files[next])?;
         }
-        self.state = LoaderState {
-            shard: next,
-            position: 0,
-        };
+        self.shard = next;
+        self.position = 0;
         Ok(())
     }
 
@@ -166,26 +238,25 @@ impl ShardLoader {
             );
         }
         let bt = b * self.t;
-        let buf = self.current.window_i64(self.state.position, bt + 1);
-        let batch = Batch {
+        if self.position + bt + 1 > self.current.len() {
+            self.advance()?;
+        }
+        let buf = self.current.window_i64(self.position, bt + 1);
+        self.position += bt;
+        Ok(Batch {
             b,
             t: self.t,
             inputs: buf[..bt].to_vec(),
             targets: buf[1..].to_vec(),
-        };
-        self.state.position += bt;
-        if self.state.position + bt + 1 > self.current.len() {
-            self.advance()?;
-        }
-        Ok(batch)
+        })
     }
 
     /// The batch after the current one, without moving (COCONUT's `seed` mode scores
     /// latents against it).
     pub fn peek_batch(&mut self) -> Result<Batch> {
-        let saved = self.state;
+        let saved = self.state();
         let batch = self.next_batch();
-        self.restore(saved)?;
+        self.restore(&saved)?;
         batch
     }
 }
@@ -222,26 +293,15 @@ mod tests {
         let b3 = l.next_batch().unwrap();
         assert_eq!(b3.inputs, vec![12, 13, 14, 15, 16, 17]);
         assert_eq!(b3.targets, vec![13, 14, 15, 16, 17, 18]);
-        // Position 18: 18 + 7 = 25 > 23, so the loader moved to shard B (tokens 18..23 unused).
-        assert_eq!(
-            l.state(),
-            LoaderState {
-                shard: 1,
-                position: 0
-            }
-        );
+        // Position 18: 18 + 7 = 25 > 23, so the next batch comes from shard B (tokens 18..23 unused).
         let b4 = l.next_batch().unwrap();
         assert_eq!(b4.inputs, vec![100, 101, 102, 103, 104, 105]);
         assert_eq!(b4.targets, vec![101, 102, 103, 104, 105, 106]);
+        assert_eq!((l.state().shard, l.state().position), (1, 6));
         // Shard B has 10 tokens: 6 + 7 > 10, wrap around to shard A.
-        assert_eq!(
-            l.state(),
-            LoaderState {
-                shard: 0,
-                position: 0
-            }
-        );
         assert_eq!(l.next_batch().unwrap(), b1);
+        assert_eq!(l.state().shard_file, "t_000000.bin");
+        assert_eq!(l.state().shard_tokens, 23);
     }
 
     #[test]
@@ -254,10 +314,58 @@ mod tests {
         let state = l.state();
         assert_eq!(l.next_batch().unwrap(), peeked);
         let mut other = ShardLoader::new(files, 2, 3).unwrap();
-        other.restore(state).unwrap();
+        other.restore(&state).unwrap();
         assert_eq!(other.next_batch().unwrap(), peeked);
         other.reset().unwrap();
         assert_eq!(other.next_batch().unwrap().inputs, vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_smaller_last_batch_reads_the_next_tokens_and_evaluation_never_wraps() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = two_shards(dir.path());
+        let mut l = ShardLoader::new(files.clone(), 3, 2)
+            .unwrap()
+            .without_wrapping();
+        // 3 x 2 + 1 = 7 tokens a batch: positions 0, 6, 12 in shard A, then a batch of 2
+        // at 18 (18 + 5 = 23 fits exactly).
+        for start in [0, 6, 12] {
+            assert_eq!(l.next_batch().unwrap().inputs[0], start);
+        }
+        let last = l.next_batch_of(2).unwrap();
+        assert_eq!(last.inputs, vec![18, 19, 20, 21]);
+        assert_eq!(last.targets, vec![19, 20, 21, 22]);
+        // Shard B: one batch at 0; then it is used up, and evaluation refuses to wrap.
+        assert_eq!(l.next_batch().unwrap().inputs[0], 100);
+        let e = l.next_batch().unwrap_err().to_string();
+        assert!(e.contains("hold fewer tokens than asked for"), "{e}");
+        // A saved position in a shard that changed is refused.
+        let mut l = ShardLoader::new(files.clone(), 3, 2).unwrap();
+        let mut state = l.state();
+        state.shard_tokens = 99;
+        let e = l.restore(&state).unwrap_err().to_string();
+        assert!(
+            e.contains("held 99 tokens when the position was saved and holds 23 now"),
+            "{e}"
+        );
+        state.shard_tokens = 23;
+        state.shard_file = "other.bin".into();
+        let e = l.restore(&state).unwrap_err().to_string();
+        assert!(
+            e.contains("saved data position is in shard other.bin"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rows_slice_a_window_into_micro_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = two_shards(dir.path());
+        let mut l = ShardLoader::new(files, 3, 2).unwrap();
+        let w = l.next_batch().unwrap();
+        let m = w.rows(1, 2);
+        assert_eq!(m.inputs, vec![2, 3, 4, 5]);
+        assert_eq!(m.targets, vec![3, 4, 5, 6]);
     }
 
     #[test]

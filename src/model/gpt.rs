@@ -2,6 +2,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use super::loss::{backward_from, lm_loss_chunked, LmLoss};
 use super::norm::{apply_norm, rms_norm};
 use super::rotary::RotaryTables;
 use crate::config::ModelConfig;
@@ -233,26 +234,24 @@ impl Gpt {
         self.hidden_from_embeddings(&self.embed(idx), c, None)
     }
 
-    /// Mean cross-entropy of `hidden @ W.T` (fp32 logits) against `targets`.
-    pub fn loss_from_hidden(&self, hidden: &Tensor, targets: &Tensor, c: Compute) -> Tensor {
-        lm_loss(&self.wte, hidden, targets, c)
+    /// The loss of a final hidden state, with gradients for training when `grads` is set
+    /// (see [`lm_loss_chunked`]).
+    pub fn lm_loss(&self, hidden: &Tensor, targets: &Tensor, c: Compute, grads: bool) -> LmLoss {
+        lm_loss_chunked(&self.wte, hidden, targets, c, grads)
     }
 
-    /// Mean cross-entropy of the next-token predictions for `idx` against `targets`.
+    /// Mean cross-entropy of the next-token predictions for `idx` against `targets`, for
+    /// evaluation: a detached scalar, no gradients.
     pub fn loss(&self, idx: &Tensor, targets: &Tensor, c: Compute) -> Tensor {
-        self.loss_from_hidden(&self.hidden(idx, c), targets, c)
+        self.lm_loss(&self.hidden(idx, c), targets, c, false).loss
     }
-}
 
-/// Logits `hidden @ W.T` in the compute dtype, cast to fp32, then mean cross-entropy.
-pub fn lm_loss(wte: &Tensor, hidden: &Tensor, targets: &Tensor, c: Compute) -> Tensor {
-    let v = wte.size()[0];
-    let logits = linear(hidden, wte, c).to_kind(Kind::Float);
-    logits.view([-1, v]).cross_entropy_loss::<Tensor>(
-        &targets.view([-1]),
-        None,
-        tch::Reduction::Mean,
-        -100,
-        0.0,
-    )
+    /// One training forward and backward: gradients land in the weights' `.grad`; returns
+    /// the detached loss.
+    pub fn forward_backward(&self, idx: &Tensor, targets: &Tensor, c: Compute) -> Tensor {
+        let hidden = self.hidden(idx, c);
+        let l = self.lm_loss(&hidden, targets, c, true);
+        backward_from(&self.wte, &[(&hidden, &l)]);
+        l.loss
+    }
 }

@@ -2,6 +2,7 @@
 //! `1/sqrt(2·n_layer)` attention scale, exact-GELU MLP, no biases, optional outer norms.
 
 pub mod gpt;
+pub mod loss;
 pub mod norm;
 pub mod rotary;
 pub mod weights;

@@ -95,11 +95,26 @@ pub fn list_checkpoints(run: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Removes temporary checkpoint folders left by a crash.
+/// Cleans up after a crash while writing checkpoints: removes unfinished temporary folders,
+/// and puts back a checkpoint that was moved aside to be rewritten if the new one never
+/// arrived.
 pub fn remove_stale_temporaries(run: &Path) {
     for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".step_") && (name.contains(".tmp-") || name.contains(".old-")) {
+        let Some(rest) = name.strip_prefix('.') else {
+            continue;
+        };
+        if !rest.starts_with("step_") {
+            continue;
+        }
+        if let Some((final_name, _)) = rest.split_once(".old-") {
+            let final_dir = run.join(final_name);
+            if !final_dir.exists() && e.path().join(META_FILE).is_file() {
+                let _ = std::fs::rename(e.path(), &final_dir);
+                continue;
+            }
+        }
+        if name.contains(".tmp-") || name.contains(".old-") {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -221,6 +236,7 @@ impl Checkpoint {
         })?;
         let meta: CheckpointMeta = toml::from_str(&text)
             .with_context(|| format!("{}: invalid checkpoint metadata", meta_path.display()))?;
+        meta.model.validate(&meta_path.display().to_string())?;
         Ok(Checkpoint {
             path: path.to_path_buf(),
             meta,
@@ -344,6 +360,26 @@ impl CheckpointRef {
             }
             CheckpointRef::SeedFile(p) => weights::load_seed_file(p, opts, device),
         }
+    }
+
+    /// Just the embedding/lm-head `W` (all `from_model` needs; no head count involved).
+    pub fn load_wte(&self, device: Device) -> Result<Tensor> {
+        let (path, origin) = match self {
+            CheckpointRef::Native(c) => (c.path.join(MODEL_FILE), c.meta.name.clone()),
+            CheckpointRef::SeedFile(p) => (p.clone(), p.display().to_string()),
+        };
+        let mut tensors =
+            weights::normalise_seed_names(weights::read_safetensors(&path)?, &origin)?;
+        let w = tensors
+            .remove(crate::model::gpt::WTE)
+            .expect("normalised names hold W");
+        if w.dim() != 2 {
+            bail!(
+                "{origin}: W should be a matrix (vocab, width), found shape {:?}",
+                w.size()
+            );
+        }
+        Ok(w.to_kind(Kind::Float).to_device(device).detach())
     }
 
     /// The norms the model was trained with, where known.

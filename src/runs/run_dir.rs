@@ -120,7 +120,7 @@ impl RunDir {
     }
 
     pub fn write_status(&self, status: &RunStatus) -> Result<()> {
-        write_atomic(
+        crate::paths::write_atomic_unsynced(
             &self.status_path(),
             serde_json::to_string_pretty(status)?.as_bytes(),
         )

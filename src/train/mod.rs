@@ -2,6 +2,7 @@
 //! accumulation, COCONUT-parallel steps, and the loop that writes a run directory.
 
 pub mod adamw;
+pub mod coconut;
 pub mod muon;
 pub mod schedule;
 pub mod trainer;

@@ -15,11 +15,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::{lr_factor, AdamW, Muon};
+use super::{coconut, lr_factor, AdamW, Muon};
 use crate::config::{CoconutMode, TrainConfig};
 use crate::data::{DataSource, ShardLoader};
 use crate::eval::{check_vocab, evaluate};
-use crate::model::weights::{wte_hash, SeedOptions};
+use crate::model::weights::wte_hash;
 use crate::model::{Compute, Gpt};
 use crate::runs::checkpoint::{self, CheckpointMeta, Lineage, OptimizerTensors, ValPoint};
 use crate::runs::run_dir::{MetricsRow, RunDir, RunState, RunStatus};
@@ -108,10 +108,13 @@ fn ns_kind(compute: Compute) -> Kind {
 
 fn open_loaders(cfg: &TrainConfig) -> Result<(ShardLoader, ShardLoader, DataSource)> {
     let source = DataSource::from_config(&cfg.data)?;
-    let b = cfg.batch.micro_batch as usize;
     let t = cfg.model.seq_len as usize;
-    let train = ShardLoader::from_glob(&source.train, b, t).context("data.train")?;
-    let val = ShardLoader::from_glob(&source.val, b, t).context("data.val")?;
+    // The train loader reads a step's whole global batch at once (the seed's rule for moving
+    // to the next shard works on that window); validation reads micro-batches.
+    let step_b = (cfg.batch.global_batch / cfg.batch.devices) as usize;
+    let train = ShardLoader::from_glob(&source.train, step_b, t).context("data.train")?;
+    let val = ShardLoader::from_glob(&source.val, cfg.batch.micro_batch as usize, t)
+        .context("data.val")?;
     Ok((train, val, source))
 }
 
@@ -146,8 +149,8 @@ fn new_run(opts: &TrainOptions) -> Result<State> {
     let mut from_model = None;
     if !cfg.from_model.is_empty() {
         let parent_ref = CheckpointRef::resolve(&cfg.from_model).context("from_model")?;
-        let parent = parent_ref.load_model(&SeedOptions::default(), opts.device)?;
-        let (pv, pc) = (parent.cfg.vocab_size, parent.cfg.n_embd);
+        let parent_wte = parent_ref.load_wte(opts.device).context("from_model")?;
+        let (pv, pc) = (parent_wte.size()[0], parent_wte.size()[1]);
         if (pv, pc) != (cfg.model.vocab_size, cfg.model.n_embd) {
             bail!(
                 "from_model `{}`: its W is {pv} x {pc}, but this config has model.vocab_size = {} and model.n_embd = {}",
@@ -156,11 +159,11 @@ fn new_run(opts: &TrainOptions) -> Result<State> {
                 cfg.model.n_embd
             );
         }
-        model.wte = parent.wte.detach().copy();
         from_model = Some(Lineage {
             name: parent_ref.name(),
-            wte_sha256: wte_hash(&parent.wte),
+            wte_sha256: wte_hash(&parent_wte),
         });
+        model.wte = parent_wte;
     }
     let frozen = from_model.is_some();
     model.set_trainable(!frozen);
@@ -173,6 +176,14 @@ fn new_run(opts: &TrainOptions) -> Result<State> {
     let run = RunDir::new(&path);
     let config_toml = cfg.to_toml_string();
     crate::paths::write_atomic(&run.config_path(), config_toml.as_bytes())?;
+    run.write_status(&RunStatus {
+        state: RunState::Running,
+        pid: std::process::id(),
+        step: 0,
+        total_steps: cfg.schedule.steps,
+        message: "starting".into(),
+        updated_at: chrono::Local::now().to_rfc3339(),
+    })?;
     run.log(&format!("new run `{name}`: data {}", source.description));
     if let Some(l) = &from_model {
         run.log(&format!(
@@ -239,7 +250,7 @@ fn resume_run(path: &Path, device: Device) -> Result<State> {
         );
     }
     let (mut train, val, _) = open_loaders(&cfg)?;
-    train.restore(meta.data_position)?;
+    train.restore(&meta.data_position)?;
     let compute = Compute::for_training(device, cfg.precision);
     let mut model = ckpt.load_model(device)?;
     model.set_trainable(!meta.wte_frozen);
@@ -355,61 +366,6 @@ fn write_checkpoint(st: &mut State) -> Result<PathBuf> {
     st.last_checkpoint_step = Some(st.step);
     st.run.log(&format!("checkpoint {}", p.display()));
     Ok(p)
-}
-
-/// One micro-batch's normal pass, and on COCONUT steps its latent pass. Returns the losses.
-fn micro_step(st: &mut State, coconut: bool) -> Result<(Tensor, Option<Tensor>)> {
-    let batch = st.train.next_batch()?;
-    // The seed loads the next batch between the two passes: its targets score the latents.
-    let latent_targets = if coconut && st.cfg.coconut.mode == CoconutMode::Seed {
-        Some(st.train.peek_batch()?)
-    } else {
-        None
-    };
-    check_vocab(batch.max_token(), st.model.cfg.vocab_size, &st.train)?;
-    let (x, y) = batch.tensors(st.device);
-    let c = st.compute;
-    if !coconut {
-        let loss = st.model.loss(&x, &y, c);
-        loss.backward();
-        return Ok((loss.detach(), None));
-    }
-    let detach = st.cfg.coconut.detach;
-    let hidden = st.model.hidden(&x, c);
-    let loss = st.model.loss_from_hidden(&hidden, &y, c);
-    let latents = if detach {
-        loss.backward();
-        hidden.detach()
-    } else {
-        hidden
-    };
-    let t = x.size()[1];
-    let (emb, targets) = match st.cfg.coconut.mode {
-        // Input at t+1 is the output at t; position 0 keeps its token.
-        CoconutMode::Shifted => (
-            Tensor::cat(
-                &[
-                    st.model.embed(&x.narrow(1, 0, 1)),
-                    latents.narrow(1, 0, t - 1),
-                ],
-                1,
-            ),
-            y.shallow_clone(),
-        ),
-        CoconutMode::SamePosition => (latents, y.shallow_clone()),
-        CoconutMode::Seed => {
-            let next = latent_targets.expect("peeked");
-            (latents, next.tensors(st.device).1)
-        }
-    };
-    let h2 = st.model.hidden_from_embeddings(&emb, c, None);
-    let latent_loss = st.model.loss_from_hidden(&h2, &targets, c);
-    if detach {
-        latent_loss.backward();
-    } else {
-        (&loss + &latent_loss).backward();
-    }
-    Ok((loss.detach(), Some(latent_loss.detach())))
 }
 
 fn optimizer_step(st: &mut State, factor: f64, accum: i64) {
@@ -563,6 +519,9 @@ fn install_signal_flag() -> Result<Arc<AtomicBool>> {
 
 /// Runs (or resumes) a training run to its end, a stop, or a failure.
 pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
+    if opts.stop_after.is_some_and(|s| s < 1) {
+        bail!("--stop-after must be a step of at least 1");
+    }
     let stop = install_signal_flag()?;
     let mut st = match &opts.resume {
         Some(p) => resume_run(p, opts.device)?,
@@ -615,7 +574,7 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
         st.model.num_parameters()
     ));
 
-    if st.step == 0 && val_every > 0 {
+    if st.step == 0 && val_every > 0 && !st.val_history.iter().any(|v| v.step == 0) {
         let v = validate(st)?;
         if !v.is_finite() {
             return fail(st, &rep, format!("non-finite val loss {v} at step 0"));
@@ -638,11 +597,35 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
         let every = st.cfg.coconut.every;
         let coconut = every > 0 && (st.step + 1) % every == 0;
         let factor = lr_factor(st.step, total, warmup, warmdown);
+        // One window of the step's whole global batch, as the seed's ranks together read it;
+        // micro-batch k is its k-th slice of rows (rank k's batch in the seed).
+        let window = st.train.next_batch()?;
+        check_vocab(window.max_token(), st.model.cfg.vocab_size, &st.train)?;
+        let next_window = if coconut && st.cfg.coconut.mode == CoconutMode::Seed {
+            // The seed loads the next batch between the two passes: its targets score the latents.
+            let w = st.train.peek_batch()?;
+            check_vocab(w.max_token(), st.model.cfg.vocab_size, &st.train)?;
+            Some(w)
+        } else {
+            None
+        };
+        let mb = st.cfg.batch.micro_batch as usize;
         // Losses stay on the device until the step ends: one synchronisation per step.
         let mut losses = Vec::with_capacity(accum as usize);
         let mut latents = Vec::new();
-        for _ in 0..accum {
-            let (l, latent) = micro_step(st, coconut)?;
+        for k in 0..accum as usize {
+            let (x, y) = window.rows(k * mb, mb).tensors(st.device);
+            let next_y = next_window
+                .as_ref()
+                .map(|w| w.rows(k * mb, mb).tensors(st.device).1);
+            let (l, latent) = coconut::forward_backward(
+                &st.model,
+                &x,
+                &y,
+                next_y.as_ref(),
+                coconut.then_some(&st.cfg.coconut),
+                st.compute,
+            );
             losses.push(l);
             latents.extend(latent);
         }
