@@ -449,8 +449,8 @@ fn nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint() {
     }
 }
 
-#[test]
-fn sigint_finishes_the_step_checkpoints_and_stops() {
+/// Starts a long run, sends `signal` once it has made progress, and checks the stop.
+fn check_signal_stops(signal: i32, name: &str) {
     let lab = Lab::new();
     let cfg = lab.write(
         "sig.toml",
@@ -462,7 +462,7 @@ fn sigint_finishes_the_step_checkpoints_and_stops() {
             "--config",
             cfg.to_str().unwrap(),
             "--name",
-            "sig",
+            name,
             "--device",
             "cpu",
         ])
@@ -470,7 +470,7 @@ fn sigint_finishes_the_step_checkpoints_and_stops() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let run = lab.checkpoints().join("sig");
+    let run = lab.checkpoints().join(name);
     let start = Instant::now();
     while losses_len(&run) < 3 {
         assert!(
@@ -480,7 +480,7 @@ fn sigint_finishes_the_step_checkpoints_and_stops() {
         std::thread::sleep(Duration::from_millis(50));
     }
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, signal);
     }
     let out = child.wait_with_output().unwrap();
     assert_eq!(
@@ -496,6 +496,16 @@ fn sigint_finishes_the_step_checkpoints_and_stops() {
     assert!((3..400).contains(&step));
     assert_eq!(checkpoint_steps(&run), vec![format!("step_{step:06}")]);
     assert_eq!(losses(&run).len() as i64, step);
+}
+
+#[test]
+fn sigint_finishes_the_step_checkpoints_and_stops() {
+    check_signal_stops(libc::SIGINT, "sigint");
+}
+
+#[test]
+fn sigterm_finishes_the_step_checkpoints_and_stops() {
+    check_signal_stops(libc::SIGTERM, "sigterm");
 }
 
 fn losses_len(run: &Path) -> usize {

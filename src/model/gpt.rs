@@ -255,3 +255,34 @@ impl Gpt {
         l.loss
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NormKind;
+
+    #[test]
+    fn the_forward_pass_can_return_every_residual() {
+        let cfg = ModelConfig {
+            vocab_size: 32,
+            n_layer: 3,
+            n_head: 2,
+            n_embd: 16,
+            seq_len: 6,
+            norm_wte: NormKind::None,
+            norm_lm_head: NormKind::RmsNorm,
+        };
+        let m = Gpt::new(&cfg, 0, Device::Cpu);
+        let idx = Tensor::randint(32, [2, 6], (Kind::Int64, Device::Cpu));
+        let mut residuals = Vec::new();
+        let h = m.hidden_from_embeddings(&m.embed(&idx), Compute::Fp32, Some(&mut residuals));
+        assert_eq!(residuals.len(), 3);
+        for r in &residuals {
+            assert_eq!(r.size(), vec![2, 6, 16]);
+        }
+        // The last residual, normed, is the final hidden state; the blocks change the stream.
+        assert!(h.allclose(&rms_norm(&residuals[2]), 1e-6, 1e-6, false));
+        assert!(!residuals[0].allclose(&residuals[1], 1e-3, 1e-3, false));
+        assert!(h.equal(&m.hidden(&idx, Compute::Fp32)));
+    }
+}
