@@ -99,7 +99,8 @@ fn block_params(model: &Gpt) -> Vec<(String, &Tensor)> {
     model.named_parameters().into_iter().skip(1).collect()
 }
 
-fn ns_kind(compute: Compute) -> Kind {
+/// Newton-Schulz's dtype for a training compute mode (bf16 on CUDA, fp32 on the CPU).
+pub fn muon_kind(compute: Compute) -> Kind {
     match compute {
         Compute::Bf16 => Kind::BFloat16,
         Compute::Fp32 => Kind::Float,
@@ -169,7 +170,7 @@ fn new_run(opts: &TrainOptions) -> Result<State> {
     model.set_trainable(!frozen);
     let adamw = (!frozen).then(|| AdamW::new(&cfg.optimizer.adamw, &model.wte));
     let params: Vec<&Tensor> = block_params(&model).into_iter().map(|(_, t)| t).collect();
-    let muon = Muon::new(&cfg.optimizer.muon, &params, ns_kind(compute));
+    let muon = Muon::new(&cfg.optimizer.muon, &params, muon_kind(compute));
 
     std::fs::create_dir_all(&path)
         .with_context(|| format!("cannot create run folder {}", path.display()))?;
@@ -271,7 +272,7 @@ fn resume_run(path: &Path, device: Device) -> Result<State> {
     };
     let named = block_params(&model);
     let params: Vec<&Tensor> = named.iter().map(|(_, t)| *t).collect();
-    let mut muon = Muon::new(&cfg.optimizer.muon, &params, ns_kind(compute));
+    let mut muon = Muon::new(&cfg.optimizer.muon, &params, muon_kind(compute));
     let mut buffers = opt.muon;
     for (i, (name, p)) in named.iter().enumerate() {
         let b = buffers
@@ -404,11 +405,6 @@ pub fn apply_optimizers(
 /// The block matrices in Muon's order.
 pub fn muon_params(model: &Gpt) -> Vec<&Tensor> {
     block_params(model).into_iter().map(|(_, t)| t).collect()
-}
-
-/// Newton-Schulz's dtype for a training compute mode.
-pub fn muon_kind(compute: Compute) -> Kind {
-    ns_kind(compute)
 }
 
 fn validate(st: &mut State) -> Result<f64> {
