@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::TrainConfig;
 use crate::model::{Compute, Gpt};
-use crate::train::{apply_optimizers, muon_kind, muon_params, AdamW, Muon};
+use crate::train::{apply_optimizers, muon_kind, AdamW, Muon};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -78,7 +78,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let mut adamw = AdamW::new(&cfg.optimizer.adamw, &model.wte);
     let mut muon = Muon::new(
         &cfg.optimizer.muon,
-        &muon_params(&model),
+        &model.block_matrices(),
         muon_kind(compute),
     );
     tch::manual_seed(1234);

@@ -62,7 +62,9 @@ pub fn evaluate(
                     sequences * t
                 )
             })?;
-            check_vocab(batch.max_token(), model.vocab_size(), loader)?;
+            check_vocab(batch.max_token(), model.vocab_size(), || {
+                loader_place(loader)
+            })?;
             let (x, y) = batch.tensors(device);
             let loss = model.loss(&x, &y, Compute::Fp32).double_value(&[]);
             sum += loss * (n * t) as f64;
@@ -78,15 +80,23 @@ pub fn evaluate(
     })
 }
 
-/// Refuses token ids the model's embedding cannot look up.
-pub fn check_vocab(max_token: i64, vocab_size: i64, loader: &ShardLoader) -> Result<()> {
+/// Refuses token ids the model's embedding cannot look up; `place` says where they came from.
+pub fn check_vocab(max_token: i64, vocab_size: i64, place: impl FnOnce() -> String) -> Result<()> {
     if max_token >= vocab_size {
-        let s = loader.state();
         bail!(
-            "token id {max_token} in {} (near token {}) is outside the model's vocabulary of {vocab_size}: were these shards made with another tokenizer?",
-            loader.files()[s.shard.min(loader.files().len() - 1)].display(),
-            s.position
+            "token id {max_token} in {} is outside the model's vocabulary of {vocab_size}: were these shards made with another tokenizer?",
+            place()
         );
     }
     Ok(())
+}
+
+/// Where a loader's last batch came from, for errors.
+pub fn loader_place(loader: &ShardLoader) -> String {
+    let s = loader.state();
+    format!(
+        "{} (near token {})",
+        loader.files()[s.shard.min(loader.files().len() - 1)].display(),
+        s.position
+    )
 }

@@ -73,6 +73,8 @@ impl Batch {
 
 pub struct ShardLoader {
     files: Vec<PathBuf>,
+    /// Tokens in each shard, from the headers.
+    lengths: Vec<usize>,
     b: usize,
     t: usize,
     /// Go back to the first shard after the last (training) or refuse (evaluation).
@@ -99,8 +101,10 @@ impl ShardLoader {
             bail!("batches of {b} x {t} tokens are empty");
         }
         let need = b * t + 1;
+        let mut lengths = Vec::with_capacity(files.len());
         for f in &files {
             let n = read_header(f)?;
+            lengths.push(n);
             if n < need {
                 bail!(
                     "shard {} holds {n} tokens, fewer than one batch of {b} x {t} + 1 = {need}",
@@ -111,6 +115,7 @@ impl ShardLoader {
         let current = Shard::open(&files[0])?;
         Ok(ShardLoader {
             files,
+            lengths,
             b,
             t,
             wrap: true,
@@ -145,6 +150,37 @@ impl ShardLoader {
 
     pub fn batch_size(&self) -> usize {
         self.b
+    }
+
+    /// Whether `sequences` sequences can be read from the start without wrapping, in
+    /// batches of the loader's size and a smaller last one (what evaluation reads).
+    pub fn fits_from_start(&self, sequences: usize) -> bool {
+        let (mut shard, mut pos, mut left) = (0usize, 0usize, sequences);
+        while left > 0 {
+            let n = left.min(self.b);
+            if pos + n * self.t + 1 > self.lengths[shard] {
+                shard += 1;
+                pos = 0;
+                if shard == self.lengths.len() {
+                    return false;
+                }
+            }
+            pos += n * self.t;
+            left -= n;
+        }
+        true
+    }
+
+    /// The most sequences [`fits_from_start`](Self::fits_from_start) accepts: whole batches
+    /// in every shard but the last, and as many sequences as fit in the last.
+    pub fn max_sequences_from_start(&self) -> usize {
+        let (b, t) = (self.b, self.t);
+        let n = self.lengths.len();
+        let full: usize = self.lengths[..n - 1]
+            .iter()
+            .map(|len| (len - 1) / (b * t) * b)
+            .sum();
+        full + (self.lengths[n - 1] - 1) / t
     }
 
     pub fn state(&self) -> LoaderState {
@@ -355,6 +391,33 @@ mod tests {
             e.contains("saved data position is in shard other.bin"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn capacity_from_the_start_matches_what_reading_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = two_shards(dir.path());
+        for (b, t) in [(3usize, 2usize), (1, 4), (2, 3)] {
+            let l = ShardLoader::new(files.clone(), b, t).unwrap();
+            let max = l.max_sequences_from_start();
+            for seqs in 1..=max + 2 {
+                let mut r = ShardLoader::new(files.clone(), b, t)
+                    .unwrap()
+                    .without_wrapping();
+                let mut left = seqs;
+                let mut ok = true;
+                while left > 0 {
+                    let n = left.min(b);
+                    if r.next_batch_of(n).is_err() {
+                        ok = false;
+                        break;
+                    }
+                    left -= n;
+                }
+                assert_eq!(l.fits_from_start(seqs), ok, "b={b} t={t} seqs={seqs}");
+                assert_eq!(ok, seqs <= max, "b={b} t={t} seqs={seqs} max={max}");
+            }
+        }
     }
 
     #[test]

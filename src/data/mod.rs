@@ -4,10 +4,13 @@
 pub mod embedded;
 pub mod loader;
 pub mod prepare;
+pub mod pyrandom;
 pub mod shard;
+pub mod train_stream;
 
 pub use loader::{LoaderState, ShardLoader};
 pub use shard::{Shard, SHARD_MAGIC, SHARD_VERSION};
+pub use train_stream::{ordered_shards, TrainStream, TrainStreamState};
 
 use std::path::PathBuf;
 

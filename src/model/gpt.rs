@@ -1,11 +1,12 @@
 //! The model, one small struct per concept: [`Block`] (attention + MLP) and [`Gpt`].
 
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::loss::{backward_from, lm_loss_chunked, LmLoss};
 use super::norm::{apply_norm, rms_norm};
 use super::rotary::RotaryTables;
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, NormKind};
 
 /// Numerics of a forward pass: which dtype the matmuls and attention run in. The residual
 /// stream, the norms and the loss stay fp32 either way.
@@ -61,6 +62,27 @@ pub struct Block {
     pub n_head: i64,
     /// `1/sqrt(2·n_layer)` of the model the block was trained in.
     pub attn_scale: f64,
+    /// A norm applied to the residual stream before the block: a stack boundary's
+    /// `norm_inter_model` (`none` inside a model).
+    pub pre_norm: NormKind,
+}
+
+/// What a block needs besides its weights, as checkpoints of stacks (and of runs trained
+/// from them) record it per block instead of deriving it from the model's depth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockLayout {
+    pub attn_scale: f64,
+    pub n_head: i64,
+    #[serde(default)]
+    pub pre_norm: NormKind,
+    /// Where the block came from (`model:block`), for display; empty inside a plain model.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+}
+
+/// The attention scale of a block trained in a model of `n_layer` blocks.
+pub fn attn_scale_for(n_layer: i64) -> f64 {
+    1.0 / ((2 * n_layer) as f64).sqrt()
 }
 
 impl Block {
@@ -90,10 +112,25 @@ impl Block {
         linear(&linear(x, &self.c_fc, c).gelu("none"), &self.mlp_proj, c)
     }
 
-    /// `x + s·attn(rms(x))`, then `x + mlp(rms(x))`; x stays fp32.
+    /// `x + s·attn(rms(x))`, then `x + mlp(rms(x))` (after the block's `pre_norm`); x
+    /// stays fp32.
     pub fn forward(&self, x: &Tensor, rope: &RotaryTables, c: Compute) -> Tensor {
-        let x = x + self.attention(&rms_norm(x), rope, c) * self.attn_scale;
+        let x = apply_norm(x, self.pre_norm);
+        let x = &x + self.attention(&rms_norm(&x), rope, c) * self.attn_scale;
         &x + self.mlp(&rms_norm(&x), c)
+    }
+
+    pub fn head_dim(&self) -> i64 {
+        self.attn_proj.size()[0] / self.n_head
+    }
+
+    pub fn layout(&self) -> BlockLayout {
+        BlockLayout {
+            attn_scale: self.attn_scale,
+            n_head: self.n_head,
+            pre_norm: self.pre_norm,
+            source: String::new(),
+        }
     }
 
     pub fn parameters(&self) -> [&Tensor; 4] {
@@ -143,7 +180,7 @@ impl Gpt {
         let c = cfg.n_embd;
         let bound = |fan_in: i64| 1.0 / (fan_in as f64).sqrt();
         let wte = uniform(&[cfg.vocab_size, c], bound(c));
-        let scale = 1.0 / ((2 * cfg.n_layer) as f64).sqrt();
+        let scale = attn_scale_for(cfg.n_layer);
         let blocks = (0..cfg.n_layer)
             .map(|_| Block {
                 c_attn: uniform(&[3 * c, c], bound(c)),
@@ -152,6 +189,7 @@ impl Gpt {
                 mlp_proj: uniform(&[c, 4 * c], bound(4 * c)),
                 n_head: cfg.n_head,
                 attn_scale: scale,
+                pre_norm: NormKind::None,
             })
             .collect();
         let mut m = Gpt {
@@ -165,6 +203,16 @@ impl Gpt {
 
     pub fn device(&self) -> Device {
         self.wte.device()
+    }
+
+    /// The per-block layout, or `None` when every block is what `cfg` implies (a plain
+    /// model: its depth's attention scale, the config's heads, no boundary norm).
+    pub fn custom_layout(&self) -> Option<Vec<BlockLayout>> {
+        let plain = attn_scale_for(self.cfg.n_layer);
+        let uniform = self.blocks.iter().all(|b| {
+            b.attn_scale == plain && b.n_head == self.cfg.n_head && b.pre_norm == NormKind::None
+        });
+        (!uniform).then(|| self.blocks.iter().map(Block::layout).collect())
     }
 
     pub fn to_device(&mut self, device: Device) {
@@ -186,6 +234,21 @@ impl Gpt {
                 let _ = p.set_requires_grad(true);
             }
         }
+    }
+
+    /// The block matrices under the seed's names: what Muon trains (`W` is left to AdamW,
+    /// or frozen).
+    pub fn block_named_parameters(&self) -> Vec<(String, &Tensor)> {
+        self.blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.named_parameters(i))
+            .collect()
+    }
+
+    /// The block matrices in Muon's order.
+    pub fn block_matrices(&self) -> Vec<&Tensor> {
+        self.blocks.iter().flat_map(|b| b.parameters()).collect()
     }
 
     /// All weights under the seed's names, `W` first.
@@ -218,10 +281,16 @@ impl Gpt {
         mut residuals: Option<&mut Vec<Tensor>>,
     ) -> Tensor {
         let t = emb.size()[1];
-        let rope = RotaryTables::new(t, self.cfg.n_embd / self.cfg.n_head, emb.device());
+        // One table per head size (blocks stacked from models with other head counts differ).
+        let mut ropes: Vec<(i64, RotaryTables)> = Vec::new();
         let mut x = apply_norm(emb, self.cfg.norm_wte);
         for b in &self.blocks {
-            x = b.forward(&x, &rope, c);
+            let hd = b.head_dim();
+            if !ropes.iter().any(|(d, _)| *d == hd) {
+                ropes.push((hd, RotaryTables::new(t, hd, emb.device())));
+            }
+            let rope = &ropes.iter().find(|(d, _)| *d == hd).expect("just added").1;
+            x = b.forward(&x, rope, c);
             if let Some(r) = residuals.as_deref_mut() {
                 r.push(x.shallow_clone());
             }

@@ -1,11 +1,12 @@
 //! Rotary position embedding as the seed computes it: `inv_freq = 1/10000^(arange(0,d,2)/d)`,
-//! `f = outer(t, inv_freq)`, and cos/sin tables rounded to bf16 (the seed caches them as
-//! bf16, so even its fp32 validation rotates with bf16-rounded tables).
+//! `f = outer(t, inv_freq)`, and fp32 cos/sin tables (the seed's script keeps them fp32; later
+//! modded-nanogpt records cache them in bf16). Under bf16 compute the rotation therefore
+//! runs in fp32 (bf16 q/k times fp32 tables) and is cast back, as the seed's autocast did.
 
 use tch::{Device, Kind, Tensor};
 
 pub struct RotaryTables {
-    /// (1, T, 1, d/2), bf16.
+    /// (1, T, 1, d/2), fp32.
     pub cos: Tensor,
     pub sin: Tensor,
 }
@@ -21,12 +22,13 @@ impl RotaryTables {
         let f = t.outer(&inv_freq);
         let shape = [1, seq_len, 1, head_dim / 2];
         RotaryTables {
-            cos: f.cos().to_kind(Kind::BFloat16).view(shape),
-            sin: f.sin().to_kind(Kind::BFloat16).view(shape),
+            cos: f.cos().view(shape),
+            sin: f.sin().view(shape),
         }
     }
 
-    /// Rotates q or k, shaped (B, T, heads, head_dim); the result keeps x's dtype.
+    /// Rotates q or k, shaped (B, T, heads, head_dim); computed in fp32 (type promotion
+    /// against the fp32 tables), the result keeps x's dtype.
     pub fn apply(&self, x: &Tensor) -> Tensor {
         let d = x.size()[3] / 2;
         let x1 = x.narrow(3, 0, d);
@@ -34,5 +36,24 @@ impl RotaryTables {
         let y1 = &x1 * &self.cos + &x2 * &self.sin;
         let y2 = &x1 * (-&self.sin) + &x2 * &self.cos;
         Tensor::cat(&[y1, y2], 3).to_kind(x.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_fp32_and_bf16_inputs_rotate_in_fp32() {
+        let r = RotaryTables::new(5, 8, Device::Cpu);
+        assert_eq!(r.cos.kind(), Kind::Float);
+        tch::manual_seed(0);
+        let x = Tensor::randn([1, 5, 2, 8], (Kind::Float, Device::Cpu));
+        let xb = x.to_kind(Kind::BFloat16);
+        let got = r.apply(&xb);
+        assert_eq!(got.kind(), Kind::BFloat16);
+        // The seed: bf16 q times fp32 tables promotes to fp32, rounded to bf16 once at the end.
+        let want = r.apply(&xb.to_kind(Kind::Float)).to_kind(Kind::BFloat16);
+        assert!(got.equal(&want));
     }
 }

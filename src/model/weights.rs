@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::gpt::{Block, Gpt, WTE};
+use super::gpt::{attn_scale_for, Block, BlockLayout, Gpt, WTE};
 use crate::config::{ModelConfig, NormKind};
 
 pub const LM_HEAD: &str = "lm_head.weight";
@@ -126,11 +126,46 @@ pub fn infer_config(
 /// Builds a model from named tensors, checking every name and shape against `cfg`.
 pub fn model_from_tensors(
     cfg: &ModelConfig,
+    tensors: BTreeMap<String, Tensor>,
+    device: Device,
+    origin: &str,
+) -> Result<Gpt> {
+    model_from_tensors_with_layout(cfg, None, tensors, device, origin)
+}
+
+/// [`model_from_tensors`] with a recorded per-block layout (a stack's attention scales,
+/// head counts and boundary norms) instead of the one `cfg` implies.
+pub fn model_from_tensors_with_layout(
+    cfg: &ModelConfig,
+    layout: Option<&[BlockLayout]>,
     mut tensors: BTreeMap<String, Tensor>,
     device: Device,
     origin: &str,
 ) -> Result<Gpt> {
     let c = cfg.n_embd;
+    if let Some(l) = layout {
+        if l.len() as i64 != cfg.n_layer {
+            bail!(
+                "{origin}: the block layout lists {} blocks but the model has n_layer = {}",
+                l.len(),
+                cfg.n_layer
+            );
+        }
+        for (i, b) in l.iter().enumerate() {
+            if b.n_head <= 0 || c % b.n_head != 0 || (c / b.n_head) % 2 != 0 {
+                bail!(
+                    "{origin}: block {i} has n_head = {}, which does not split width {c} into even head sizes",
+                    b.n_head
+                );
+            }
+            if !(b.attn_scale.is_finite() && b.attn_scale > 0.0) {
+                bail!(
+                    "{origin}: block {i} has attn_scale = {}, expected a positive number",
+                    b.attn_scale
+                );
+            }
+        }
+    }
     let mut take = |name: &str, shape: [i64; 2]| -> Result<Tensor> {
         let t = tensors.remove(name).with_context(|| {
             format!("{origin}: missing tensor {name} (expected shape {shape:?})")
@@ -144,16 +179,23 @@ pub fn model_from_tensors(
         Ok(t.to_kind(Kind::Float).to_device(device).detach())
     };
     let wte = take(WTE, [cfg.vocab_size, c])?;
-    let scale = 1.0 / ((2 * cfg.n_layer) as f64).sqrt();
+    let plain = BlockLayout {
+        attn_scale: attn_scale_for(cfg.n_layer),
+        n_head: cfg.n_head,
+        pre_norm: NormKind::None,
+        source: String::new(),
+    };
     let mut blocks = Vec::new();
     for i in 0..cfg.n_layer {
+        let l = layout.map(|l| &l[i as usize]).unwrap_or(&plain);
         blocks.push(Block {
             c_attn: take(&format!("transformer.h.{i}.attn.c_attn.weight"), [3 * c, c])?,
             attn_proj: take(&format!("transformer.h.{i}.attn.c_proj.weight"), [c, c])?,
             c_fc: take(&format!("transformer.h.{i}.mlp.c_fc.weight"), [4 * c, c])?,
             mlp_proj: take(&format!("transformer.h.{i}.mlp.c_proj.weight"), [c, 4 * c])?,
-            n_head: cfg.n_head,
-            attn_scale: scale,
+            n_head: l.n_head,
+            attn_scale: l.attn_scale,
+            pre_norm: l.pre_norm,
         });
     }
     if let Some((name, t)) = tensors.iter().next() {

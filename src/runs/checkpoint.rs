@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{ModelConfig, NormKind};
-use crate::data::LoaderState;
+use crate::data::{LoaderState, TrainStreamState};
 use crate::model::weights::{self, SeedOptions};
-use crate::model::Gpt;
+use crate::model::{BlockLayout, Gpt};
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -62,12 +62,33 @@ pub struct CheckpointMeta {
     pub val_tokens: i64,
     /// Model shape and the norms it was trained with.
     pub model: ModelConfig,
-    pub data_position: LoaderState,
+    /// Where each emulated rank stands in the train shards, and the shard order.
+    #[serde(default)]
+    pub train_data: TrainStreamState,
+    /// The single loader position of checkpoints written before per-rank data (read only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_position: Option<LoaderState>,
     pub adamw_step: i64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub from_model: Option<Lineage>,
     #[serde(default)]
     pub val_loss_history: Vec<ValPoint>,
+    /// The checkpoint the run's weights started from (`init_from`), when not from scratch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub init_from: Option<InitLineage>,
+    /// Per-block attention scale, heads and boundary norm, when they are not what `model`
+    /// implies (a stack, or a run trained from one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<BlockLayout>,
+}
+
+/// Where a run's initial weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitLineage {
+    /// The checkpoint as it was named when the run started.
+    pub name: String,
+    /// SHA-256 of its weights file.
+    pub sha256: String,
 }
 
 pub fn checkpoint_dir_name(step: i64) -> String {
@@ -218,6 +239,26 @@ pub fn write_checkpoint(
     Ok(final_dir)
 }
 
+/// SHA-256 of a file's bytes, read in pieces.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A native checkpoint folder whose metadata has been read.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
@@ -247,7 +288,8 @@ impl Checkpoint {
         let p = self.path.join(MODEL_FILE);
         let origin = p.display().to_string();
         let tensors = weights::normalise_seed_names(weights::read_safetensors(&p)?, &origin)?;
-        weights::model_from_tensors(&self.meta.model, tensors, device, &origin)
+        let layout = (!self.meta.blocks.is_empty()).then_some(self.meta.blocks.as_slice());
+        weights::model_from_tensors_with_layout(&self.meta.model, layout, tensors, device, &origin)
     }
 
     pub fn load_optimizer(&self, device: Device) -> Result<OptimizerTensors> {
@@ -339,6 +381,19 @@ impl CheckpointRef {
             CheckpointRef::Native(c) => c.meta.name.clone(),
             CheckpointRef::SeedFile(p) => p.display().to_string(),
         }
+    }
+
+    /// The file holding the weights.
+    pub fn weights_path(&self) -> PathBuf {
+        match self {
+            CheckpointRef::Native(c) => c.path.join(MODEL_FILE),
+            CheckpointRef::SeedFile(p) => p.clone(),
+        }
+    }
+
+    /// SHA-256 of the weights file: the identity of a checkpoint in lineage and results.
+    pub fn sha256(&self) -> Result<String> {
+        sha256_file(&self.weights_path())
     }
 
     /// Loads the model. `opts` gives what a seed file cannot tell (heads, norms, context);

@@ -122,6 +122,7 @@ warmdown = {warmdown}
 [batch]
 global_batch = 8
 micro_batch = 4
+ranks = 1
 
 [data]
 embedded = true

@@ -1,0 +1,186 @@
+//! Validation of a parsed config: ranges of every value and combinations that cannot work,
+//! each refused with the key it concerns.
+
+use anyhow::Result;
+
+use super::keys::err;
+use super::{ModelConfig, TrainConfig};
+
+impl ModelConfig {
+    /// Refuses shapes the model cannot have, naming the key (under `model.`).
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let m = self;
+        let positive: [(&str, i64); 5] = [
+            ("model.vocab_size", m.vocab_size),
+            ("model.n_layer", m.n_layer),
+            ("model.n_head", m.n_head),
+            ("model.n_embd", m.n_embd),
+            ("model.seq_len", m.seq_len),
+        ];
+        for (key, v) in positive {
+            if v <= 0 {
+                return Err(err(source, key, format!("must be at least 1, found {v}")));
+            }
+        }
+        if m.n_embd % m.n_head != 0 {
+            return Err(err(
+                source,
+                "model.n_embd",
+                format!(
+                    "width {} is not divisible by model.n_head = {} (each head needs n_embd / n_head dims)",
+                    m.n_embd, m.n_head
+                ),
+            ));
+        }
+        if (m.n_embd / m.n_head) % 2 != 0 {
+            return Err(err(
+                source,
+                "model.n_head",
+                format!(
+                    "head size n_embd / n_head = {} must be even for rotary embeddings",
+                    m.n_embd / m.n_head
+                ),
+            ));
+        }
+        if m.vocab_size > 65_535 {
+            return Err(err(
+                source,
+                "model.vocab_size",
+                format!(
+                    "{} does not fit the uint16 tokens of the shard format (at most 65,535)",
+                    m.vocab_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// Refuses impossible combinations, naming the keys involved.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        self.model.validate(source)?;
+        let positive: [(&str, i64); 5] = [
+            ("schedule.steps", self.schedule.steps),
+            ("batch.global_batch", self.batch.global_batch),
+            ("batch.micro_batch", self.batch.micro_batch),
+            ("batch.devices", self.batch.devices),
+            ("batch.ranks", self.batch.ranks),
+        ];
+        for (key, v) in positive {
+            if v <= 0 {
+                return Err(err(source, key, format!("must be at least 1, found {v}")));
+            }
+        }
+        let non_negative: [(&str, i64); 6] = [
+            ("schedule.warmup", self.schedule.warmup),
+            ("schedule.warmdown", self.schedule.warmdown),
+            ("eval.val_every", self.eval.val_every),
+            ("checkpoint_every", self.checkpoint_every),
+            ("coconut.every", self.coconut.every),
+            ("log_every", self.log_every),
+        ];
+        for (key, v) in non_negative {
+            if v < 0 {
+                return Err(err(source, key, format!("must be 0 or more, found {v}")));
+            }
+        }
+        let m = &self.model;
+        let b = &self.batch;
+        if b.global_batch % (b.micro_batch * b.devices) != 0 {
+            return Err(err(
+                source,
+                "batch.global_batch",
+                format!(
+                    "{} sequences is not divisible by batch.micro_batch x batch.devices = {} x {} = {}",
+                    b.global_batch,
+                    b.micro_batch,
+                    b.devices,
+                    b.micro_batch * b.devices
+                ),
+            ));
+        }
+        if b.global_batch % (b.ranks * b.micro_batch * b.devices) != 0 {
+            return Err(err(
+                source,
+                "batch.ranks",
+                format!(
+                    "batch.global_batch = {} is not divisible by batch.ranks x batch.micro_batch = {} x {} = {}: each emulated rank reads whole micro-batches (batch.ranks = 1 reads the shards as one stream)",
+                    b.global_batch,
+                    b.ranks,
+                    b.micro_batch,
+                    b.ranks * b.micro_batch * b.devices
+                ),
+            ));
+        }
+        let s = &self.schedule;
+        if s.warmdown > s.steps {
+            return Err(err(
+                source,
+                "schedule.warmdown",
+                format!("{} is more than schedule.steps = {}", s.warmdown, s.steps),
+            ));
+        }
+        if s.warmup + s.warmdown > s.steps {
+            return Err(err(
+                source,
+                "schedule.warmup",
+                format!(
+                    "warmup {} + warmdown {} is more than schedule.steps = {}",
+                    s.warmup, s.warmdown, s.steps
+                ),
+            ));
+        }
+        let d = &self.data;
+        if d.embedded && (!d.train.is_empty() || !d.val.is_empty()) {
+            return Err(err(
+                source,
+                "data.embedded",
+                "is true but data.train / data.val are also set: use one or the other",
+            ));
+        }
+        if !d.embedded && (d.train.is_empty() || d.val.is_empty()) {
+            return Err(err(
+                source,
+                if d.train.is_empty() { "data.train" } else { "data.val" },
+                "is empty: give shard globs for data.train and data.val, or set data.embedded = true",
+            ));
+        }
+        if self.eval.val_tokens < m.seq_len {
+            return Err(err(
+                source,
+                "eval.val_tokens",
+                format!(
+                    "{} is less than one sequence (model.seq_len = {})",
+                    self.eval.val_tokens, m.seq_len
+                ),
+            ));
+        }
+        if self.optimizer.muon.ns_steps < 1 {
+            return Err(err(source, "optimizer.muon.ns_steps", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("optimizer.adamw.lr", self.optimizer.adamw.lr),
+            ("optimizer.muon.lr", self.optimizer.muon.lr),
+            ("optimizer.adamw.eps", self.optimizer.adamw.eps),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(err(
+                    source,
+                    key,
+                    format!("must be a finite number >= 0, found {v}"),
+                ));
+            }
+        }
+        for (i, beta) in self.optimizer.adamw.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(beta) {
+                return Err(err(
+                    source,
+                    "optimizer.adamw.betas",
+                    format!("beta{} = {beta} must be in [0, 1)", i + 1),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
