@@ -115,8 +115,12 @@ impl Block {
     /// `x + s·attn(rms(x))`, then `x + mlp(rms(x))` (after the block's `pre_norm`); x
     /// stays fp32.
     pub fn forward(&self, x: &Tensor, rope: &RotaryTables, c: Compute) -> Tensor {
-        let x = apply_norm(x, self.pre_norm);
-        let x = &x + self.attention(&rms_norm(&x), rope, c) * self.attn_scale;
+        self.forward_body(&apply_norm(x, self.pre_norm), rope, c)
+    }
+
+    /// The block without its `pre_norm` (a stitch replaces a boundary norm).
+    pub fn forward_body(&self, x: &Tensor, rope: &RotaryTables, c: Compute) -> Tensor {
+        let x = x + self.attention(&rms_norm(x), rope, c) * self.attn_scale;
         &x + self.mlp(&rms_norm(&x), c)
     }
 
@@ -158,6 +162,37 @@ impl Block {
 }
 
 pub const WTE: &str = "transformer.wte.weight";
+
+/// Rotary tables for one sequence length, one per head size in use (blocks stacked from
+/// models with other head counts have other head sizes).
+pub struct Ropes {
+    t: i64,
+    device: Device,
+    tables: Vec<(i64, RotaryTables)>,
+}
+
+impl Ropes {
+    pub fn new(t: i64, device: Device) -> Ropes {
+        Ropes {
+            t,
+            device,
+            tables: Vec::new(),
+        }
+    }
+
+    pub fn for_block(&mut self, b: &Block) -> &RotaryTables {
+        let hd = b.head_dim();
+        let i = match self.tables.iter().position(|(d, _)| *d == hd) {
+            Some(i) => i,
+            None => {
+                self.tables
+                    .push((hd, RotaryTables::new(self.t, hd, self.device)));
+                self.tables.len() - 1
+            }
+        };
+        &self.tables[i].1
+    }
+}
 
 /// The seed's GPT.
 pub struct Gpt {
@@ -280,22 +315,25 @@ impl Gpt {
         c: Compute,
         mut residuals: Option<&mut Vec<Tensor>>,
     ) -> Tensor {
-        let t = emb.size()[1];
-        // One table per head size (blocks stacked from models with other head counts differ).
-        let mut ropes: Vec<(i64, RotaryTables)> = Vec::new();
+        let mut ropes = Ropes::new(emb.size()[1], emb.device());
         let mut x = apply_norm(emb, self.cfg.norm_wte);
         for b in &self.blocks {
-            let hd = b.head_dim();
-            if !ropes.iter().any(|(d, _)| *d == hd) {
-                ropes.push((hd, RotaryTables::new(t, hd, emb.device())));
-            }
-            let rope = &ropes.iter().find(|(d, _)| *d == hd).expect("just added").1;
-            x = b.forward(&x, rope, c);
+            x = b.forward(&x, ropes.for_block(b), c);
             if let Some(r) = residuals.as_deref_mut() {
                 r.push(x.shallow_clone());
             }
         }
         apply_norm(&x, self.cfg.norm_lm_head)
+    }
+
+    /// The residual stream at every point `r = 0..=n_layer` for token ids (B, T): `r = 0` is
+    /// the embedding after `norm_wte`, `r = k` the residual after block `k` (before the next
+    /// block's `pre_norm`).
+    pub fn points(&self, idx: &Tensor, c: Compute) -> Vec<Tensor> {
+        let emb = self.embed(idx);
+        let mut out = vec![apply_norm(&emb, self.cfg.norm_wte)];
+        let _final_hidden = self.hidden_from_embeddings(&emb, c, Some(&mut out));
+        out
     }
 
     /// The final hidden state for token ids (B, T).

@@ -7,5 +7,5 @@ pub mod norm;
 pub mod rotary;
 pub mod weights;
 
-pub use gpt::{attn_scale_for, Block, BlockLayout, Compute, Gpt};
+pub use gpt::{attn_scale_for, Block, BlockLayout, Compute, Gpt, Ropes};
 pub use norm::apply_norm;

@@ -1,0 +1,14 @@
+//! Inspecting a stack at its seams: residual norms per point (histograms on shared log10
+//! bins), the logit lens, linear CKA (biased and debiased), stitching, and the seed's latent
+//! metrics. The README's "Inspect" section states every definition.
+
+pub mod cka;
+pub mod lens;
+pub mod norms;
+pub mod plot;
+pub mod report;
+pub mod run;
+pub mod stitch;
+
+pub use report::InspectReport;
+pub use run::{inspect, InspectInput, InspectOptions, PartInput};

@@ -1,0 +1,131 @@
+//! The report `stacklab inspect --json` prints (schema `stacklab.inspect/1`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::lens::LensSummary;
+use super::norms::{CosSummary, Percentiles};
+
+pub const SCHEMA: &str = "stacklab.inspect/1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockRef {
+    /// The part's model label (`m1`, `m2`, ...).
+    pub model: String,
+    /// The block's index in its own model.
+    pub block: i64,
+    pub attn_scale: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PointReport {
+    pub r: usize,
+    /// The model whose block produced this point (`embedding` at r = 0).
+    pub model: String,
+    /// That block's index in its own model (none at r = 0).
+    pub block: Option<i64>,
+    pub rms: Percentiles,
+    /// Mean RMS at position 0 of the sequences (left out of `rms` and `hist`).
+    pub rms_pos0: f64,
+    pub hist: Vec<u64>,
+    pub update_ratio: Option<f64>,
+    pub cos_prev: Option<CosSummary>,
+    pub lens: LensSummary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartReport {
+    pub model: String,
+    pub path: String,
+    /// The half-open block range the stack takes from this model.
+    pub range: [i64; 2],
+    /// The model alone, with the norms it was trained with.
+    pub norm_wte: String,
+    pub norm_lm_head: String,
+    pub val_loss: f64,
+    pub points: Vec<PointReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StitchReport {
+    /// The stack as it is (with its boundary norm).
+    pub none: f64,
+    /// The arriving residual passed on unchanged (no boundary norm).
+    pub identity: f64,
+    /// The least-squares affine map, fitted on train tokens.
+    pub lstsq: f64,
+    /// The map trained on the language-modelling loss (with `--stitch STEPS`).
+    pub trained: Option<f64>,
+    /// The upper model alone on the same tokens.
+    pub upper_model: f64,
+    /// Best stitched loss (trained, else least squares) minus `upper_model`.
+    pub penalty: f64,
+    pub fit_tokens: usize,
+    pub trained_steps: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeamReport {
+    /// Stack blocks below the seam (the stack's residual point where the upper part reads).
+    pub after_block: usize,
+    pub lower: String,
+    pub upper: String,
+    /// The upper part's first kept block in its own model: its point `upper_start` is what
+    /// that block expects.
+    pub upper_start: i64,
+    pub rms_received: f64,
+    pub rms_expected: f64,
+    pub rms_ratio: f64,
+    pub cos_to_expected: f64,
+    pub cos_to_expected_p05: f64,
+    pub cos_to_expected_p50: f64,
+    pub cka: f64,
+    pub cka_debiased: f64,
+    pub cka_n_tokens: usize,
+    /// Rows: the stack's points `cka_rows` (the lower part); columns: the upper model's own
+    /// points `0..=depth`. Biased linear CKA.
+    pub cka_matrix: Vec<Vec<f64>>,
+    pub cka_rows: Vec<usize>,
+    /// The upper model's point most like what arrives (biased CKA).
+    pub best_match_point: usize,
+    pub stitch: StitchReport,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ActivationStats {
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The seed's `--latent-metrics`, working: per model, activations at `in` (after
+/// norm_wte), `first` (after block 0), `last` (input of the last block, norm_lm_head
+/// applied) and `out` (after the last block and norm_lm_head), and mean per-token cosine
+/// similarities within and across models.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LatentReport {
+    pub tokens: usize,
+    pub stats: BTreeMap<String, BTreeMap<String, ActivationStats>>,
+    pub cosine: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectReport {
+    pub schema: &'static str,
+    pub tokens: i64,
+    pub seq_len: i64,
+    pub blocks: Vec<BlockRef>,
+    pub norm_wte: String,
+    pub norm_lm_head: String,
+    pub norm_inter_model: String,
+    pub val_loss_stack: f64,
+    pub points: Vec<PointReport>,
+    pub hist_edges_log10: Vec<f64>,
+    pub parts: Vec<PartReport>,
+    pub seams: Vec<SeamReport>,
+    pub latent: LatentReport,
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}

@@ -1,0 +1,538 @@
+//! One inspection: the stack and each part alone run on the same probe tokens (val shards,
+//! from their start), statistics accumulated in f64, then the seams (RMS, cosine, CKA,
+//! stitching on train tokens scored on the probe).
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::cka::Cka;
+use super::lens::{self, LensAccumulator};
+use super::norms::{self, percentiles, PointCollector};
+use super::report::*;
+use super::stitch::{AdamOnMap, Affine, LeastSquares};
+use crate::config::NormKind;
+use crate::data::ShardLoader;
+use crate::model::{apply_norm, Compute, Gpt, Ropes};
+
+/// One part of the stack, and the model it comes from run alone.
+pub struct PartInput {
+    pub label: String,
+    pub path: String,
+    /// The model alone, with the norms it was trained with.
+    pub model: Gpt,
+    /// The half-open block range the stack takes.
+    pub start: i64,
+    pub end: i64,
+}
+
+pub struct InspectInput {
+    /// The assembled stack (its blocks' `pre_norm` at the seams, the stack's outer norms).
+    pub stack: Gpt,
+    pub parts: Vec<PartInput>,
+    pub norm_inter_model: NormKind,
+}
+
+pub struct InspectOptions {
+    pub tokens: i64,
+    pub batch: usize,
+    pub stitch_steps: i64,
+    pub stitch_lr: f64,
+    pub hist_bins: usize,
+    pub device: Device,
+}
+
+const C: Compute = Compute::Fp32;
+
+/// A batch's rows at one point, position 0 left out: (B·(T-1), C).
+fn rows_without_pos0(x: &Tensor) -> Tensor {
+    let (b, t, c) = x.size3().expect("(B, T, C)");
+    x.narrow(1, 1, t - 1).reshape([b * (t - 1), c])
+}
+
+struct Collected {
+    points: Vec<PointCollector>,
+    lens: Vec<LensAccumulator>,
+    /// Per point, the probe's rows (position 0 left out), one tensor per batch.
+    rows: Vec<Vec<Tensor>>,
+}
+
+impl Collected {
+    fn new(n_points: usize) -> Collected {
+        Collected {
+            points: vec![PointCollector::default(); n_points],
+            lens: vec![LensAccumulator::default(); n_points],
+            rows: (0..n_points).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    fn add(&mut self, model: &Gpt, x: &Tensor, y: &Tensor, keep_rows: bool) -> Vec<Tensor> {
+        let pts = model.points(x, C);
+        for (r, p) in pts.iter().enumerate() {
+            let input = (r > 0).then(|| apply_norm(&pts[r - 1], model.blocks[r - 1].pre_norm));
+            self.points[r].add(p, input.as_ref());
+            if keep_rows {
+                self.rows[r].push(rows_without_pos0(p));
+            }
+        }
+        lens::add_batch(
+            &mut self.lens,
+            &pts,
+            &model.wte,
+            model.cfg.norm_lm_head,
+            x,
+            y,
+        );
+        pts
+    }
+
+    fn report(&self, labels: &[(String, Option<i64>)], edges: &[f64]) -> Vec<PointReport> {
+        self.points
+            .iter()
+            .enumerate()
+            .map(|(r, c)| PointReport {
+                r,
+                model: labels[r].0.clone(),
+                block: labels[r].1,
+                rms: percentiles(&c.rms),
+                rms_pos0: c.rms_pos0.iter().sum::<f64>() / c.rms_pos0.len().max(1) as f64,
+                hist: c.hist(edges),
+                update_ratio: c.update_ratio(),
+                cos_prev: c.cos_summary(),
+                lens: self.lens[r].summary(),
+            })
+            .collect()
+    }
+}
+
+fn cka_over(x: &[Tensor], y: &[Tensor]) -> Cka {
+    let mut c = Cka::new(x[0].size()[1], y[0].size()[1], x[0].device());
+    for (a, b) in x.iter().zip(y) {
+        c.add(a, b);
+    }
+    c
+}
+
+/// The stack from block `from` on, fed `x` in place of that block's boundary norm; returns
+/// the final hidden state (after `norm_lm_head`).
+fn forward_from(stack: &Gpt, x: &Tensor, from: usize) -> Tensor {
+    let mut ropes = Ropes::new(x.size()[1], x.device());
+    let mut h = x.shallow_clone();
+    for (i, b) in stack.blocks[from..].iter().enumerate() {
+        h = if i == 0 {
+            b.forward_body(&h, ropes.for_block(b), C)
+        } else {
+            b.forward(&h, ropes.for_block(b), C)
+        };
+    }
+    apply_norm(&h, stack.cfg.norm_lm_head)
+}
+
+fn stitched_loss(stack: &Gpt, raw: &Tensor, from: usize, map: &Affine, y: &Tensor) -> f64 {
+    let h = forward_from(stack, &map.apply(raw), from);
+    stack.lm_loss(&h, y, C, false).loss.double_value(&[])
+}
+
+fn read_batches(
+    loader: &mut ShardLoader,
+    tokens: i64,
+    what: &str,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let t = loader.seq_len() as i64;
+    let b = loader.batch_size() as i64;
+    let mut left = tokens / t;
+    if left == 0 {
+        bail!("{what}: {tokens} tokens are less than one sequence of {t}");
+    }
+    loader.set_wrapping(false);
+    loader.reset()?;
+    let mut out = Vec::new();
+    while left > 0 {
+        let n = left.min(b);
+        let batch = loader
+            .next_batch_of(n as usize)
+            .map_err(|e| anyhow::anyhow!("{what}: cannot read {tokens} tokens: {e}"))?;
+        out.push((batch.inputs, batch.targets, n));
+        left -= n;
+    }
+    Ok(out
+        .into_iter()
+        .map(|(i, tg, n)| {
+            let shape = [n, t];
+            (
+                Tensor::from_slice(&i).view(shape),
+                Tensor::from_slice(&tg).view(shape),
+            )
+        })
+        .collect())
+}
+
+fn stats(t: &Tensor) -> ActivationStats {
+    let t = t.to_kind(Kind::Double);
+    ActivationStats {
+        mean: t.mean(Kind::Double).double_value(&[]),
+        std: t.std(true).double_value(&[]),
+        min: t.min().double_value(&[]),
+        max: t.max().double_value(&[]),
+    }
+}
+
+/// The seed's latent metrics on (up to) the first 1,024 probe tokens.
+fn latent(input: &InspectInput, x: &Tensor) -> LatentReport {
+    let (b, t) = (x.size()[0], x.size()[1]);
+    let rows = (1024 / t).clamp(1, b);
+    let x = x.narrow(0, 0, rows);
+    let mut acts: Vec<(String, Vec<(&'static str, Tensor)>)> = Vec::new();
+    for p in &input.parts {
+        let m = &p.model;
+        let pts = m.points(&x, C);
+        let l = pts.len() - 1;
+        let c = m.cfg.n_embd;
+        let flat = |t: &Tensor| t.reshape([-1, c]);
+        let head = |t: &Tensor| flat(&apply_norm(t, m.cfg.norm_lm_head));
+        acts.push((
+            p.label.clone(),
+            vec![
+                ("in", flat(&pts[0])),
+                ("first", flat(&pts[1])),
+                ("last", head(&pts[l - 1])),
+                ("out", head(&pts[l])),
+            ],
+        ));
+    }
+    let mut rep = LatentReport {
+        tokens: (rows * t) as usize,
+        ..Default::default()
+    };
+    for (label, a) in &acts {
+        rep.stats.insert(
+            label.clone(),
+            a.iter().map(|(k, v)| (k.to_string(), stats(v))).collect(),
+        );
+    }
+    let cos = |a: &Tensor, b: &Tensor| {
+        Tensor::cosine_similarity(a, b, 1, 1e-8)
+            .mean(Kind::Double)
+            .double_value(&[])
+    };
+    for (i, (la, a)) in acts.iter().enumerate() {
+        for (j, (lb, b)) in acts.iter().enumerate().skip(i) {
+            for (ka, va) in a {
+                for (kb, vb) in b {
+                    if i == j && ka >= kb {
+                        continue;
+                    }
+                    rep.cosine
+                        .insert(format!("{la}.{ka}~{lb}.{kb}"), cos(va, vb));
+                }
+            }
+        }
+    }
+    rep
+}
+
+/// Runs the inspection. `val` gives the probe (from the start of the val shards); `train`
+/// the tokens the stitches are fitted on.
+pub fn inspect(
+    input: &InspectInput,
+    val: &mut ShardLoader,
+    train: &mut ShardLoader,
+    opts: &InspectOptions,
+) -> Result<InspectReport> {
+    let start = Instant::now();
+    let dev = opts.device;
+    let stack = &input.stack;
+    let ls = stack.blocks.len();
+    if input.parts.len() < 2 {
+        bail!("a stack has at least two parts");
+    }
+    let probe = read_batches(val, opts.tokens, "the val probe")?;
+    let fit = read_batches(train, opts.tokens, "the stitch's train tokens")?;
+    let t = val.seq_len() as i64;
+
+    // Which stack block came from which part; the seams.
+    let mut labels = vec![("embedding".to_string(), None)];
+    let mut blocks = Vec::new();
+    let mut seams = Vec::new();
+    for (i, p) in input.parts.iter().enumerate() {
+        if i > 0 {
+            seams.push((labels.len() - 1, i));
+        }
+        for k in p.start..p.end {
+            labels.push((p.label.clone(), Some(k)));
+            blocks.push(BlockRef {
+                model: p.label.clone(),
+                block: k,
+                attn_scale: p.model.blocks[k as usize].attn_scale,
+            });
+        }
+    }
+    if labels.len() != ls + 1 {
+        bail!(
+            "the parts' ranges give {} blocks but the stack has {ls}",
+            labels.len() - 1
+        );
+    }
+
+    let mut st = Collected::new(ls + 1);
+    let mut parts: Vec<Collected> = input
+        .parts
+        .iter()
+        .map(|p| Collected::new(p.model.blocks.len() + 1))
+        .collect();
+    let mut received: Vec<Vec<Tensor>> = (0..seams.len()).map(|_| Vec::new()).collect();
+    tch::no_grad(|| {
+        for (x, y) in &probe {
+            let (x, y) = (x.to_device(dev), y.to_device(dev));
+            let pts = st.add(stack, &x, &y, true);
+            for (s, &(after, _)) in seams.iter().enumerate() {
+                let r = apply_norm(&pts[after], stack.blocks[after].pre_norm);
+                received[s].push(rows_without_pos0(&r));
+            }
+            for (p, c) in input.parts.iter().zip(parts.iter_mut()) {
+                c.add(&p.model, &x, &y, true);
+            }
+        }
+    });
+
+    let all_rms = st
+        .points
+        .iter()
+        .chain(parts.iter().flat_map(|c| c.points.iter()))
+        .flat_map(|c| c.rms.iter());
+    let edges = norms::log_edges(all_rms, opts.hist_bins);
+    let points = st.report(&labels, &edges);
+    let val_loss_stack = points[ls].lens.loss;
+    let part_reports: Vec<PartReport> = input
+        .parts
+        .iter()
+        .zip(&parts)
+        .map(|(p, c)| {
+            let lab: Vec<(String, Option<i64>)> = (0..=p.model.blocks.len())
+                .map(|r| {
+                    if r == 0 {
+                        ("embedding".to_string(), None)
+                    } else {
+                        (p.label.clone(), Some(r as i64 - 1))
+                    }
+                })
+                .collect();
+            let pts = c.report(&lab, &edges);
+            PartReport {
+                model: p.label.clone(),
+                path: p.path.clone(),
+                range: [p.start, p.end],
+                norm_wte: p.model.cfg.norm_wte.to_string(),
+                norm_lm_head: p.model.cfg.norm_lm_head.to_string(),
+                val_loss: pts[pts.len() - 1].lens.loss,
+                points: pts,
+            }
+        })
+        .collect();
+
+    let mut seam_reports = Vec::new();
+    let mut prev_after = 0;
+    for (s, &(after, pi)) in seams.iter().enumerate() {
+        let upper = &input.parts[pi];
+        let expected = &parts[pi].rows[upper.start as usize];
+        let got = &received[s];
+        let rms_of = |v: &[Tensor]| -> Vec<f64> {
+            v.iter()
+                .flat_map(|t| {
+                    Vec::<f64>::try_from(
+                        &t.pow_tensor_scalar(2)
+                            .mean_dim(-1, false, Kind::Double)
+                            .sqrt()
+                            .to_device(Device::Cpu),
+                    )
+                    .expect("f64")
+                })
+                .collect()
+        };
+        let (rr, re) = (rms_of(got), rms_of(expected));
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let cos: Vec<f64> = got
+            .iter()
+            .zip(expected)
+            .flat_map(|(a, b)| {
+                Vec::<f64>::try_from(
+                    &Tensor::cosine_similarity(a, b, 1, 1e-12)
+                        .to_kind(Kind::Double)
+                        .to_device(Device::Cpu),
+                )
+                .expect("f64")
+            })
+            .collect();
+        let cos_p = percentiles(&cos);
+        let pair = cka_over(got, expected);
+        let rows: Vec<usize> = (prev_after..=after).collect();
+        let n_upper = upper.model.blocks.len() + 1;
+        let matrix: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|&r| {
+                (0..n_upper)
+                    .map(|j| cka_over(&st.rows[r], &parts[pi].rows[j]).biased())
+                    .collect()
+            })
+            .collect();
+        let to_received: Vec<f64> = (0..n_upper)
+            .map(|j| cka_over(got, &parts[pi].rows[j]).biased())
+            .collect();
+        let best = to_received
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(j, _)| j)
+            .unwrap_or(0);
+
+        // Stitching: fit on train tokens, score on the probe.
+        let mut ls_fit = LeastSquares::new(stack.cfg.n_embd, stack.cfg.n_embd, dev);
+        tch::no_grad(|| {
+            for (x, _) in &fit {
+                let x = x.to_device(dev);
+                let raw = &stack.points(&x, C)[after];
+                let want = &upper.model.points(&x, C)[upper.start as usize];
+                let c = stack.cfg.n_embd;
+                ls_fit.add(&raw.reshape([-1, c]), &want.reshape([-1, c]));
+            }
+        });
+        let identity = Affine::identity(stack.cfg.n_embd, dev);
+        let lstsq = ls_fit.solve()?;
+        let trained = (opts.stitch_steps > 0).then(|| train_map(stack, after, &fit, &lstsq, opts));
+        let score = |map: &Affine| -> f64 {
+            tch::no_grad(|| {
+                let mut sum = 0.0;
+                let mut n = 0.0;
+                for (x, y) in &probe {
+                    let (x, y) = (x.to_device(dev), y.to_device(dev));
+                    let raw = &stack.points(&x, C)[after];
+                    let k = y.numel() as f64;
+                    sum += stitched_loss(stack, raw, after, map, &y) * k;
+                    n += k;
+                }
+                sum / n
+            })
+        };
+        let (id_loss, ls_loss) = (score(&identity), score(&lstsq));
+        let tr_loss = trained.as_ref().map(score);
+        let upper_loss = part_reports[pi].val_loss;
+        seam_reports.push(SeamReport {
+            after_block: after,
+            lower: input.parts[pi - 1].label.clone(),
+            upper: upper.label.clone(),
+            upper_start: upper.start,
+            rms_received: mean(&rr),
+            rms_expected: mean(&re),
+            rms_ratio: mean(&rr) / mean(&re),
+            cos_to_expected: cos_p.mean,
+            cos_to_expected_p05: cos_p.p05,
+            cos_to_expected_p50: cos_p.p50,
+            cka: pair.biased(),
+            cka_debiased: pair.debiased(),
+            cka_n_tokens: pair.tokens(),
+            cka_matrix: matrix,
+            cka_rows: rows,
+            best_match_point: best,
+            stitch: StitchReport {
+                none: val_loss_stack,
+                identity: id_loss,
+                lstsq: ls_loss,
+                trained: tr_loss,
+                upper_model: upper_loss,
+                penalty: tr_loss.unwrap_or(ls_loss) - upper_loss,
+                fit_tokens: ls_fit.tokens,
+                trained_steps: opts.stitch_steps.max(0),
+            },
+        });
+        prev_after = after;
+    }
+
+    let mut notes = Vec::new();
+    if stack.cfg.norm_lm_head == NormKind::None {
+        notes.push(
+            "norm_lm_head = none: the logit lens's logits scale with each point's residual RMS"
+                .to_string(),
+        );
+    }
+    if input.norm_inter_model == NormKind::None {
+        notes.push("norm_inter_model = none: the identity stitch is the stack itself".to_string());
+    }
+    let latent = tch::no_grad(|| latent(input, &probe[0].0.to_device(dev)));
+    Ok(InspectReport {
+        schema: SCHEMA,
+        tokens: probe.iter().map(|(x, _)| x.numel() as i64).sum(),
+        seq_len: t,
+        blocks,
+        norm_wte: stack.cfg.norm_wte.to_string(),
+        norm_lm_head: stack.cfg.norm_lm_head.to_string(),
+        norm_inter_model: input.norm_inter_model.to_string(),
+        val_loss_stack,
+        points,
+        hist_edges_log10: edges,
+        parts: part_reports,
+        seams: seam_reports,
+        latent,
+        notes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Trains the seam's affine map on the language-modelling loss (Adam, everything else
+/// frozen), from the least-squares fit, cycling through the train tokens.
+fn train_map(
+    stack: &Gpt,
+    after: usize,
+    fit: &[(Tensor, Tensor)],
+    start: &Affine,
+    opts: &InspectOptions,
+) -> Affine {
+    let dev = opts.device;
+    let mut map = Affine {
+        a: start.a.detach().copy().set_requires_grad(true),
+        b: start.b.detach().copy().set_requires_grad(true),
+    };
+    let mut adam = AdamOnMap::new(&map, opts.stitch_lr);
+    for step in 0..opts.stitch_steps {
+        let (x, y) = &fit[step as usize % fit.len()];
+        let (x, y) = (x.to_device(dev), y.to_device(dev));
+        let raw = tch::no_grad(|| stack.points(&x, C)[after].shallow_clone());
+        let h = forward_from(stack, &map.apply(&raw), after);
+        let v = stack.cfg.vocab_size;
+        let logits = h.matmul(&stack.wte.tr());
+        let loss = logits.reshape([-1, v]).cross_entropy_loss::<Tensor>(
+            &y.reshape([-1]),
+            None,
+            tch::Reduction::Mean,
+            -100,
+            0.0,
+        );
+        loss.backward();
+        adam.step(&mut map);
+    }
+    Affine {
+        a: map.a.detach(),
+        b: map.b.detach(),
+    }
+}
+
+/// The stacked blocks' labels, for callers that print a block list.
+pub fn block_list(report: &InspectReport) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur: Option<(String, i64, i64)> = None;
+    for b in &report.blocks {
+        match &mut cur {
+            Some((m, _, e)) if *m == b.model && *e == b.block => *e += 1,
+            _ => {
+                if let Some((m, s, e)) = cur.take() {
+                    out.push(format!("{m}:{s}..{e}"));
+                }
+                cur = Some((b.model.clone(), b.block, b.block + 1));
+            }
+        }
+    }
+    if let Some((m, s, e)) = cur {
+        out.push(format!("{m}:{s}..{e}"));
+    }
+    out.join(" | ")
+}

@@ -1,0 +1,194 @@
+//! `inspect` on stacks whose answer is known: a model split into two parts of itself
+//! (`A[0,k) + A[k,L)`) is the model, so every point, the seam and its stitch must say so.
+
+mod common;
+
+use common::fixtures;
+use stacklab::config::NormKind;
+use stacklab::data::ShardLoader;
+use stacklab::inspect::{inspect, InspectInput, InspectOptions, PartInput};
+use stacklab::model::weights::{load_seed_file, SeedOptions};
+use stacklab::model::{Block, Gpt};
+use tch::Device;
+
+fn reference_model() -> Gpt {
+    stacklab::device::init();
+    load_seed_file(
+        &fixtures().join("reference_model.safetensors"),
+        &SeedOptions {
+            n_head: Some(1),
+            seq_len: Some(48),
+            ..Default::default()
+        },
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn block_copy(b: &Block, pre_norm: NormKind) -> Block {
+    Block {
+        c_attn: b.c_attn.shallow_clone(),
+        attn_proj: b.attn_proj.shallow_clone(),
+        c_fc: b.c_fc.shallow_clone(),
+        mlp_proj: b.mlp_proj.shallow_clone(),
+        n_head: b.n_head,
+        attn_scale: b.attn_scale,
+        pre_norm,
+    }
+}
+
+fn self_split(k: usize) -> InspectInput {
+    let a = reference_model();
+    let l = a.blocks.len();
+    let stack = Gpt {
+        cfg: a.cfg.clone(),
+        wte: a.wte.shallow_clone(),
+        blocks: a
+            .blocks
+            .iter()
+            .map(|b| block_copy(b, NormKind::None))
+            .collect(),
+    };
+    let part = |label: &str, s: usize, e: usize| PartInput {
+        label: label.into(),
+        path: "reference_model.safetensors".into(),
+        model: reference_model(),
+        start: s as i64,
+        end: e as i64,
+    };
+    InspectInput {
+        stack,
+        parts: vec![part("m1", 0, k), part("m2", k, l)],
+        norm_inter_model: NormKind::None,
+    }
+}
+
+fn loaders() -> (ShardLoader, ShardLoader) {
+    let val = ShardLoader::from_glob(
+        &fixtures().join("reference_val.bin").display().to_string(),
+        2,
+        48,
+    )
+    .unwrap();
+    let train = ShardLoader::from_glob(
+        &fixtures()
+            .join("reference_train_*.bin")
+            .display()
+            .to_string(),
+        2,
+        48,
+    )
+    .unwrap();
+    (val, train)
+}
+
+#[test]
+fn a_model_split_into_itself_matches_the_model_everywhere() {
+    let input = self_split(1);
+    let (mut val, mut train) = loaders();
+    let opts = InspectOptions {
+        tokens: 192,
+        batch: 2,
+        stitch_steps: 3,
+        stitch_lr: 1e-4,
+        hist_bins: 16,
+        device: Device::Cpu,
+    };
+    let r = inspect(&input, &mut val, &mut train, &opts).unwrap();
+    assert_eq!(r.schema, "stacklab.inspect/1");
+    assert_eq!(r.tokens, 192);
+    assert_eq!(r.points.len(), 3);
+    // Histogram counts: every probe token but position 0 of each of the 4 sequences.
+    for p in r
+        .points
+        .iter()
+        .chain(r.parts.iter().flat_map(|p| p.points.iter()))
+    {
+        assert_eq!(p.hist.iter().sum::<u64>(), 192 - 4);
+        assert_eq!(p.hist.len(), r.hist_edges_log10.len() - 1);
+    }
+    // Every stack point equals the model alone, point for point.
+    for (s, m) in r.points.iter().zip(&r.parts[0].points) {
+        assert!((s.rms.mean - m.rms.mean).abs() < 1e-9, "{s:?} vs {m:?}");
+        assert!((s.lens.loss - m.lens.loss).abs() < 1e-6);
+    }
+    // The lens at the last point is the stack's loss, and equals eval of the model.
+    let a = reference_model();
+    let (x, y) = {
+        let mut l = ShardLoader::from_glob(
+            &fixtures().join("reference_val.bin").display().to_string(),
+            4,
+            48,
+        )
+        .unwrap();
+        l.next_batch().unwrap().tensors(Device::Cpu)
+    };
+    let want = tch::no_grad(|| {
+        a.loss(&x, &y, stacklab::model::Compute::Fp32)
+            .double_value(&[])
+    });
+    assert!(
+        (r.val_loss_stack - want).abs() < 1e-5 * want,
+        "{} vs {want}",
+        r.val_loss_stack
+    );
+    assert!((r.points[2].lens.loss - want).abs() < 1e-5 * want);
+    assert!(r.points[2].lens.kl_to_final.abs() < 1e-9);
+    // The seam: what arrives is what the upper model expects.
+    let seam = &r.seams[0];
+    assert_eq!(seam.after_block, 1);
+    assert_eq!(seam.upper_start, 1);
+    assert!((seam.rms_ratio - 1.0).abs() < 1e-9, "{}", seam.rms_ratio);
+    assert!((seam.cka - 1.0).abs() < 1e-9 && (seam.cka_debiased - 1.0).abs() < 1e-9);
+    assert!((seam.cos_to_expected - 1.0).abs() < 1e-6);
+    assert_eq!(seam.cka_n_tokens, 188);
+    assert_eq!(seam.best_match_point, 1);
+    assert_eq!(seam.cka_rows, vec![0, 1]);
+    assert!((seam.cka_matrix[1][1] - 1.0).abs() < 1e-9);
+    // Stitches: the least-squares fit is the identity, so every loss is the model's.
+    let st = &seam.stitch;
+    for v in [st.none, st.identity, st.lstsq] {
+        assert!((v - want).abs() < 1e-4 * want, "{st:?} vs {want}");
+    }
+    assert!(st.trained.unwrap().is_finite());
+    assert!((st.upper_model - want).abs() < 1e-5 * want);
+    assert_eq!(st.fit_tokens, 192);
+    // The seed's latent metrics, for both models.
+    assert_eq!(r.latent.stats.len(), 2);
+    assert!(r.latent.stats["m1"].contains_key("out"));
+    assert!((r.latent.cosine["m1.out~m2.out"] - 1.0).abs() < 1e-6);
+
+    // The figures parse as XML and draw one series per model (legend entries and lines).
+    let dir = tempfile::tempdir().unwrap();
+    let files = stacklab::inspect::plot::write_figures(&r, dir.path()).unwrap();
+    assert_eq!(files.len(), 5);
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let doc = roxmltree::Document::parse(&text)
+            .unwrap_or_else(|e| panic!("{} is not XML: {e}", f.display()));
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        let texts: Vec<String> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text().map(str::to_string))
+            .collect();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if ["rms.svg", "lens.svg", "lens_kl.svg"].contains(&name.as_str()) {
+            for series in ["stack", "m1 alone", "m2 alone"] {
+                let n = texts.iter().filter(|t| t.trim() == series).count();
+                assert_eq!(n, 1, "{name}: legend entry {series:?} in {texts:?}");
+            }
+            let lines = doc
+                .descendants()
+                .filter(|n| n.has_tag_name("polyline"))
+                .count();
+            assert!(lines >= 3, "{name}: {lines} polylines");
+        }
+        if name == "norm_heatmap.svg" {
+            assert!(
+                texts.iter().any(|t| t.contains("seam after block 1")),
+                "{texts:?}"
+            );
+        }
+    }
+}
