@@ -14,5 +14,6 @@ pub mod inspect;
 pub mod model;
 pub mod paths;
 pub mod runs;
+pub mod sweep;
 pub mod train;
 pub mod tui;

@@ -1,0 +1,128 @@
+//! The seed's own raw result rows (its published CSVs, with Python lists written as strings)
+//! read into stacklab's columns, so the same table code runs on them: `mean_val_loss` and
+//! `delta_vs_best` from `val_losses`, `unique_model` from the model ids actually stacked,
+//! empty norm cells as `none`, and `norm_mismatch` where a stack's `norm_wte` or
+//! `norm_lm_head` differs from the norms its models were trained with.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+
+use super::tables::{Rows, NORM_MISMATCH};
+
+/// `"[3.2, 3.3]"` or `"['a', 'b']"` into its items, unquoted.
+pub fn python_list(s: &str) -> Vec<String> {
+    let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
+    if inner.trim().is_empty() {
+        return Vec::new();
+    }
+    inner
+        .split(',')
+        .map(|x| x.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+        .collect()
+}
+
+fn norm(s: &str) -> String {
+    match s.trim() {
+        "" | "None" | "none" => "none".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `rows` are in the seed's raw format (a `val_losses` list column).
+pub fn is_seed_format(rows: &Rows) -> bool {
+    rows.has("val_losses") && !rows.has("mean_val_loss")
+}
+
+/// Converts the seed's rows into stacklab's columns.
+pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
+    if !seed.has("val_loss_stack") || !seed.has("val_losses") {
+        bail!("not the seed's result rows: no val_loss_stack / val_losses columns");
+    }
+    let ids_col = ["model_ids", "model_names"]
+        .into_iter()
+        .find(|c| seed.has(c));
+    let mut out = Rows::default();
+    let mut columns = vec![
+        "val_loss_stack",
+        "mean_val_loss",
+        "delta_vs_best",
+        "use_first_layer",
+        "use_last_layer",
+    ];
+    let has_norms = seed.has("norm_lm_head");
+    if has_norms {
+        columns.extend(["norm_wte", "norm_lm_head", "norm_inter_model"]);
+    }
+    if ids_col.is_some() {
+        columns.push("unique_model");
+    }
+    if seed.has("coconut_everies") {
+        columns.push("coconut_every");
+    }
+    if seed.has("norm_wtes") {
+        columns.extend(["training_norms", NORM_MISMATCH]);
+    }
+    out.columns = columns.iter().map(|s| s.to_string()).collect();
+    for (i, r) in seed.rows.iter().enumerate() {
+        let at = || format!("seed row {}", i + 2);
+        let mut row = BTreeMap::new();
+        let stack: f64 = r["val_loss_stack"].trim().parse().with_context(at)?;
+        let parts: Vec<f64> = python_list(&r["val_losses"])
+            .iter()
+            .map(|v| v.parse::<f64>())
+            .collect::<std::result::Result<_, _>>()
+            .with_context(at)?;
+        if parts.is_empty() {
+            bail!("{}: empty val_losses", at());
+        }
+        let mean = parts.iter().sum::<f64>() / parts.len() as f64;
+        let best = parts.iter().copied().fold(f64::INFINITY, f64::min);
+        row.insert("val_loss_stack".into(), stack.to_string());
+        row.insert("mean_val_loss".into(), mean.to_string());
+        row.insert("delta_vs_best".into(), (stack - best).to_string());
+        for k in ["use_first_layer", "use_last_layer"] {
+            row.insert(k.into(), r[k].to_lowercase());
+        }
+        if has_norms {
+            for k in ["norm_wte", "norm_lm_head", "norm_inter_model"] {
+                row.insert(k.into(), norm(r.get(k).map(String::as_str).unwrap_or("")));
+            }
+        }
+        if let Some(c) = ids_col {
+            let ids = python_list(&r[c]);
+            let distinct = ids.iter().collect::<std::collections::BTreeSet<_>>().len() > 1;
+            row.insert("unique_model".into(), distinct.to_string());
+        }
+        if seed.has("coconut_everies") {
+            let every = python_list(&r["coconut_everies"]);
+            row.insert(
+                "coconut_every".into(),
+                every.first().cloned().unwrap_or_default(),
+            );
+        }
+        if seed.has("norm_wtes") {
+            let wtes: Vec<String> = python_list(&r["norm_wtes"])
+                .iter()
+                .map(|s| norm(s))
+                .collect();
+            let heads: Vec<String> = python_list(&r["norm_lm_heads"])
+                .iter()
+                .map(|s| norm(s))
+                .collect();
+            let mismatch = wtes.iter().any(|w| *w != row["norm_wte"])
+                || heads.iter().any(|h| *h != row["norm_lm_head"]);
+            row.insert(
+                "training_norms".into(),
+                wtes.iter()
+                    .zip(&heads)
+                    .map(|(w, h)| format!("{w}/{h}"))
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+            );
+            row.insert(NORM_MISMATCH.into(), mismatch.to_string());
+        }
+        out.rows.push(row);
+    }
+    Ok(out)
+}
