@@ -39,6 +39,9 @@ pub enum Command {
     /// Token data: prepare shards from text, inspect shards, the embedded corpus.
     #[command(subcommand)]
     Data(DataCommand),
+    /// The seed's whole experiment from a sweep config: train what is missing, evaluate the
+    /// stack grid, write results.csv and tables.md (resumable).
+    Sweep(crate::sweep::cli::SweepArgs),
     /// What this installation sees: versions, libtorch, devices, folders.
     Doctor {
         /// One JSON object instead of a table.
@@ -162,6 +165,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Train(a)) => run_train(a, &cli.device),
         Some(Command::Eval(a)) => run_eval(a, &cli.device).map(|_| ExitCode::SUCCESS),
         Some(Command::Bench(a)) => run_bench(a, &cli.device).map(|_| ExitCode::SUCCESS),
+        Some(Command::Sweep(a)) => {
+            crate::sweep::cli::run(a, &cli.device).map(|_| ExitCode::SUCCESS)
+        }
     }
 }
 

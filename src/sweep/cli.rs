@@ -1,0 +1,128 @@
+//! `stacklab sweep`: plan, train what is missing, evaluate the stack grid, write the tables;
+//! `--dry-run` prints the plan and writes nothing; `--report` rewrites the tables of an
+//! existing results CSV (stacklab's, or the seed's raw rows).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::config::SweepConfig;
+use super::plan::{estimate_seconds, plan, RunAction, RESULTS};
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The sweep config (e.g. configs/sweep-tiny.toml, or a name in the config dir).
+    #[arg(long, required_unless_present = "report")]
+    pub config: Option<String>,
+    /// The sweep's folder (results.csv, tables.md, configs/, logs/); default sweeps/<name>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the plan (runs to train, stacks to evaluate, an estimated time) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rewrite tables.md from DIR/results.csv (or from a CSV file, also the seed's raw rows).
+    #[arg(long, value_name = "DIR|CSV", conflicts_with_all = ["config", "dry_run", "out"])]
+    pub report: Option<PathBuf>,
+}
+
+pub fn run(a: SweepArgs, device: &str) -> Result<()> {
+    if let Some(p) = &a.report {
+        let (csv, dir) = if p.is_dir() {
+            (p.join(RESULTS), p.clone())
+        } else {
+            (
+                p.clone(),
+                p.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(".")),
+            )
+        };
+        if !csv.is_file() {
+            bail!(
+                "--report {}: no results CSV at {}",
+                p.display(),
+                csv.display()
+            );
+        }
+        print!("{}", super::run::write_tables(&csv, &dir)?);
+        eprintln!("wrote {}", dir.join(super::plan::TABLES).display());
+        return Ok(());
+    }
+    let name = a
+        .config
+        .as_deref()
+        .expect("clap requires --config without --report");
+    let path = crate::config::resolve_config_path(name)?;
+    let cfg = SweepConfig::load(&path)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("sweeps").join(&cfg.name));
+    let device = crate::device::parse_device(device)?;
+    let p = plan(&cfg, &out, &crate::paths::checkpoint_dir())?;
+    let count = |act: RunAction| p.runs.iter().filter(|r| r.action == act).count();
+    let todo = p.stacks.iter().filter(|s| !s.done).count();
+    if a.dry_run {
+        println!(
+            "sweep `{}` into {}: {} runs to train ({} new, {} to resume, {} finished and reused), {} stacks to evaluate ({} already in {})",
+            cfg.name,
+            out.display(),
+            count(RunAction::Train) + count(RunAction::Resume),
+            count(RunAction::Train),
+            count(RunAction::Resume),
+            count(RunAction::Reuse),
+            todo,
+            p.stacks.len() - todo,
+            RESULTS
+        );
+        for r in &p.runs {
+            println!(
+                "  run   {:<8} {} (model {}, seed {}, {} steps)",
+                match r.action {
+                    RunAction::Train => "train",
+                    RunAction::Resume => "resume",
+                    RunAction::Reuse => "reuse",
+                },
+                r.dir.display(),
+                r.model,
+                r.seed,
+                r.config.schedule.steps
+            );
+        }
+        for s in &p.stacks {
+            println!(
+                "  stack {:<8} {}",
+                if s.done { "done" } else { "eval" },
+                s.describe()
+            );
+        }
+        for m in &p.missing {
+            println!("  missing: {m}");
+        }
+        println!(
+            "estimated time: {} on {} (a rough estimate from model FLOPs)",
+            crate::train::format_duration(estimate_seconds(&p, &cfg, device.is_cuda())),
+            crate::device::name(device)
+        );
+        return Ok(());
+    }
+    // Ctrl-C reaches the child too: it finishes its step and checkpoints; the sweep stops
+    // after it, and the same command resumes.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
+    let result = super::run::execute(&p, &cfg, &crate::device::name(device));
+    if stop.load(Ordering::SeqCst) {
+        bail!("sweep interrupted; run the same command again to resume");
+    }
+    let md = result?;
+    print!("{md}");
+    eprintln!("results in {}", out.join(RESULTS).display());
+    Ok(())
+}

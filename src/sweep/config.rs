@@ -1,0 +1,227 @@
+//! A sweep config (`configs/sweep-*.toml`): the models to train (a training config plus
+//! overrides, several seeds each, `from_model` by name), the stack grid to evaluate, and the
+//! evaluation data.
+//!
+//! ```toml
+//! name = "tiny"
+//! train_config = "tiny"          # a config name or path; every model starts from it
+//! set = ["schedule.steps=200"]   # overrides for every model
+//!
+//! [[models]]
+//! name = "m1"
+//! seeds = [0, 1, 2]              # one run per replicate
+//!
+//! [[models]]
+//! name = "m2"
+//! from_model = "m1"              # W from m1 of the same replicate, frozen
+//! seeds = [100, 101, 102]
+//!
+//! [grid]
+//! pairs = [["m1", "m2"]]         # distinct stacks, bottom first
+//! same_model = ["m1"]            # baselines: the model stacked on itself
+//! use_first_layer = [false, true]
+//! use_last_layer = [false, true]
+//! norms = [{ norm_wte = "none", norm_lm_head = "rms_norm", norm_inter_model = "none" }]
+//!
+//! [eval]
+//! data = "embedded"              # a val shard glob, `embedded`, or "" for model 1's data
+//! tokens = 65536
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::config::NormKind;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The training config every model starts from (a name in the config dir or a path).
+    pub train_config: String,
+    /// `key=value` overrides for every model.
+    #[serde(default)]
+    pub set: Vec<String>,
+    pub models: Vec<SweepModel>,
+    /// One stack grid (`[grid]`) ...
+    #[serde(default)]
+    pub grid: Option<Grid>,
+    /// ... and/or several (`[[grids]]`), e.g. one per pair of models trained with their own
+    /// norms, each evaluated with those norms.
+    #[serde(default)]
+    pub grids: Vec<Grid>,
+    #[serde(default)]
+    pub eval: SweepEval,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepModel {
+    pub name: String,
+    /// Another model of the sweep whose `W` (same replicate) this one copies and freezes.
+    #[serde(default)]
+    pub from_model: Option<String>,
+    /// One seed per replicate; every model lists as many.
+    pub seeds: Vec<i64>,
+    /// `key=value` overrides for this model (after the sweep's).
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormSetting {
+    pub norm_wte: NormKind,
+    pub norm_lm_head: NormKind,
+    pub norm_inter_model: NormKind,
+}
+
+impl Default for NormSetting {
+    fn default() -> Self {
+        NormSetting {
+            norm_wte: NormKind::None,
+            norm_lm_head: NormKind::RmsNorm,
+            norm_inter_model: NormKind::None,
+        }
+    }
+}
+
+fn both() -> Vec<bool> {
+    vec![false, true]
+}
+
+fn seed_norms() -> Vec<NormSetting> {
+    vec![NormSetting::default()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// Stacks of distinct models, bottom first, by model name.
+    #[serde(default)]
+    pub pairs: Vec<Vec<String>>,
+    /// Models stacked on themselves (the baseline).
+    #[serde(default)]
+    pub same_model: Vec<String>,
+    #[serde(default = "both")]
+    pub use_first_layer: Vec<bool>,
+    #[serde(default = "both")]
+    pub use_last_layer: Vec<bool>,
+    #[serde(default = "seed_norms")]
+    pub norms: Vec<NormSetting>,
+    /// Stack spec files (`stack --save-spec` format) evaluated as they are, once.
+    #[serde(default)]
+    pub specs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SweepEval {
+    /// A val shard glob, `embedded`, or empty for the data model 1 was trained on.
+    #[serde(default)]
+    pub data: String,
+    /// Tokens per stack evaluation; 0 takes model 1's `eval.val_tokens`.
+    #[serde(default)]
+    pub tokens: i64,
+    #[serde(default)]
+    pub seq_len: Option<i64>,
+    #[serde(default)]
+    pub batch: Option<i64>,
+}
+
+impl SweepConfig {
+    pub fn load(path: &Path) -> Result<SweepConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read sweep config {}", path.display()))?;
+        let src = path.display().to_string();
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("{src}: not valid TOML: {}", e.message())
+        })?;
+        let cfg: SweepConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| anyhow::anyhow!("{src}: `{}`: {}", e.path(), e.inner()))?;
+        cfg.validate(&src)?;
+        Ok(cfg)
+    }
+
+    /// Every grid, `[grid]` first.
+    pub fn all_grids(&self) -> Vec<&Grid> {
+        self.grid.iter().chain(self.grids.iter()).collect()
+    }
+
+    pub fn replicates(&self) -> usize {
+        self.models.first().map(|m| m.seeds.len()).unwrap_or(0)
+    }
+
+    fn validate(&self, src: &str) -> Result<()> {
+        if self.name.is_empty() || self.name.contains('/') || self.name.starts_with('.') {
+            bail!(
+                "{src}: `name` = {:?} must be a plain folder name",
+                self.name
+            );
+        }
+        if self.models.is_empty() {
+            bail!("{src}: `models`: a sweep needs at least one [[models]] entry");
+        }
+        let n = self.replicates();
+        let mut seen: Vec<&str> = Vec::new();
+        for m in &self.models {
+            if m.seeds.is_empty() || m.seeds.len() != n {
+                bail!(
+                    "{src}: `models.{}.seeds`: every model lists one seed per replicate ({} has {}, {} has {n})",
+                    m.name,
+                    m.name,
+                    m.seeds.len(),
+                    self.models[0].name
+                );
+            }
+            if seen.contains(&m.name.as_str()) {
+                bail!("{src}: `models.name`: `{}` appears twice", m.name);
+            }
+            if let Some(p) = &m.from_model {
+                if !seen.contains(&p.as_str()) {
+                    bail!(
+                        "{src}: `models.{}.from_model`: `{p}` is not a model listed before it",
+                        m.name
+                    );
+                }
+            }
+            seen.push(&m.name);
+        }
+        let known = |name: &String, key: &str| -> Result<()> {
+            if !seen.contains(&name.as_str()) {
+                bail!(
+                    "{src}: `grid.{key}`: `{name}` is not one of the models ({})",
+                    seen.join(", ")
+                );
+            }
+            Ok(())
+        };
+        if self.all_grids().is_empty() {
+            bail!("{src}: `grid`: a sweep needs a [grid] (or [[grids]]) of stacks to evaluate");
+        }
+        for g in self.all_grids() {
+            for p in &g.pairs {
+                if p.len() < 2 {
+                    bail!("{src}: `grid.pairs`: {p:?} needs at least two models, bottom first");
+                }
+                for m in p {
+                    known(m, "pairs")?;
+                }
+            }
+            for m in &g.same_model {
+                known(m, "same_model")?;
+            }
+            if g.use_first_layer.is_empty() || g.use_last_layer.is_empty() || g.norms.is_empty() {
+                bail!("{src}: `grid`: use_first_layer, use_last_layer and norms need at least one value each");
+            }
+        }
+        if self.eval.tokens < 0 {
+            bail!("{src}: `eval.tokens` must be 0 (model 1's eval.val_tokens) or more");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! What a sweep will do: the runs to train (new, to resume, or finished and reused) and the
+//! stacks to evaluate (those whose row is not in `results.csv` yet). Planning reads, never
+//! writes, so `--dry-run` changes nothing on disk.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::config::{NormSetting, SweepConfig};
+use super::tables::Rows;
+use crate::config::{resolve_config_path, TrainConfig};
+use crate::runs::run_dir::{RunDir, RunState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAction {
+    Train,
+    Resume,
+    Reuse,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    pub model: String,
+    pub replicate: usize,
+    pub seed: i64,
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: TrainConfig,
+    pub action: RunAction,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedStack {
+    pub id: String,
+    pub replicate: Option<usize>,
+    /// Model names bottom first (empty for a spec file).
+    pub models: Vec<String>,
+    pub dirs: Vec<PathBuf>,
+    pub use_first_layer: Option<bool>,
+    pub use_last_layer: Option<bool>,
+    pub norms: NormSetting,
+    pub spec: Option<PathBuf>,
+    pub done: bool,
+}
+
+impl PlannedStack {
+    pub fn describe(&self) -> String {
+        match &self.spec {
+            Some(p) => format!("spec {}", p.display()),
+            None => format!(
+                "r{} {} first={} last={} norms {}/{}/{}",
+                self.replicate.unwrap_or(0),
+                self.models.join("+"),
+                self.use_first_layer.unwrap_or(false),
+                self.use_last_layer.unwrap_or(false),
+                self.norms.norm_wte,
+                self.norms.norm_lm_head,
+                self.norms.norm_inter_model
+            ),
+        }
+    }
+}
+
+pub struct Plan {
+    pub out: PathBuf,
+    pub runs: Vec<PlannedRun>,
+    pub stacks: Vec<PlannedStack>,
+    /// What the runs need that is not there yet (data), said before anything starts.
+    pub missing: Vec<String>,
+}
+
+pub const RESULTS: &str = "results.csv";
+pub const TABLES: &str = "tables.md";
+
+fn short_hash(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// The stack ids already in a sweep's results.
+pub fn done_ids(out: &Path) -> Result<BTreeSet<String>> {
+    let p = out.join(RESULTS);
+    if !p.is_file() {
+        return Ok(BTreeSet::new());
+    }
+    let rows = Rows::read_csv(&p)?;
+    Ok(rows
+        .rows
+        .iter()
+        .filter_map(|r| r.get("stack_id").cloned())
+        .collect())
+}
+
+pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
+    let base = resolve_config_path(&cfg.train_config).context("train_config")?;
+    let runs_root = absolute(runs_root);
+    let mut runs: Vec<PlannedRun> = Vec::new();
+    let mut missing = Vec::new();
+    for r in 0..cfg.replicates() {
+        for m in &cfg.models {
+            let name = format!("{}-{}-r{r}", cfg.name, m.name);
+            let dir = runs_root.join(&name);
+            let mut set = cfg.set.clone();
+            set.extend(m.set.iter().cloned());
+            set.push(format!("seed={}", m.seeds[r]));
+            if let Some(p) = &m.from_model {
+                let parent = runs
+                    .iter()
+                    .find(|x| x.replicate == r && &x.model == p)
+                    .expect("validated: parents come first");
+                set.push(format!("from_model=\"{}\"", parent.dir.display()));
+            }
+            let config = TrainConfig::load(&base, &set)
+                .with_context(|| format!("model `{}` of replicate {r}", m.name))?;
+            if !config.data.embedded {
+                for (key, glob) in [
+                    ("data.train", &config.data.train),
+                    ("data.val", &config.data.val),
+                ] {
+                    if crate::data::expand_glob(glob).is_err() {
+                        let line = format!("{key} `{glob}` matches no shard files: get the data first (e.g. `stacklab data prepare`, or FineWeb shards into data/fineweb10B/)");
+                        if !missing.contains(&line) {
+                            missing.push(line);
+                        }
+                    }
+                }
+            }
+            let action = if RunDir::is_run_dir(&dir) {
+                let run = RunDir::new(&dir);
+                let existing = TrainConfig::load(&run.config_path(), &[])?;
+                if existing != config {
+                    bail!(
+                        "run {} exists with another config than this sweep gives it: remove it, or give the sweep another name",
+                        dir.display()
+                    );
+                }
+                match run.read_status()?.state {
+                    RunState::Done => RunAction::Reuse,
+                    _ => RunAction::Resume,
+                }
+            } else if dir.exists() {
+                bail!("{} exists but is not a run folder", dir.display());
+            } else {
+                RunAction::Train
+            };
+            runs.push(PlannedRun {
+                model: m.name.clone(),
+                replicate: r,
+                seed: m.seeds[r],
+                name,
+                dir,
+                config,
+                action,
+            });
+        }
+    }
+    let done = done_ids(out)?;
+    let e = &cfg.eval;
+    let mut stacks = Vec::new();
+    for g in cfg.all_grids() {
+        let mut groups: Vec<Vec<String>> = g.pairs.clone();
+        groups.extend(g.same_model.iter().map(|m| vec![m.clone(), m.clone()]));
+        for r in 0..cfg.replicates() {
+            for models in &groups {
+                for &first in &g.use_first_layer {
+                    for &last in &g.use_last_layer {
+                        for norms in &g.norms {
+                            let dirs: Vec<PathBuf> = models
+                                .iter()
+                                .map(|m| {
+                                    runs.iter()
+                                        .find(|x| x.replicate == r && &x.model == m)
+                                        .expect("validated model names")
+                                        .dir
+                                        .clone()
+                                })
+                                .collect();
+                            let key = format!(
+                                "{r}|{}|{first}|{last}|{}|{}|{}|{}|{}|{:?}|{:?}",
+                                models.join(","),
+                                norms.norm_wte,
+                                norms.norm_lm_head,
+                                norms.norm_inter_model,
+                                e.data,
+                                e.tokens,
+                                e.seq_len,
+                                e.batch
+                            );
+                            let id = short_hash(&key);
+                            if stacks.iter().any(|s: &PlannedStack| s.id == id) {
+                                continue;
+                            }
+                            stacks.push(PlannedStack {
+                                done: done.contains(&id),
+                                id,
+                                replicate: Some(r),
+                                models: models.clone(),
+                                dirs,
+                                use_first_layer: Some(first),
+                                use_last_layer: Some(last),
+                                norms: *norms,
+                                spec: None,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for spec in cfg.all_grids().iter().flat_map(|g| g.specs.iter()) {
+        let text = std::fs::read_to_string(spec)
+            .with_context(|| format!("grid.specs: cannot read {}", spec.display()))?;
+        let id = short_hash(&format!("spec|{text}|{}|{}", e.data, e.tokens));
+        stacks.push(PlannedStack {
+            done: done.contains(&id),
+            id,
+            replicate: None,
+            models: Vec::new(),
+            dirs: Vec::new(),
+            use_first_layer: None,
+            use_last_layer: None,
+            norms: NormSetting::default(),
+            spec: Some(absolute(spec)),
+        });
+    }
+    Ok(Plan {
+        out: out.to_path_buf(),
+        runs,
+        stacks,
+        missing,
+    })
+}
+
+/// Training FLOPs of a run and evaluation FLOPs of a stack, for a rough time estimate.
+pub fn estimate_seconds(plan: &Plan, cfg: &SweepConfig, cuda: bool) -> f64 {
+    let rate = if cuda { 2.0e14 } else { 8.0e10 };
+    let params = |c: &TrainConfig| {
+        let m = &c.model;
+        (m.vocab_size * m.n_embd + m.n_layer * 12 * m.n_embd * m.n_embd) as f64
+    };
+    let mut flops = 0.0;
+    for r in plan.runs.iter().filter(|r| r.action != RunAction::Reuse) {
+        let c = &r.config;
+        flops += 6.0 * params(c) * (c.schedule.steps * c.tokens_per_step()) as f64;
+    }
+    if let Some(first) = plan.runs.first() {
+        let c = &first.config;
+        let tokens = if cfg.eval.tokens > 0 {
+            cfg.eval.tokens
+        } else {
+            c.eval.val_tokens
+        } as f64;
+        let todo = plan.stacks.iter().filter(|s| !s.done).count() as f64;
+        // The stack and its parts: about three models' forward passes.
+        flops += todo * 3.0 * 2.0 * params(c) * tokens;
+    }
+    flops / rate
+}
