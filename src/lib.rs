@@ -13,5 +13,6 @@ pub mod eval;
 pub mod model;
 pub mod paths;
 pub mod runs;
+pub mod stack;
 pub mod train;
 pub mod tui;
