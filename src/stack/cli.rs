@@ -206,6 +206,18 @@ pub fn run(a: StackArgs, device: &str) -> Result<()> {
     let device = crate::device::parse_device(device)?;
     let spec = spec_from_args(&a)?;
     let norms = spec.norms;
+    if let Some(dir) = &a.save {
+        if dir.exists() {
+            bail!(
+                "--save {}: {} already exists: give a new folder to save into",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    if let Some(p) = &a.results {
+        super::results::check_csv(p).context("--results")?;
+    }
 
     // Resolve every model, hash its weights, load each distinct one once.
     let mut loaded: Vec<Loaded> = Vec::new();

@@ -161,104 +161,65 @@ impl StackReport {
         s
     }
 
-    /// The CSV columns and this run's values: scalars as they are, lists joined with `;`.
-    pub fn csv_fields(&self) -> Vec<(&'static str, String)> {
+    /// This run's values for [`CSV_COLUMNS`], in order: scalars as they are, lists joined
+    /// with `;`.
+    pub fn csv_values(&self) -> [String; CSV_COLUMNS.len()] {
         let join = |v: Vec<String>| v.join(";");
         let opt = |v: Option<bool>| v.map(|b| b.to_string()).unwrap_or_default();
+        let norm = |n: Option<NormKind>| n.map(|n| n.to_string()).unwrap_or_default();
         let m = &self.models;
-        vec![
-            ("created_at", self.created_at.clone()),
-            ("val_loss_stack", self.val_loss_stack.to_string()),
-            (
-                "val_losses",
-                join(self.val_losses.iter().map(|v| v.to_string()).collect()),
+        [
+            self.created_at.clone(),
+            self.val_loss_stack.to_string(),
+            join(self.val_losses.iter().map(|v| v.to_string()).collect()),
+            self.mean_val_loss.to_string(),
+            self.delta_vs_best.to_string(),
+            opt(self.use_first_layer),
+            opt(self.use_last_layer),
+            self.norm_wte.to_string(),
+            self.norm_lm_head.to_string(),
+            self.norm_inter_model.to_string(),
+            self.unique_model.to_string(),
+            self.block_list.clone(),
+            self.blocks.len().to_string(),
+            join(
+                self.blocks
+                    .iter()
+                    .map(|b| b.attn_scale.to_string())
+                    .collect(),
             ),
-            ("mean_val_loss", self.mean_val_loss.to_string()),
-            ("delta_vs_best", self.delta_vs_best.to_string()),
-            ("use_first_layer", opt(self.use_first_layer)),
-            ("use_last_layer", opt(self.use_last_layer)),
-            ("norm_wte", self.norm_wte.to_string()),
-            ("norm_lm_head", self.norm_lm_head.to_string()),
-            ("norm_inter_model", self.norm_inter_model.to_string()),
-            ("unique_model", self.unique_model.to_string()),
-            ("block_list", self.block_list.clone()),
-            ("n_blocks", self.blocks.len().to_string()),
-            (
-                "attn_scales",
-                join(
-                    self.blocks
-                        .iter()
-                        .map(|b| b.attn_scale.to_string())
-                        .collect(),
-                ),
-            ),
-            ("models", join(m.iter().map(|m| m.name.clone()).collect())),
-            ("paths", join(m.iter().map(|m| m.path.clone()).collect())),
-            ("sha256", join(m.iter().map(|m| m.sha256.clone()).collect())),
-            (
-                "ranges",
-                join(m.iter().map(|m| format!("{}:{}", m.start, m.end)).collect()),
-            ),
-            (
-                "trained_norm_wte",
-                join(
-                    m.iter()
-                        .map(|m| {
-                            m.trained_norm_wte
-                                .map(|n| n.to_string())
-                                .unwrap_or_default()
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "trained_norm_lm_head",
-                join(
-                    m.iter()
-                        .map(|m| {
-                            m.trained_norm_lm_head
-                                .map(|n| n.to_string())
-                                .unwrap_or_default()
-                        })
-                        .collect(),
-                ),
-            ),
-            ("data", self.data.clone()),
-            ("tokens", self.tokens.to_string()),
-            ("seq_len", self.seq_len.to_string()),
-            ("batch", self.batch.to_string()),
-            ("device", self.device.clone()),
-            ("warnings", self.warnings.join(" | ")),
-            ("saved", self.saved.clone().unwrap_or_default()),
-            ("seconds", self.seconds.to_string()),
+            join(m.iter().map(|m| m.name.clone()).collect()),
+            join(m.iter().map(|m| m.path.clone()).collect()),
+            join(m.iter().map(|m| m.sha256.clone()).collect()),
+            join(m.iter().map(|m| format!("{}:{}", m.start, m.end)).collect()),
+            join(m.iter().map(|m| norm(m.trained_norm_wte)).collect()),
+            join(m.iter().map(|m| norm(m.trained_norm_lm_head)).collect()),
+            self.data.clone(),
+            self.tokens.to_string(),
+            self.seq_len.to_string(),
+            self.batch.to_string(),
+            self.device.clone(),
+            self.warnings.join(" | "),
+            self.saved.clone().unwrap_or_default(),
+            self.seconds.to_string(),
         ]
     }
 
     /// Appends this run as one row of `path`, writing the header first when the file is new
     /// or empty; a file whose header has other columns is refused rather than mixed.
     pub fn append_csv(&self, path: &Path) -> Result<()> {
-        let fields = self.csv_fields();
-        let header = fields
-            .iter()
-            .map(|(k, _)| csv_field(k))
-            .collect::<Vec<_>>()
-            .join(",");
-        let existing = std::fs::read_to_string(path).unwrap_or_default();
+        let existing = check_csv(path)?;
         let mut out = String::new();
         if existing.trim().is_empty() {
-            out.push_str(&header);
+            out.push_str(&CSV_COLUMNS.join(","));
             out.push('\n');
-        } else if existing.lines().next().map(str::trim_end) != Some(header.as_str()) {
-            bail!(
-                "{}: its header has other columns than stack's results; give another --results file",
-                path.display()
-            );
         } else if !existing.ends_with('\n') {
             out.push('\n');
         }
-        let row = fields
+        let row = self
+            .csv_values()
             .iter()
-            .map(|(_, v)| csv_field(v))
+            .map(|v| csv_field(v))
             .collect::<Vec<_>>()
             .join(",");
         out.push_str(&row);
@@ -276,6 +237,56 @@ impl StackReport {
         f.write_all(out.as_bytes())
             .with_context(|| format!("cannot append to {}", path.display()))
     }
+}
+
+/// The columns of a results file.
+pub const CSV_COLUMNS: [&str; 28] = [
+    "created_at",
+    "val_loss_stack",
+    "val_losses",
+    "mean_val_loss",
+    "delta_vs_best",
+    "use_first_layer",
+    "use_last_layer",
+    "norm_wte",
+    "norm_lm_head",
+    "norm_inter_model",
+    "unique_model",
+    "block_list",
+    "n_blocks",
+    "attn_scales",
+    "models",
+    "paths",
+    "sha256",
+    "ranges",
+    "trained_norm_wte",
+    "trained_norm_lm_head",
+    "data",
+    "tokens",
+    "seq_len",
+    "batch",
+    "device",
+    "warnings",
+    "saved",
+    "seconds",
+];
+
+/// Refuses a results file whose header has other columns (before anything is computed);
+/// returns its text (empty when it does not exist yet).
+pub fn check_csv(path: &Path) -> Result<String> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let header = CSV_COLUMNS.join(",");
+    if !existing.trim().is_empty() && existing.lines().next().map(str::trim_end) != Some(&header) {
+        bail!(
+            "{}: its header has other columns than stack's results; give another --results file",
+            path.display()
+        );
+    }
+    Ok(existing)
 }
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break.
