@@ -892,4 +892,19 @@ fn trained_models_stack_in_one_pass_that_agrees_with_eval() {
     );
     assert!(rel(got, want) < 1e-9, "eval {got} vs stack {want}");
     assert_eq!(e["tokens"], 2048);
+    // A training run starts from it (init_from) with every block as the stack had it.
+    let run = train(
+        &lab,
+        &micro_config(1, "").replace(
+            "seed = 0",
+            &format!("seed = 2\ninit_from = \"{}\"", saved.display()),
+        ),
+        "from-stack",
+    );
+    let meta: toml::Table = std::fs::read_to_string(run.join("step_000001/meta.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(meta["model"]["n_layer"].as_integer(), Some(3));
+    assert_eq!(meta["blocks"][2]["attn_scale"].as_float(), Some(0.5));
 }
