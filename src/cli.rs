@@ -34,6 +34,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Validation loss of a checkpoint on the first N tokens of val shards.
     Eval(EvalArgs),
+    /// Stack checkpoints (one model's blocks under another's) and score the stack beside its parts.
+    Stack(crate::stack::cli::StackArgs),
     /// Time full training steps on synthetic tokens: step time, tokens/s, TFLOP/s, MFU, memory.
     Bench(BenchArgs),
     /// Token data: prepare shards from text, inspect shards, the embedded corpus.
@@ -167,6 +169,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Bench(a)) => run_bench(a, &cli.device).map(|_| ExitCode::SUCCESS),
         Some(Command::Sweep(a)) => {
             crate::sweep::cli::run(a, &cli.device).map(|_| ExitCode::SUCCESS)
+        }
+        Some(Command::Stack(a)) => {
+            crate::stack::cli::run(a, &cli.device).map(|_| ExitCode::SUCCESS)
         }
     }
 }

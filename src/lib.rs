@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod model;
 pub mod paths;
 pub mod runs;
+pub mod stack;
 pub mod sweep;
 pub mod train;
 pub mod tui;

@@ -239,6 +239,56 @@ pub fn write_checkpoint(
     Ok(final_dir)
 }
 
+/// Writes a checkpoint folder that holds weights, config and metadata but no optimizer
+/// state (a stack: nothing was trained), atomically: built in a hidden sibling folder and
+/// renamed to `dir`, which must not exist yet.
+pub fn write_weights_checkpoint(
+    dir: &Path,
+    model: &Gpt,
+    meta: &CheckpointMeta,
+    config_toml: &str,
+) -> Result<PathBuf> {
+    if dir.exists() {
+        bail!(
+            "{} already exists: give a new folder to save into",
+            dir.display()
+        );
+    }
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{} is not a folder path", dir.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let result = (|| -> Result<()> {
+        weights::write_model(model, &tmp.join(MODEL_FILE))?;
+        sync_file(&tmp.join(MODEL_FILE))?;
+        crate::paths::write_atomic(&tmp.join(CONFIG_FILE), config_toml.as_bytes())?;
+        crate::paths::write_atomic(
+            &tmp.join(META_FILE),
+            toml::to_string_pretty(meta)?.as_bytes(),
+        )?;
+        sync_dir(&tmp);
+        std::fs::rename(&tmp, dir)?;
+        sync_dir(&parent);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("cannot write checkpoint {}", dir.display()));
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// SHA-256 of a file's bytes, read in pieces.
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};

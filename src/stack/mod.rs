@@ -1,0 +1,13 @@
+//! Stacks: what a stack is (models, half-open block ranges, boundary norms), assembling one
+//! from checkpoints, scoring it beside its parts in one pass, caching the parts' losses,
+//! and the results a researcher keeps.
+
+pub mod assemble;
+pub mod cache;
+pub mod cli;
+pub mod eval;
+pub mod results;
+pub mod spec;
+
+pub use assemble::{assemble, PartView, Stack};
+pub use spec::{BlockRange, Layers, StackNorms, StackSpec};
