@@ -144,14 +144,23 @@ impl App {
         f.render_widget(Paragraph::new(Line::from(spans)), tabs);
         self.panes[self.active].draw(f, body, theme);
         let pane_keys = self.panes[self.active].status_keys();
-        let status_line = Line::from(vec![
-            Span::styled(format!(" {pane_keys}"), Style::default().fg(theme.text)),
-            Span::styled(
-                "  ? help · Tab panes · q quit",
-                Style::default().fg(theme.dim),
-            ),
-        ]);
-        f.render_widget(Paragraph::new(status_line), status);
+        let global = " ? help · Tab panes · q quit ";
+        let [left, right] = Layout::horizontal([
+            Constraint::Min(1),
+            Constraint::Length(global.chars().count() as u16),
+        ])
+        .areas(status);
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                format!(" {pane_keys}"),
+                Style::default().fg(theme.text),
+            )),
+            left,
+        );
+        f.render_widget(
+            Paragraph::new(Span::styled(global, Style::default().fg(theme.dim))),
+            right,
+        );
         if self.help {
             let global: Vec<(String, String)> = [
                 ("Tab S-Tab", "next / previous pane"),

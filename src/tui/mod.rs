@@ -112,13 +112,14 @@ pub fn run(opts: LabOptions) -> Result<()> {
     // Prepare the embedded default before the screen takes over the terminal (seconds, once).
     let dataset = crate::data::embedded::ensure_prepared()?;
     let root = crate::paths::checkpoint_dir();
-    let runs = RunsPane::new(
+    let mut runs = RunsPane::new(
         &root,
         &config_dir,
         &crate::device::name(device),
         lab,
         theme.ascii,
     );
+    runs.tick();
     let overview = Overview::gather(device, Some(dataset));
     let log_file = log_dir().join("lab.*.log").display().to_string();
     let mut app = App::new(vec![Box::new(runs), Box::new(overview)], theme, log_file);

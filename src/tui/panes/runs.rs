@@ -149,7 +149,7 @@ impl RunsPane {
             recent_steps: lab.chart.recent_steps,
             ascii: ascii || lab.ascii,
         };
-        let mut pane = RunsPane {
+        RunsPane {
             root: root.to_path_buf(),
             config_dir: config_dir.to_path_buf(),
             device: device.to_string(),
@@ -173,9 +173,7 @@ impl RunsPane {
             message: None,
             now: None,
             last_second: 0,
-        };
-        pane.tick();
-        pane
+        }
     }
 
     fn now(&self) -> SystemTime {
@@ -329,7 +327,9 @@ impl RunsPane {
 
     /// Follows the selected run's log (a new tail when the selection or source changed).
     fn sync_log(&mut self) -> bool {
-        let path = self.log_path().unwrap_or_default();
+        let path = self
+            .log_path()
+            .unwrap_or_else(|| PathBuf::from("(no run selected)"));
         let mut changed = false;
         if path != self.log.path {
             let search = std::mem::take(&mut self.log.search);
@@ -428,7 +428,7 @@ impl RunsPane {
         };
         if let Some(e) = self.registry.get(sel) {
             out.push(Curve {
-                label: format!("{sel} train"),
+                label: "train".into(),
                 color: theme.run_color(sel),
                 points: pts(e, |r| r.train_loss),
                 smooth: true,
@@ -508,6 +508,16 @@ impl RunsPane {
         let Some(e) = self.registry.get(name) else {
             return vec![format!("{name}: starting")];
         };
+        if e.status.is_none() {
+            return vec![
+                "not readable as a run (the lab only reads it)".into(),
+                format!(
+                    "{}: {}",
+                    e.path.display(),
+                    e.problem.clone().unwrap_or_default()
+                ),
+            ];
+        }
         let v = |k: &str| e.config_value(k).unwrap_or_else(|| "?".into());
         let mut first = format!(
             "{} · {}L x {} ({} heads) seq {} · {} steps · seed {} · norms {}/{}",
@@ -525,15 +535,16 @@ impl RunsPane {
         if !every.is_empty() && every != "0" {
             first.push_str(&format!(" · coconut every {every}"));
         }
+        let mut lineage = String::new();
         for (k, label) in [("from_model", "W from"), ("init_from", "init from")] {
             if let Some(p) = e.config_value(k).filter(|p| !p.is_empty()) {
-                first.push_str(&format!(" · {label} {p}"));
+                lineage.push_str(&format!("{label} {p} · "));
             }
         }
         let second = match (&e.problem, &e.status) {
-            (Some(p), _) => format!("{}: {p}", e.path.display()),
-            (None, Some(s)) => format!("{} · {} checkpoint(s)", s.message, e.checkpoints),
-            (None, None) => String::new(),
+            (Some(p), _) => format!("{lineage}{}: {p}", e.path.display()),
+            (None, Some(s)) => format!("{lineage}{} · {} checkpoint(s)", s.message, e.checkpoints),
+            (None, None) => lineage,
         };
         vec![first, second]
     }
@@ -941,7 +952,7 @@ impl Pane for RunsPane {
                 Layout::horizontal([Constraint::Percentage(42), Constraint::Min(40)]).areas(area);
             (l, r)
         } else {
-            let h = (rows.len() as u16 + 3).clamp(4, area.height * 2 / 5);
+            let h = (rows.len() as u16 + 3).clamp(4, (area.height / 3).max(4));
             let [l, r] = Layout::vertical([Constraint::Length(h), Constraint::Min(8)]).areas(area);
             (l, r)
         };
