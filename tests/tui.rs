@@ -481,3 +481,108 @@ fn the_new_run_form_checks_the_config_before_queueing() {
     );
     assert!(line_of(&s, &q.name[..10]).contains("queued"), "{s}");
 }
+
+/// A stand-in for `stacklab train`: writes a running status with its pid, then sleeps.
+fn fake_trainer(dir: &Path, root: &Path) -> PathBuf {
+    let script = dir.join("fake-train.sh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+run=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --name) run="{root}/$2"; shift;;
+    --resume) run="$2"; shift;;
+  esac
+  shift
+done
+mkdir -p "$run"
+printf 'seed = 1\n' > "$run/config.toml"
+printf '{{"state":"running","pid":%d,"step":0,"total_steps":10,"message":"fake","updated_at":"now"}}' $$ > "$run/status.json"
+exec sleep 1000
+"#,
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+fn tick_until(pane: &mut RunsPane, what: &str, ok: impl Fn(&RunsPane) -> bool) {
+    loop {
+        pane.tick();
+        if ok(pane) {
+            return;
+        }
+        assert!(
+            !pane.message_is_error(),
+            "waiting for {what}: {:?}",
+            pane.message
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn press(pane: &mut RunsPane, c: char) {
+    use stacklab::tui::panes::Pane;
+    pane.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+}
+
+#[test]
+fn the_queue_starts_one_run_per_slot_and_stop_kill_resume_work_on_processes() {
+    use stacklab::runs::registry::Phase;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&root).unwrap();
+    let queue = Queue::new(&root);
+    for name in ["a", "b"] {
+        let req = Request::New {
+            config: "x".into(),
+            sets: vec![],
+        };
+        queue.push(&QueuedRun::new(name, "cpu", req)).unwrap();
+    }
+    // The queue is on disk: a pane opened later (a reopened lab) starts it.
+    let mut pane = RunsPane::new(&root, dir.path(), "cpu", LabConfig::default(), false);
+    pane.exe = fake_trainer(dir.path(), &root);
+    pane.tick();
+    assert_eq!(pane.phase("b"), Phase::Queued);
+    tick_until(&mut pane, "a to run", |p| p.phase("a") == Phase::Running);
+    assert_eq!(pane.phase("b"), Phase::Queued, "one slot on the cpu");
+    let pid_a = pane.registry.get("a").unwrap().status.as_ref().unwrap().pid;
+    // s + y: SIGTERM to a's process group. The stand-in dies without a final status: lost.
+    assert_eq!(pane.selected.as_deref(), Some("a"));
+    press(&mut pane, 's');
+    press(&mut pane, 'y');
+    tick_until(&mut pane, "a to be lost", |p| p.phase("a") == Phase::Lost);
+    assert!(!process::is_alive_as(pid_a, None), "stopped and reaped");
+    // The slot is free: b starts.
+    tick_until(&mut pane, "b to run", |p| p.phase("b") == Phase::Running);
+    let pid_b = pane.registry.get("b").unwrap().status.as_ref().unwrap().pid;
+    // r on the lost run queues a resume; it waits for b's slot.
+    press(&mut pane, 'r');
+    pane.tick();
+    assert_eq!(pane.phase("a"), Phase::Queued);
+    // K asks twice, then SIGKILL.
+    press(&mut pane, 'j');
+    assert_eq!(pane.selected.as_deref(), Some("b"));
+    press(&mut pane, 'K');
+    press(&mut pane, 'y');
+    press(&mut pane, 'y');
+    tick_until(&mut pane, "b to be lost", |p| p.phase("b") == Phase::Lost);
+    assert!(!process::is_alive_as(pid_b, None));
+    tick_until(&mut pane, "a to run again", |p| {
+        p.phase("a") == Phase::Running
+    });
+    let pid_a2 = pane.registry.get("a").unwrap().status.as_ref().unwrap().pid;
+    assert_ne!(pid_a2, pid_a);
+    press(&mut pane, 'k');
+    press(&mut pane, 'K');
+    press(&mut pane, 'y');
+    press(&mut pane, 'y');
+    tick_until(&mut pane, "a to end", |p| p.phase("a") == Phase::Lost);
+    assert!(Queue::new(&root).list().is_empty());
+}

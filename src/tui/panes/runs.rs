@@ -342,9 +342,10 @@ impl RunsPane {
 
     pub fn rebuild_order(&mut self) {
         let mut names: Vec<String> = self.registry.runs.keys().cloned().collect();
-        for q in &self.queued {
-            if !names.contains(&q.name) {
-                names.push(q.name.clone());
+        let waiting = self.queued.iter().map(|q| &q.name);
+        for n in waiting.chain(self.children.iter().map(|c| &c.name)) {
+            if !names.contains(n) {
+                names.push(n.clone());
             }
         }
         let f = self.filter.to_lowercase();
