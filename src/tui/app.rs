@@ -52,7 +52,16 @@ impl App {
                     self.handle_key(k);
                 }
             }
-            Event::Mouse(_) => {}
+            // With --mouse, the wheel moves through the list.
+            Event::Mouse(m) => match m.kind {
+                crossterm::event::MouseEventKind::ScrollUp => {
+                    self.handle_key(KeyEvent::new(KeyCode::Up, KeyModifiers::NONE))
+                }
+                crossterm::event::MouseEventKind::ScrollDown => {
+                    self.handle_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE))
+                }
+                _ => {}
+            },
             Event::Resize(..) => self.dirty = true,
             Event::Tick => self.update(Action::Tick),
             Event::Signal(sig) => {
