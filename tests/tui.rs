@@ -2,6 +2,8 @@
 //! normal size, at the minimum and below it, in ASCII mode and without colours; keys routed
 //! through the app (panes, help, confirmations, the form).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, SystemTime};
@@ -585,4 +587,42 @@ fn the_queue_starts_one_run_per_slot_and_stop_kill_resume_work_on_processes() {
     press(&mut pane, 'y');
     tick_until(&mut pane, "a to end", |p| p.phase("a") == Phase::Lost);
     assert!(Queue::new(&root).list().is_empty());
+}
+#[test]
+fn lab_settings_and_themes_are_checked_with_clear_errors() {
+    let lab = common::Lab::new();
+    let cfg = lab.path("configs");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let lab_toml = lab.write("configs/lab.toml", "max_concurent_runs = 2\n");
+    let run = |args: &[&str]| {
+        let mut c = lab.cmd(args);
+        c.env("STACKLAB_CONFIG_DIR", &cfg);
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        common::no_panic(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&[]);
+    assert!(
+        e.contains(&format!("{}: ", lab_toml.display()))
+            && e.contains("unknown field `max_concurent_runs`"),
+        "{e}"
+    );
+    std::fs::write(&lab_toml, "[chart]\nema = 2.0\n").unwrap();
+    let e = run(&[]);
+    assert!(e.contains("`chart.ema`: 2 is not allowed"), "{e}");
+    std::fs::write(&lab_toml, "theme = \"solarized\"\n").unwrap();
+    let e = run(&[]);
+    assert!(
+        e.contains("theme `solarized`: not a shipped theme (default, light, high-contrast)"),
+        "{e}"
+    );
+    std::fs::remove_file(&lab_toml).unwrap();
+    let e = run(&["--theme", "nope.toml"]);
+    assert!(e.contains("theme nope.toml: no such file"), "{e}");
+    let e = run(&["--log-level", "loud=="]);
+    assert!(e.contains("--log-level"), "{e}");
+    // With good settings, the lab still needs a terminal.
+    let e = run(&["--theme", "light", "--ascii"]);
+    assert!(e.contains("the lab needs a terminal"), "{e}");
 }

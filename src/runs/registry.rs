@@ -435,6 +435,47 @@ mod tests {
     }
 
     #[test]
+    fn twenty_runs_with_two_hundred_checkpoints_are_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for r in 0..20 {
+            let run = make_run(
+                dir.path(),
+                &format!("run{r:02}"),
+                &status(RunState::Done, 0, None),
+            );
+            for s in 0..200 {
+                let ck = run.path.join(format!("step_{:06}", s * 10));
+                std::fs::create_dir_all(&ck).unwrap();
+                std::fs::write(ck.join("meta.toml"), "").unwrap();
+                run.append_metrics(&MetricsRow {
+                    step: s,
+                    train_loss: Some(1.0),
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+        }
+        let mut reg = Registry::new(dir.path());
+        assert!(reg.refresh());
+        assert!(reg
+            .runs
+            .values()
+            .all(|e| e.checkpoints == 200 && e.metrics.len() == 200));
+        // Later ticks see unchanged sizes and times, and read nothing again.
+        assert!(!reg.refresh());
+        let run = RunDir::new(dir.path().join("run07"));
+        run.append_metrics(&MetricsRow {
+            step: 200,
+            val_loss: Some(0.5),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(reg.refresh());
+        assert_eq!(reg.get("run07").unwrap().metrics.len(), 201);
+        assert_eq!(reg.get("run07").unwrap().last_val_loss(), Some(0.5));
+    }
+
+    #[test]
     fn metrics_are_read_incrementally_and_reread_after_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let run = make_run(dir.path(), "r", &status(RunState::Done, 0, None));

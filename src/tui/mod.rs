@@ -52,7 +52,7 @@ pub fn log_dir() -> PathBuf {
     crate::paths::data_dir().join("logs")
 }
 
-fn init_logging(level: &str) -> Result<()> {
+fn init_logging(filter: tracing_subscriber::EnvFilter) -> Result<()> {
     let dir = log_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let appender = tracing_appender::rolling::RollingFileAppender::builder()
@@ -62,9 +62,6 @@ fn init_logging(level: &str) -> Result<()> {
         .max_log_files(7)
         .build(&dir)
         .with_context(|| format!("cannot open a log file in {}", dir.display()))?;
-    let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| {
-        format!("--log-level {level}: not a log filter (error, warn, info, debug, trace)")
-    })?;
     // A second lab in the same process (tests) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -97,9 +94,7 @@ impl Drop for TerminalGuard {
 }
 
 pub fn run(opts: LabOptions) -> Result<()> {
-    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
-        bail!("the lab needs a terminal; for scripts use the subcommands (stacklab --help)");
-    }
+    // Settings first, so their errors show without a terminal too.
     let device = crate::device::parse_device(&opts.device)?;
     let config_dir = crate::paths::config_dir();
     let lab = LabConfig::load(&config_dir)?;
@@ -107,7 +102,16 @@ pub fn run(opts: LabOptions) -> Result<()> {
     let mut theme =
         Theme::resolve(theme_spec.as_deref(), &config_dir)?.for_terminal(ColorMode::from_env());
     theme.ascii |= opts.ascii || lab.ascii;
-    init_logging(&opts.log_level)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&opts.log_level).with_context(|| {
+        format!(
+            "--log-level {}: not a log filter (error, warn, info, debug, trace)",
+            opts.log_level
+        )
+    })?;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!("the lab needs a terminal; for scripts use the subcommands (stacklab --help)");
+    }
+    init_logging(filter)?;
     tracing::info!(?opts, "lab starting");
     // Prepare the embedded default before the screen takes over the terminal (seconds, once).
     let dataset = crate::data::embedded::ensure_prepared()?;
