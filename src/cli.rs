@@ -24,6 +24,18 @@ pub struct Cli {
     /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "auto")]
     pub device: String,
+    /// The lab's theme: default, light, high-contrast, a user theme's name, or a .toml file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub theme: Option<String>,
+    /// Draw the lab's charts without Braille (for fonts that lack it).
+    #[arg(long)]
+    pub ascii: bool,
+    /// Let the lab take mouse input (off: the terminal's own selection works).
+    #[arg(long)]
+    pub mouse: bool,
+    /// What the lab writes to its log file in the data dir: error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -161,7 +173,14 @@ pub struct PrepareArgs {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => crate::tui::run(&cli.device).map(|_| ExitCode::SUCCESS),
+        None => crate::tui::run(crate::tui::LabOptions {
+            device: cli.device,
+            theme: cli.theme,
+            ascii: cli.ascii,
+            mouse: cli.mouse,
+            log_level: cli.log_level,
+        })
+        .map(|_| ExitCode::SUCCESS),
         Some(Command::Doctor { json }) => crate::doctor::run(json).map(|_| ExitCode::SUCCESS),
         Some(Command::Data(cmd)) => run_data(cmd).map(|_| ExitCode::SUCCESS),
         Some(Command::Train(a)) => run_train(a, &cli.device),

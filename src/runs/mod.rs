@@ -1,6 +1,8 @@
 //! Run directories (config, metrics, status, log, checkpoints) and the checkpoint format.
 
 pub mod checkpoint;
+pub mod process;
+pub mod queue;
 pub mod registry;
 pub mod run_dir;
 

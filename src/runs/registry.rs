@@ -1,14 +1,297 @@
-//! The runs under a checkpoint dir, summarised for listings (the lab, scripts).
+//! The runs under a checkpoint dir, as the lab and scripts see them.
+//!
+//! [`Registry`] watches the folder: each refresh looks at file sizes and modification times
+//! and reads only what changed (new metric lines from where it stopped, a rewritten status),
+//! so twenty runs with hundreds of checkpoints cost a few `stat` calls a tick. It only reads:
+//! a corrupt or half-written folder is listed with the reason and never modified.
 
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use super::run_dir::{RunDir, RunState};
+use super::run_dir::{MetricsRow, RunDir, RunState, RunStatus, CONFIG_FILE, STATUS_FILE};
 
+/// What a run is doing, as shown to a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Started by this lab, no status written yet.
+    Starting,
+    Running,
+    Queued,
+    /// Its status says running but its process is gone (killed, machine rebooted): resumable.
+    Lost,
+    Stopped,
+    Failed,
+    Done,
+    /// Not readable as a run; the entry's `problem` says why.
+    Corrupt,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Queued => "queued",
+            Phase::Lost => "lost",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::Done => "done",
+            Phase::Corrupt => "corrupt",
+        }
+    }
+
+    /// A training process may be alive.
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Starting | Phase::Running)
+    }
+
+    pub fn resumable(self) -> bool {
+        matches!(self, Phase::Stopped | Phase::Failed | Phase::Lost)
+    }
+}
+
+/// The phase a status stands for, with the process checked (pid and start time).
+pub fn phase_of(status: &RunStatus) -> Phase {
+    match status.state {
+        RunState::Running if status.process_alive() => Phase::Running,
+        RunState::Running => Phase::Lost,
+        RunState::Done => Phase::Done,
+        RunState::Stopped => Phase::Stopped,
+        RunState::Failed => Phase::Failed,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Stamp {
+    /// A file replaced by a rename is another inode.
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn stamp(p: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some(Stamp {
+        ino: m.ino(),
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
+}
+
+/// One folder under the checkpoint dir.
+#[derive(Debug, Clone, Default)]
+pub struct RunEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub status: Option<RunStatus>,
+    /// Why the folder is not (entirely) readable as a run.
+    pub problem: Option<String>,
+    /// `config.toml`, loosely parsed (for showing key values).
+    pub config: Option<toml::Table>,
+    pub metrics: Vec<MetricsRow>,
+    pub checkpoints: usize,
+    /// When the status was last written.
+    pub updated: Option<SystemTime>,
+    metrics_offset: u64,
+    status_stamp: Option<Stamp>,
+    metrics_stamp: Option<Stamp>,
+    config_stamp: Option<Stamp>,
+    dir_stamp: Option<Stamp>,
+    phase: Option<Phase>,
+}
+
+impl RunEntry {
+    pub fn new(path: &Path) -> RunEntry {
+        RunEntry {
+            name: RunDir::new(path).name(),
+            path: path.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.unwrap_or(Phase::Corrupt)
+    }
+
+    pub fn step(&self) -> i64 {
+        let s = self.status.as_ref().map(|s| s.step).unwrap_or(0);
+        s.max(self.metrics.last().map(|r| r.step).unwrap_or(0))
+    }
+
+    pub fn total_steps(&self) -> i64 {
+        self.status.as_ref().map(|s| s.total_steps).unwrap_or(0)
+    }
+
+    pub fn last_train_loss(&self) -> Option<f64> {
+        self.metrics.iter().rev().find_map(|r| r.train_loss)
+    }
+
+    pub fn last_val_loss(&self) -> Option<f64> {
+        self.metrics.iter().rev().find_map(|r| r.val_loss)
+    }
+
+    pub fn tokens_per_s(&self) -> Option<f64> {
+        self.metrics.iter().rev().find_map(|r| r.tokens_per_s)
+    }
+
+    pub fn device(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.device.as_deref())
+    }
+
+    /// A config value by dotted key (`model.n_layer`), shown as TOML writes it.
+    pub fn config_value(&self, key: &str) -> Option<String> {
+        let mut v: &toml::Value = self.config.as_ref()?.get(key.split('.').next()?)?;
+        for part in key.split('.').skip(1) {
+            v = v.get(part)?;
+        }
+        Some(match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    /// Re-reads what changed on disk; returns whether anything the lab shows changed.
+    pub fn refresh(&mut self) -> bool {
+        let mut changed = false;
+        let status_path = self.path.join(STATUS_FILE);
+        let config_path = self.path.join(CONFIG_FILE);
+        let metrics_path = self.path.join(super::run_dir::METRICS_FILE);
+
+        let s = stamp(&status_path);
+        if s != self.status_stamp {
+            self.status_stamp = s;
+            changed = true;
+            self.updated = s.and_then(|s| s.modified);
+            self.status = RunDir::new(&self.path).read_status().ok();
+        }
+        let c = stamp(&config_path);
+        if c != self.config_stamp {
+            self.config_stamp = c;
+            changed = true;
+            self.config = std::fs::read_to_string(&config_path)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok());
+        }
+        let m = stamp(&metrics_path);
+        if m != self.metrics_stamp {
+            changed = true;
+            let shrunk = m.is_none_or(|m| m.len < self.metrics_offset)
+                || self
+                    .metrics_stamp
+                    .is_some_and(|old| m.is_some_and(|m| m.ino != old.ino || m.len == old.len));
+            if shrunk {
+                // Truncated (a resumed run rewrites what came after its checkpoint).
+                self.metrics.clear();
+                self.metrics_offset = 0;
+            }
+            self.metrics_stamp = m;
+            self.read_new_metrics(&metrics_path);
+        }
+        let d = stamp(&self.path);
+        if d != self.dir_stamp {
+            self.dir_stamp = d;
+            changed = true;
+            self.checkpoints = RunDir::new(&self.path).checkpoints().len();
+        }
+        self.problem = match (&self.status, c.is_some(), s.is_some()) {
+            (_, false, false) => Some("not a run: no config.toml or status.json".into()),
+            (_, _, false) => Some("no status.json (half-written, or still starting)".into()),
+            (None, _, true) => Some("status.json is not a stacklab run status".into()),
+            (Some(_), false, _) => Some("no config.toml".into()),
+            (Some(_), true, _) if self.config.is_none() => {
+                Some("config.toml is not valid TOML".into())
+            }
+            _ => None,
+        };
+        // Liveness changes without any file changing: check it every time.
+        let phase = match &self.status {
+            Some(st) => phase_of(st),
+            None => Phase::Corrupt,
+        };
+        if self.phase != Some(phase) {
+            self.phase = Some(phase);
+            changed = true;
+        }
+        changed
+    }
+
+    fn read_new_metrics(&mut self, path: &Path) {
+        let Ok(mut f) = std::fs::File::open(path) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.metrics_offset)).is_err() {
+            return;
+        }
+        let mut bytes = Vec::new();
+        if f.read_to_end(&mut bytes).is_err() {
+            return;
+        }
+        // Only whole lines: a line being written is read on the next refresh.
+        let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        for line in bytes[..end].split(|&b| b == b'\n') {
+            if let Ok(row) = serde_json::from_slice::<MetricsRow>(line) {
+                self.metrics.push(row);
+            }
+        }
+        self.metrics_offset += end as u64 + 1;
+    }
+}
+
+/// Every folder under a checkpoint dir (hidden ones excepted), by name.
+pub struct Registry {
+    pub root: PathBuf,
+    pub runs: BTreeMap<String, RunEntry>,
+}
+
+impl Registry {
+    pub fn new(root: &Path) -> Registry {
+        Registry {
+            root: root.to_path_buf(),
+            runs: BTreeMap::new(),
+        }
+    }
+
+    /// Picks up new, changed and removed runs; returns whether anything changed.
+    pub fn refresh(&mut self) -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut changed = false;
+        for e in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            seen.insert(name.clone());
+            let entry = self.runs.entry(name).or_insert_with(|| {
+                changed = true;
+                RunEntry::new(&e.path())
+            });
+            changed |= entry.refresh();
+        }
+        let before = self.runs.len();
+        self.runs.retain(|n, _| seen.contains(n));
+        changed | (self.runs.len() != before)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&RunEntry> {
+        self.runs.get(name)
+    }
+}
+
+/// A run in one line, for listings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
     pub name: String,
     pub path: PathBuf,
-    /// `running`, `done`, `failed`, `stopped`, or `crashed` (running, but its process is gone).
+    /// A [`Phase`] name: running, done, failed, stopped, lost, corrupt.
     pub state: String,
     pub step: i64,
     pub total_steps: i64,
@@ -19,40 +302,211 @@ pub struct RunSummary {
 
 /// Every run folder directly under `root`, sorted by name.
 pub fn list_runs(root: &Path) -> Vec<RunSummary> {
-    let mut out: Vec<RunSummary> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| RunDir::is_run_dir(p))
-        .filter_map(|p| summarise(&p))
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    let mut reg = Registry::new(root);
+    reg.refresh();
+    reg.runs.values().map(summary).collect()
 }
 
-pub fn summarise(path: &Path) -> Option<RunSummary> {
-    let run = RunDir::new(path);
-    let status = run.read_status().ok()?;
-    let state = if status.state == RunState::Running && !status.process_alive() {
-        "crashed".to_string()
-    } else {
-        status.state.as_str().to_string()
-    };
-    let last_val_loss = run
-        .read_metrics()
-        .ok()?
-        .iter()
-        .rev()
-        .find_map(|r| r.val_loss);
-    Some(RunSummary {
-        name: run.name(),
-        path: path.to_path_buf(),
-        state,
-        step: status.step,
-        total_steps: status.total_steps,
-        message: status.message,
-        last_val_loss,
-        checkpoints: run.checkpoints().len(),
-    })
+pub fn summary(e: &RunEntry) -> RunSummary {
+    RunSummary {
+        name: e.name.clone(),
+        path: e.path.clone(),
+        state: e.phase().as_str().to_string(),
+        step: e.step(),
+        total_steps: e.total_steps(),
+        message: e
+            .problem
+            .clone()
+            .or_else(|| e.status.as_ref().map(|s| s.message.clone()))
+            .unwrap_or_default(),
+        last_val_loss: e.last_val_loss(),
+        checkpoints: e.checkpoints,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn status(state: RunState, pid: u32, start_time: Option<u64>) -> RunStatus {
+        RunStatus {
+            state,
+            pid,
+            step: 3,
+            total_steps: 10,
+            message: "m".into(),
+            updated_at: "now".into(),
+            start_time,
+            device: Some("cpu".into()),
+        }
+    }
+
+    fn make_run(root: &Path, name: &str, st: &RunStatus) -> RunDir {
+        let run = RunDir::new(root.join(name));
+        std::fs::create_dir_all(&run.path).unwrap();
+        std::fs::write(run.config_path(), "seed = 1\n[model]\nn_layer = 2\n").unwrap();
+        run.write_status(st).unwrap();
+        run
+    }
+
+    #[test]
+    fn runs_corrupt_folders_and_liveness() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let me = std::process::id();
+        let t = crate::runs::process::own_start_time();
+        make_run(root, "alive", &status(RunState::Running, me, t));
+        // The pid is alive but started at another time: someone else's process now.
+        make_run(
+            root,
+            "reused-pid",
+            &status(RunState::Running, me, t.map(|t| t + 7)),
+        );
+        make_run(root, "done", &status(RunState::Done, 0, None));
+        // Corrupt ones: garbage status, no status, a stray folder, hidden folders skipped.
+        let bad = make_run(root, "garbage", &status(RunState::Done, 0, None));
+        std::fs::write(bad.status_path(), "{\"state\": \"runn").unwrap();
+        std::fs::create_dir_all(root.join("half")).unwrap();
+        std::fs::write(root.join("half/config.toml"), "seed = 1\n").unwrap();
+        std::fs::create_dir_all(root.join("stray")).unwrap();
+        std::fs::create_dir_all(root.join(".queue")).unwrap();
+        std::fs::write(root.join("file.txt"), "x").unwrap();
+        let before: Vec<_> = walk(root);
+
+        let mut reg = Registry::new(root);
+        assert!(reg.refresh());
+        let phases: Vec<(&str, Phase)> = reg
+            .runs
+            .values()
+            .map(|e| (e.name.as_str(), e.phase()))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                ("alive", Phase::Running),
+                ("done", Phase::Done),
+                ("garbage", Phase::Corrupt),
+                ("half", Phase::Corrupt),
+                ("reused-pid", Phase::Lost),
+                ("stray", Phase::Corrupt),
+            ]
+        );
+        assert!(reg
+            .get("garbage")
+            .unwrap()
+            .problem
+            .as_ref()
+            .unwrap()
+            .contains("not a stacklab run status"));
+        assert!(reg
+            .get("half")
+            .unwrap()
+            .problem
+            .as_ref()
+            .unwrap()
+            .contains("no status.json"));
+        assert_eq!(
+            reg.get("alive")
+                .unwrap()
+                .config_value("model.n_layer")
+                .as_deref(),
+            Some("2")
+        );
+        assert!(!reg.refresh(), "nothing changed");
+        assert_eq!(walk(root), before, "reading never modifies a folder");
+        let listed = list_runs(root);
+        assert_eq!(listed.len(), 6);
+        assert_eq!(listed[4].state, "lost");
+    }
+
+    fn walk(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(root).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn twenty_runs_with_two_hundred_checkpoints_are_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for r in 0..20 {
+            let run = make_run(
+                dir.path(),
+                &format!("run{r:02}"),
+                &status(RunState::Done, 0, None),
+            );
+            for s in 0..200 {
+                let ck = run.path.join(format!("step_{:06}", s * 10));
+                std::fs::create_dir_all(&ck).unwrap();
+                std::fs::write(ck.join("meta.toml"), "").unwrap();
+                run.append_metrics(&MetricsRow {
+                    step: s,
+                    train_loss: Some(1.0),
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+        }
+        let mut reg = Registry::new(dir.path());
+        assert!(reg.refresh());
+        assert!(reg
+            .runs
+            .values()
+            .all(|e| e.checkpoints == 200 && e.metrics.len() == 200));
+        // Later ticks see unchanged sizes and times, and read nothing again.
+        assert!(!reg.refresh());
+        let run = RunDir::new(dir.path().join("run07"));
+        run.append_metrics(&MetricsRow {
+            step: 200,
+            val_loss: Some(0.5),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(reg.refresh());
+        assert_eq!(reg.get("run07").unwrap().metrics.len(), 201);
+        assert_eq!(reg.get("run07").unwrap().last_val_loss(), Some(0.5));
+    }
+
+    #[test]
+    fn metrics_are_read_incrementally_and_reread_after_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = make_run(dir.path(), "r", &status(RunState::Done, 0, None));
+        let mut reg = Registry::new(dir.path());
+        reg.refresh();
+        assert!(reg.get("r").unwrap().metrics.is_empty());
+        for s in 0..3 {
+            run.append_metrics(&MetricsRow {
+                step: s,
+                train_loss: Some(s as f64),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        // Half a line is left for the next refresh.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(run.metrics_path())
+            .unwrap();
+        f.write_all(b"{\"step\":3,\"tokens_seen\":0,").unwrap();
+        assert!(reg.refresh());
+        assert_eq!(reg.get("r").unwrap().metrics.len(), 3);
+        f.write_all(b"\"elapsed_s\":1.0,\"val_loss\":2.5}\n")
+            .unwrap();
+        assert!(reg.refresh());
+        let e = reg.get("r").unwrap();
+        assert_eq!(e.metrics.len(), 4);
+        assert_eq!(e.last_val_loss(), Some(2.5));
+        assert_eq!(e.last_train_loss(), Some(2.0));
+        run.truncate_metrics(1).unwrap();
+        assert!(reg.refresh());
+        assert_eq!(reg.get("r").unwrap().metrics.len(), 2);
+    }
 }

@@ -50,13 +50,20 @@ pub struct RunStatus {
     pub total_steps: i64,
     pub message: String,
     pub updated_at: String,
+    /// The training process's start time (clock ticks after boot, `/proc/PID/stat` field 22):
+    /// with the pid it names the process, so a reused pid is not taken for the training.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub start_time: Option<u64>,
+    /// The device the run trains on (`cpu`, `cuda:0`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device: Option<String>,
 }
 
 impl RunStatus {
-    /// Whether the process that wrote a `running` status is still alive on this machine.
+    /// Whether the process that wrote this status is still alive on this machine: the pid
+    /// exists, is not a zombie and, when the status records it, started at the same time.
     pub fn process_alive(&self) -> bool {
-        // SAFETY: signal 0 only checks that the process exists.
-        self.pid > 0 && unsafe { libc::kill(self.pid as i32, 0) } == 0
+        super::process::is_alive_as(self.pid, self.start_time)
     }
 }
 

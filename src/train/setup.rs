@@ -69,6 +69,8 @@ impl State {
             total_steps: self.cfg.schedule.steps,
             message: message.to_string(),
             updated_at: chrono::Local::now().to_rfc3339(),
+            start_time: crate::runs::process::own_start_time(),
+            device: Some(crate::device::name(self.device)),
         })
     }
 }

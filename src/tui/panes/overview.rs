@@ -1,4 +1,4 @@
-//! The overview screen: device, data, configs and runs.
+//! The overview pane: device, data, configs and runs at a glance.
 
 use std::path::PathBuf;
 
@@ -9,9 +9,11 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 use ratatui::Frame;
 use tch::Device;
 
-use super::theme::Theme;
+use super::Pane;
 use crate::data::prepare::Dataset;
 use crate::runs::registry::{list_runs, RunSummary};
+use crate::tui::action::{Action, Handled};
+use crate::tui::theme::Theme;
 
 pub struct Overview {
     pub device: String,
@@ -46,12 +48,45 @@ impl Overview {
         }
     }
 
-    pub fn refresh_runs(&mut self) {
-        self.runs = list_runs(&self.checkpoint_dir);
+    /// Returns whether the list changed.
+    pub fn refresh_runs(&mut self) -> bool {
+        let runs = list_runs(&self.checkpoint_dir);
+        let changed = runs != self.runs;
+        self.runs = runs;
+        changed
     }
 }
 
-pub fn draw(f: &mut Frame, v: &Overview, theme: &Theme) {
+impl Pane for Overview {
+    fn title(&self) -> &str {
+        "Overview"
+    }
+
+    fn handle_key(&mut self, _key: crossterm::event::KeyEvent) -> Handled {
+        Handled::No
+    }
+
+    fn update(&mut self, action: &Action) -> bool {
+        match action {
+            Action::Tick => self.refresh_runs(),
+            _ => false,
+        }
+    }
+
+    fn draw(&mut self, f: &mut Frame, area: ratatui::layout::Rect, theme: &Theme) {
+        draw(f, area, self, theme)
+    }
+
+    fn keys(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn status_keys(&self) -> String {
+        String::new()
+    }
+}
+
+pub fn draw(f: &mut Frame, area: ratatui::layout::Rect, v: &Overview, theme: &Theme) {
     let block = |title: &str| {
         Block::default()
             .borders(Borders::ALL)
@@ -63,13 +98,12 @@ pub fn draw(f: &mut Frame, v: &Overview, theme: &Theme) {
                     .add_modifier(Modifier::BOLD),
             ))
     };
-    let [head, data, runs, foot] = Layout::vertical([
+    let [head, data, runs] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(5),
-        Constraint::Min(5),
-        Constraint::Length(1),
+        Constraint::Min(3),
     ])
-    .areas(f.area());
+    .areas(area);
 
     let title = Line::from(vec![
         Span::styled(
@@ -109,7 +143,7 @@ pub fn draw(f: &mut Frame, v: &Overview, theme: &Theme) {
         .iter()
         .map(|r| {
             let color = match r.state.as_str() {
-                "running" => theme.accent,
+                "running" | "starting" => theme.accent,
                 "done" => theme.ok,
                 "stopped" => theme.warn,
                 _ => theme.error,
@@ -132,7 +166,7 @@ pub fn draw(f: &mut Frame, v: &Overview, theme: &Theme) {
     let table = if rows.is_empty() {
         Table::new(
             vec![Row::new(vec![Span::styled(
-                "no runs yet: stacklab train --config tiny",
+                "no runs yet: n in the Runs pane, or stacklab train --config tiny",
                 Style::default().fg(theme.dim),
             )])],
             [Constraint::Min(10)],
@@ -152,10 +186,6 @@ pub fn draw(f: &mut Frame, v: &Overview, theme: &Theme) {
         .header(header)
     };
     f.render_widget(table.block(block(&title)), runs);
-    f.render_widget(
-        Paragraph::new(Span::styled(" q quit", Style::default().fg(theme.dim))),
-        foot,
-    );
 }
 
 #[cfg(test)]
@@ -166,7 +196,8 @@ mod tests {
 
     fn screen(v: &Overview) -> String {
         let mut t = Terminal::new(TestBackend::new(110, 20)).unwrap();
-        t.draw(|f| draw(f, v, &Theme::default_theme())).unwrap();
+        t.draw(|f| draw(f, f.area(), v, &Theme::default_theme()))
+            .unwrap();
         let buf = t.backend().buffer().clone();
         (0..buf.area.height)
             .map(|y| {

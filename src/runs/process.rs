@@ -1,0 +1,177 @@
+//! Training processes as the lab sees them: started detached (their own session, no
+//! terminal, output to a file), named by pid *and* start time so a reused pid is never taken
+//! for a training, and stopped by signalling their process group.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Field 3: R, S, D, Z (zombie), T (stopped), X (dead), ...
+    pub state: char,
+    /// Field 5.
+    pub pgrp: i32,
+    /// Field 22: clock ticks after boot.
+    pub start_time: u64,
+}
+
+/// Parses the text of `/proc/PID/stat`. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted after its last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcInfo> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3.
+    Some(ProcInfo {
+        state: f.first()?.chars().next()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        start_time: f.get(19)?.parse().ok()?,
+    })
+}
+
+pub fn proc_info(pid: u32) -> Option<ProcInfo> {
+    if pid == 0 {
+        return None;
+    }
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// This process's start time, for the status it writes.
+pub fn own_start_time() -> Option<u64> {
+    static START: OnceLock<Option<u64>> = OnceLock::new();
+    *START.get_or_init(|| proc_info(std::process::id()).map(|p| p.start_time))
+}
+
+/// Whether `pid` is a live (not zombie) process that, when `start_time` is given, started
+/// then. Without `/proc` only the pid's existence can be checked.
+pub fn is_alive_as(pid: u32, start_time: Option<u64>) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    if Path::new("/proc/self/stat").exists() {
+        return match proc_info(pid) {
+            None => false,
+            Some(p) if matches!(p.state, 'Z' | 'X' | 'x') => false,
+            Some(p) => start_time.is_none_or(|t| t == p.start_time),
+        };
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// Starts `program args` detached from the lab: a new session (no controlling terminal, so
+/// a closed terminal or a dropped SSH link sends it no SIGHUP), stdin from /dev/null,
+/// stdout and stderr appended to `output`. The caller keeps the `Child` only to reap it.
+pub fn spawn_detached(program: &Path, args: &[String], output: &Path) -> Result<Child> {
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(output)
+        .with_context(|| format!("cannot open {}", output.display()))?;
+    let err = out
+        .try_clone()
+        .with_context(|| format!("cannot open {}", output.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    // SAFETY: setsid is async-signal-safe, the only call between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", program.display()))
+}
+
+/// Sends `signal` to the training `pid` (checked against `start_time` first): to its whole
+/// process group when it leads one (trainings the lab started), else to the pid alone (a
+/// training started from a shell shares its group with the shell).
+pub fn signal_training(pid: u32, start_time: Option<u64>, signal: i32) -> Result<()> {
+    anyhow::ensure!(
+        is_alive_as(pid, start_time),
+        "process {pid} is not running (or is no longer the training)"
+    );
+    let target = match proc_info(pid) {
+        Some(p) if p.pgrp == pid as i32 => -(pid as i32),
+        _ => pid as i32,
+    };
+    // SAFETY: kill has no memory effects; the target was checked above.
+    if unsafe { libc::kill(target, signal) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot signal process {pid}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let text = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 1 0 0 20 0 1 0 987654 1000 50";
+        let p = parse_stat(text).unwrap();
+        assert_eq!(p.state, 'S');
+        assert_eq!(p.pgrp, 4242);
+        assert_eq!(p.start_time, 987654);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_training() {
+        let me = std::process::id();
+        let t = own_start_time().expect("/proc on Linux");
+        assert!(is_alive_as(me, Some(t)));
+        assert!(is_alive_as(me, None));
+        // The same pid with another start time: a different process that got the pid.
+        assert!(!is_alive_as(me, Some(t + 1)));
+        assert!(!is_alive_as(0, None));
+        assert!(!is_alive_as(u32::MAX, None));
+    }
+
+    #[test]
+    fn detached_children_lead_their_own_session_and_stop_by_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("logs/out.log");
+        let mut child = spawn_detached(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo hello; exec sleep 1000".into()],
+            &out,
+        )
+        .unwrap();
+        let pid = child.id();
+        // The shell has run its first command once the file holds its line.
+        while std::fs::read_to_string(&out).unwrap_or_default().is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let info = proc_info(pid).unwrap();
+        assert_eq!(info.pgrp, pid as i32, "its own process group");
+        // SAFETY: getsid has no memory effects.
+        assert_eq!(
+            unsafe { libc::getsid(pid as i32) },
+            pid as i32,
+            "its own session"
+        );
+        assert!(signal_training(pid, Some(info.start_time + 1), libc::SIGTERM).is_err());
+        signal_training(pid, Some(info.start_time), libc::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(!is_alive_as(pid, Some(info.start_time)));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello\n");
+    }
+}

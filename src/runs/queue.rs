@@ -1,0 +1,228 @@
+//! The run queue: trainings waiting for a free slot on their device. It lives in the
+//! checkpoint dir (`.queue/`, one JSON file per request), not in the lab's memory, so a
+//! queued run survives a closed lab and starts when any lab sees a slot free.
+//!
+//! A request is taken by renaming its file to a `.taken` name first: of two labs open on
+//! the same checkpoint dir, only one starts it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const QUEUE_DIR: &str = ".queue";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Request {
+    /// `stacklab train --config CONFIG --name NAME --set ...`
+    New {
+        config: String,
+        #[serde(default)]
+        sets: Vec<String>,
+    },
+    /// `stacklab train --resume RUN_DIR`
+    Resume,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedRun {
+    /// The run's name (its folder under the checkpoint dir).
+    pub name: String,
+    pub device: String,
+    pub request: Request,
+    pub queued_at: String,
+    /// The queue file (not stored in it).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+impl QueuedRun {
+    pub fn new(name: &str, device: &str, request: Request) -> QueuedRun {
+        QueuedRun {
+            name: name.to_string(),
+            device: device.to_string(),
+            request,
+            queued_at: chrono::Local::now().to_rfc3339(),
+            file: PathBuf::new(),
+        }
+    }
+
+    /// The arguments of `stacklab` that run this request.
+    pub fn train_args(&self, root: &Path) -> Vec<String> {
+        let mut a = vec!["train".to_string()];
+        match &self.request {
+            Request::New { config, sets } => {
+                a.extend(["--config".into(), config.clone()]);
+                a.extend(["--name".into(), self.name.clone()]);
+                for s in sets {
+                    a.extend(["--set".into(), s.clone()]);
+                }
+            }
+            Request::Resume => {
+                a.extend([
+                    "--resume".into(),
+                    root.join(&self.name).display().to_string(),
+                ]);
+            }
+        }
+        a.extend(["--device".into(), self.device.clone()]);
+        a
+    }
+}
+
+pub struct Queue {
+    pub dir: PathBuf,
+}
+
+impl Queue {
+    /// The queue of the checkpoint dir `root`.
+    pub fn new(root: &Path) -> Queue {
+        Queue {
+            dir: root.join(QUEUE_DIR),
+        }
+    }
+
+    /// Waiting requests, oldest first. Unreadable files are skipped (and left alone).
+    pub fn list(&self) -> Vec<QueuedRun> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|f| {
+                let text = std::fs::read_to_string(&f).ok()?;
+                let mut q: QueuedRun = serde_json::from_str(&text).ok()?;
+                q.file = f;
+                Some(q)
+            })
+            .collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.list().iter().any(|q| q.name == name)
+    }
+
+    /// Adds a request at the end of the queue.
+    pub fn push(&self, q: &QueuedRun) -> Result<PathBuf> {
+        if self.contains(&q.name) {
+            bail!("`{}` is already queued", q.name);
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let file = self.dir.join(format!("{nanos:024}-{}.json", q.name));
+        crate::paths::write_atomic(&file, serde_json::to_string_pretty(q)?.as_bytes())?;
+        Ok(file)
+    }
+
+    /// Takes a request out of the queue; false when another lab took it first.
+    pub fn take(&self, q: &QueuedRun) -> bool {
+        let taken = q.file.with_extension("taken");
+        if std::fs::rename(&q.file, &taken).is_err() {
+            return false;
+        }
+        let _ = std::fs::remove_file(&taken);
+        true
+    }
+
+    /// Removes a waiting request by run name (a cancel).
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let q = self
+            .list()
+            .into_iter()
+            .find(|q| q.name == name)
+            .with_context(|| format!("`{name}` is not queued"))?;
+        std::fs::remove_file(&q.file).with_context(|| format!("cannot remove {}", q.file.display()))
+    }
+}
+
+/// The requests that may start now: in queue order, as long as their device has fewer than
+/// `max_per_device` trainings running (`running` counts trainings per device, including the
+/// ones picked here).
+pub fn ready(
+    queue: &[QueuedRun],
+    running: &std::collections::HashMap<String, usize>,
+    max_per_device: usize,
+) -> Vec<QueuedRun> {
+    let mut busy = running.clone();
+    let mut out = Vec::new();
+    for q in queue {
+        let n = busy.entry(q.device.clone()).or_insert(0);
+        if *n < max_per_device.max(1) {
+            *n += 1;
+            out.push(q.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn the_queue_persists_in_order_and_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::new(dir.path());
+        for name in ["a", "b", "c"] {
+            let req = Request::New {
+                config: "tiny".into(),
+                sets: vec!["seed=1".into()],
+            };
+            queue.push(&QueuedRun::new(name, "cpu", req)).unwrap();
+        }
+        assert!(queue
+            .push(&QueuedRun::new("b", "cpu", Request::Resume))
+            .is_err());
+        // Another lab (a new Queue on the same dir) sees the same order.
+        let again = Queue::new(dir.path()).list();
+        assert_eq!(
+            again.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            again[0].train_args(dir.path()),
+            ["train", "--config", "tiny", "--name", "a", "--set", "seed=1", "--device", "cpu"]
+        );
+        assert!(queue.take(&again[0]));
+        assert!(!queue.take(&again[0]), "a request starts once");
+        queue.remove("c").unwrap();
+        assert!(queue.remove("c").is_err());
+        assert_eq!(queue.list().len(), 1);
+        // Junk in the queue folder is skipped, not fatal.
+        std::fs::write(queue.dir.join("zz.json"), "{not json").unwrap();
+        assert_eq!(queue.list().len(), 1);
+    }
+
+    #[test]
+    fn ready_respects_the_limit_per_device() {
+        let q = |n: &str, d: &str| QueuedRun::new(n, d, Request::Resume);
+        let queue = vec![
+            q("a", "cuda:0"),
+            q("b", "cuda:0"),
+            q("c", "cuda:1"),
+            q("d", "cpu"),
+        ];
+        let mut running = HashMap::new();
+        running.insert("cuda:0".to_string(), 1);
+        let names = |v: Vec<QueuedRun>| v.into_iter().map(|q| q.name).collect::<Vec<_>>();
+        assert_eq!(names(ready(&queue, &running, 1)), ["c", "d"]);
+        assert_eq!(names(ready(&queue, &running, 2)), ["a", "c", "d"]);
+        running.clear();
+        assert_eq!(names(ready(&queue, &running, 1)), ["a", "c", "d"]);
+        assert_eq!(
+            Request::Resume,
+            serde_json::from_str::<QueuedRun>(&serde_json::to_string(&queue[0]).unwrap())
+                .unwrap()
+                .request
+        );
+    }
+}

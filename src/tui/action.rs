@@ -1,0 +1,42 @@
+//! What flows through the lab's one channel, and what handling it asks the app to do.
+
+use crossterm::event::{KeyEvent, MouseEvent};
+
+/// Everything that reaches the main loop: terminal input, the slow tick that looks for
+/// changed run files, signals, and the terminal going away.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Key(KeyEvent),
+    Mouse(MouseEvent),
+    Resize(u16, u16),
+    /// Look at the run files (sizes and times) for changes; reap finished children.
+    Tick,
+    /// SIGHUP, SIGTERM or SIGINT.
+    Signal(i32),
+    /// The terminal's input ended or failed (an SSH link dropped without SIGHUP).
+    TerminalGone(String),
+}
+
+/// What a key or an event asks of the app.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Quit,
+    NextPane,
+    PrevPane,
+    Pane(usize),
+    ToggleHelp,
+    Tick,
+    /// A line for the status bar (`true`: an error).
+    Notify(String, bool),
+}
+
+/// A pane's answer to a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handled {
+    /// Not this pane's key: the app's global keys get it.
+    No,
+    /// Consumed; redraw.
+    Yes,
+    /// Consumed, and the app should do this.
+    Then(Action),
+}

@@ -1,0 +1,290 @@
+//! The real binary in a real terminal (tmux): open the lab, start a tiny training from the
+//! form, see its val loss, quit, find the training still running, reopen and see it
+//! re-attached; SIGHUP the lab and find the training alive and the terminal restored;
+//! reopen and watch the training finish.
+//!
+//! The training is held with SIGSTOP while the lab is closed and reopened, so the test
+//! never races it; every wait ends on what the screen or the run folder shows.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{micro_config, Lab};
+use stacklab::runs::process;
+use stacklab::runs::run_dir::{RunDir, RunState};
+
+struct Tmux {
+    socket: String,
+    training: Option<u32>,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs (.ci/run installs it; apt-get install tmux)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", "lab"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "lab"];
+        args.extend(keys);
+        self.cmd(&args);
+    }
+
+    fn line(&self, text: &str) {
+        self.cmd(&["send-keys", "-t", "lab", "-l", text]);
+        self.keys(&["Enter"]);
+    }
+
+    fn format(&self, f: &str) -> String {
+        self.cmd(&["display-message", "-p", "-t", "lab", f])
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until the screen satisfies `ok`; fails if the training failed or the lab
+    /// ended when it should not have.
+    fn wait(
+        &self,
+        what: &str,
+        run: Option<&Path>,
+        lab_running: bool,
+        ok: impl Fn(&str) -> bool,
+    ) -> String {
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if lab_running && exited(&s) {
+                panic!("the lab ended while waiting for {what}:\n{s}");
+            }
+            if let Some(run) = run {
+                if let Ok(st) = RunDir::new(run).read_status() {
+                    assert!(
+                        st.state != RunState::Failed,
+                        "the training failed: {}\n{s}",
+                        st.message
+                    );
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The lab's pid: the `stacklab` child of the pane's shell.
+    fn lab_pid(&self) -> u32 {
+        let shell: i32 = self.format("#{pane_pid}").parse().unwrap();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let rest = &stat[stat.rfind(')').unwrap() + 1..];
+            let ppid: i32 = rest.split_whitespace().nth(1).unwrap().parse().unwrap();
+            if ppid == shell && stat.contains("(stacklab)") {
+                return pid;
+            }
+        }
+        panic!("no lab process under the pane's shell {shell}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if let Some(pid) = self.training {
+            // SAFETY: signals to the training this test started (it leads its own group).
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGCONT);
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The shell printed the lab's exit status (not the command line that asks for it).
+fn exited(s: &str) -> bool {
+    s.lines().any(|l| l.starts_with("LAB-EXIT="))
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory effects; the pid is the training this test started.
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, sig) },
+        0,
+        "signal {sig} to {pid}"
+    );
+}
+
+#[test]
+fn the_lab_starts_a_training_that_survives_quit_and_sighup() {
+    let lab = Lab::new();
+    let configs = lab.path("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    std::fs::write(configs.join("micro.toml"), micro_config(60, "")).unwrap();
+    // The data dir is shared with the other tests: prepare the embedded corpus first.
+    lab.ok(&["data", "embedded"]);
+    let env = lab.write(
+        "env.sh",
+        &format!(
+            "export STACKLAB_DATA_DIR='{}' STACKLAB_CHECKPOINT_DIR='{}' STACKLAB_CONFIG_DIR='{}' PS1='$ '\ncd '{}'\n",
+            common::shared_data_dir().display(),
+            lab.checkpoints().display(),
+            configs.display(),
+            lab.dir.path().display()
+        ),
+    );
+    let open = format!("'{}' --device cpu; echo LAB-EXIT=$?", common::bin());
+    let mut t = Tmux {
+        socket: format!("stacklab-test-{}", std::process::id()),
+        training: None,
+    };
+    t.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "lab",
+        "-x",
+        "120",
+        "-y",
+        "36",
+        "bash --norc --noprofile",
+    ]);
+    t.line(&format!(". '{}'; clear", env.display()));
+    t.line(&open);
+    t.wait("the lab", None, true, |s| {
+        s.contains("no runs: n starts one")
+    });
+
+    // Start a run from the form with the config's values.
+    t.keys(&["n"]);
+    t.wait("the form", None, true, |s| {
+        s.contains("new run") && s.contains("< micro >")
+    });
+    t.keys(&["Enter"]);
+    let run: PathBuf = loop {
+        let found = std::fs::read_dir(lab.checkpoints())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("status.json").is_file());
+        if let Some(p) = found {
+            break p;
+        }
+        let s = t.screen();
+        assert!(!s.contains("did not start") && !exited(&s), "{s}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let name = run.file_name().unwrap().to_string_lossy().into_owned();
+    let status = RunDir::new(&run).read_status().unwrap();
+    let (pid, start) = (status.pid, status.start_time);
+    t.training = Some(pid);
+    assert_eq!(
+        process::proc_info(pid).unwrap().pgrp,
+        pid as i32,
+        "a detached session"
+    );
+    // Hold the training as soon as it has validated once, and see the lab show that loss.
+    let val = loop {
+        let rows = RunDir::new(&run).read_metrics().unwrap();
+        if let Some(v) = rows.iter().find_map(|r| r.val_loss) {
+            signal(pid, libc::SIGSTOP);
+            break v;
+        }
+        let st = RunDir::new(&run).read_status().unwrap();
+        assert!(st.state == RunState::Running, "{}", st.message);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let val = format!("{val:.4}");
+    let short = &name[..10];
+    t.wait("the val loss", Some(&run), true, |s| {
+        s.lines()
+            .any(|l| l.contains(short) && l.contains("running") && l.contains(&val))
+    });
+
+    // q quits the lab; the training keeps running; the terminal is back to normal.
+    t.keys(&["q"]);
+    t.wait("the lab to quit", None, false, |s| {
+        s.lines().any(|l| l == "LAB-EXIT=0")
+    });
+    assert_eq!(
+        t.format("#{alternate_on}"),
+        "0",
+        "the alternate screen was left"
+    );
+    assert_eq!(t.format("#{cursor_flag}"), "1", "the cursor is shown");
+    assert!(
+        process::is_alive_as(pid, start),
+        "the training outlived the lab"
+    );
+
+    // Reopened, the lab finds the training and shows it running (pid and start time match).
+    t.line("clear");
+    t.line(&open);
+    t.wait("the re-attached run", Some(&run), true, |s| {
+        s.lines()
+            .any(|l| l.contains(short) && l.contains("running"))
+    });
+
+    // SIGHUP (a closed terminal): the lab ends and restores the terminal; the training lives.
+    let lab_pid = t.lab_pid();
+    signal(lab_pid, libc::SIGHUP);
+    t.wait("the lab to end on SIGHUP", None, false, exited);
+    assert_eq!(t.format("#{alternate_on}"), "0");
+    assert_eq!(t.format("#{cursor_flag}"), "1");
+    t.line("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo -e -icanon -e -echo | tr '\\n' ' '; echo STTY-DONE");
+    let s = t.wait("stty", None, false, |s| {
+        s.lines()
+            .any(|l| l.ends_with("STTY-DONE") && !l.contains("stty"))
+    });
+    assert!(
+        s.lines().any(|l| l.trim() == "icanon echo STTY-DONE"),
+        "cooked mode (icanon, echo) after SIGHUP:\n{s}"
+    );
+    assert!(
+        process::is_alive_as(pid, start),
+        "the training outlived SIGHUP to the lab"
+    );
+
+    // Reopen, let the training go on, and watch it finish.
+    t.line("clear");
+    t.line(&open);
+    t.wait("the run again", Some(&run), true, |s| s.contains(short));
+    signal(pid, libc::SIGCONT);
+    let s = t.wait("the run to finish", Some(&run), true, |s| {
+        s.lines()
+            .any(|l| l.contains(short) && l.contains("done") && l.contains("60/60"))
+    });
+    assert!(s.contains("done: 60 steps"), "the run's message:\n{s}");
+    t.training = None;
+    t.keys(&["q"]);
+    t.wait("the lab to quit", None, false, |s| {
+        s.lines().any(|l| l == "LAB-EXIT=0")
+    });
+    let st = RunDir::new(&run).read_status().unwrap();
+    assert_eq!(st.state, RunState::Done);
+    // The training ends its process after writing `done`.
+    while process::is_alive_as(pid, start) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
