@@ -14,7 +14,7 @@ use super::assemble::{self, PartView};
 use super::cache::{DataFile, LossCache, LossKey};
 use super::eval::evaluate_together;
 use super::results::{BlockEntry, ModelEntry, StackReport};
-use super::spec::{flags_of, parse_ranges, Layers, StackNorms, StackSpec};
+use super::spec::{flags_of, parse_ranges, BlockRange, Layers, StackNorms, StackSpec};
 use crate::config::{DataConfig, NormKind, TrainConfig};
 use crate::data::ShardLoader;
 use crate::eval::LanguageModel;
@@ -24,7 +24,8 @@ use crate::runs::checkpoint::{self, CheckpointMeta, ValPoint};
 use crate::runs::CheckpointRef;
 
 #[derive(Debug, Args)]
-pub struct StackArgs {
+/// Which stack, and the data it is scored on: what `stack` and `inspect` share.
+pub struct StackSelection {
     /// The models, bottom first: checkpoint folders, run folders, names, or seed-named
     /// .safetensors files; the same model may repeat.
     #[arg(long, num_args = 1.., value_name = "MODEL")]
@@ -65,6 +66,12 @@ pub struct StackArgs {
     /// Read the stack (models, ranges or flags, norms) from a TOML file; norms given here override it.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StackArgs {
+    #[command(flatten)]
+    pub sel: StackSelection,
     /// Write the stack's spec (resolved paths, sha256 of each model) to a TOML file.
     #[arg(long, value_name = "FILE")]
     pub save_spec: Option<PathBuf>,
@@ -89,7 +96,7 @@ fn parse_norm(flag: &str, v: &Option<String>) -> Result<Option<NormKind>> {
 }
 
 /// The spec the command line describes: a spec file, or `--models` with flags or ranges.
-pub fn spec_from_args(a: &StackArgs) -> Result<StackSpec> {
+pub fn spec_from_args(a: &StackSelection) -> Result<StackSpec> {
     let wte = parse_norm("norm-wte", &a.norm_wte)?;
     let head = parse_norm("norm-lm-head", &a.norm_lm_head)?;
     let inter = parse_norm("norm-inter-model", &a.norm_inter_model)?;
@@ -141,12 +148,12 @@ pub fn spec_from_args(a: &StackArgs) -> Result<StackSpec> {
 }
 
 /// A distinct model of the stack (by the SHA-256 of its weights file), loaded once.
-struct Loaded {
-    label: String,
-    ckpt: CheckpointRef,
-    path: PathBuf,
-    sha256: String,
-    model: Gpt,
+pub struct Loaded {
+    pub label: String,
+    pub ckpt: CheckpointRef,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub model: Gpt,
 }
 
 fn resolved_path(c: &CheckpointRef) -> PathBuf {
@@ -159,7 +166,7 @@ fn resolved_path(c: &CheckpointRef) -> PathBuf {
 
 /// Val shards and default token count: `--data`, else what the first model trained on,
 /// with the data section a saved stack's config should carry.
-fn data_source(
+pub fn data_source(
     arg: &Option<String>,
     first: &CheckpointRef,
 ) -> Result<(String, Option<i64>, DataConfig)> {
@@ -201,24 +208,46 @@ fn data_source(
     }
 }
 
-pub fn run(a: StackArgs, device: &str) -> Result<()> {
-    let started = Instant::now();
-    let device = crate::device::parse_device(device)?;
-    let spec = spec_from_args(&a)?;
-    let norms = spec.norms;
-    if let Some(dir) = &a.save {
-        if dir.exists() {
-            bail!(
-                "--save {}: {} already exists: give a new folder to save into",
-                dir.display(),
-                dir.display()
-            );
-        }
-    }
-    if let Some(p) = &a.results {
-        super::results::check_csv(p).context("--results")?;
+/// A stack resolved and checked, its models loaded (each distinct one once), before any
+/// pass over the data: what `stack` scores and `inspect` inspects.
+pub struct Prepared {
+    pub spec: StackSpec,
+    pub norms: StackNorms,
+    pub loaded: Vec<Loaded>,
+    /// For each part, its model's index in `loaded`.
+    pub part_of: Vec<usize>,
+    pub ranges: Vec<BlockRange>,
+    pub depths: Vec<i64>,
+    pub names: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Prepared {
+    pub fn parts(&self) -> Vec<PartView<'_>> {
+        self.part_of
+            .iter()
+            .zip(&self.ranges)
+            .map(|(&j, &range)| PartView {
+                label: &self.loaded[j].label,
+                name: &self.names[j],
+                model: &self.loaded[j].model,
+                range,
+                trained_norms: self.loaded[j].ckpt.trained_norms(),
+            })
+            .collect()
     }
 
+    /// The first part's checkpoint (its data is the default data).
+    pub fn first(&self) -> &CheckpointRef {
+        &self.loaded[self.part_of[0]].ckpt
+    }
+}
+
+/// Resolves, loads and checks the stack a command line describes; refuses what cannot be
+/// stacked before anything is computed.
+pub fn prepare(a: &StackSelection, device: Device) -> Result<Prepared> {
+    let spec = spec_from_args(a)?;
+    let norms = spec.norms;
     // Resolve every model, hash its weights, load each distinct one once.
     let mut loaded: Vec<Loaded> = Vec::new();
     let mut part_of: Vec<usize> = Vec::new();
@@ -296,14 +325,68 @@ pub fn run(a: StackArgs, device: &str) -> Result<()> {
         .collect();
     assemble::check(&parts, matches!(spec.layers, Layers::Flags { .. }))?;
     warnings.extend(assemble::warnings(&parts, &norms));
+    drop(parts);
+
+    Ok(Prepared {
+        spec,
+        norms,
+        loaded,
+        part_of,
+        ranges,
+        depths,
+        names,
+        warnings,
+    })
+}
+
+pub fn run(a: StackArgs, device: &str) -> Result<()> {
+    let started = Instant::now();
+    let device = crate::device::parse_device(device)?;
+    if let Some(dir) = &a.save {
+        if dir.exists() {
+            bail!(
+                "--save {}: {} already exists: give a new folder to save into",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    if let Some(p) = &a.results {
+        super::results::check_csv(p).context("--results")?;
+    }
+
+    let Prepared {
+        spec,
+        norms,
+        loaded,
+        part_of,
+        ranges,
+        depths,
+        names,
+        warnings,
+    } = prepare(&a.sel, device)?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }
+    let parts: Vec<PartView> = part_of
+        .iter()
+        .zip(&ranges)
+        .map(|(&j, &range)| PartView {
+            label: &loaded[j].label,
+            name: &names[j],
+            model: &loaded[j].model,
+            range,
+            trained_norms: loaded[j].ckpt.trained_norms(),
+        })
+        .collect();
 
-    let (val_glob, default_tokens, data_cfg) = data_source(&a.data, &loaded[part_of[0]].ckpt)?;
-    let tokens = a.tokens.or(default_tokens).unwrap_or(10_485_760);
-    let seq_len = a.seq_len.unwrap_or(parts[0].model.cfg.seq_len);
-    let batch = a.batch.unwrap_or(if device.is_cuda() { 64 } else { 16 });
+    let (val_glob, default_tokens, data_cfg) = data_source(&a.sel.data, &loaded[part_of[0]].ckpt)?;
+    let tokens = a.sel.tokens.or(default_tokens).unwrap_or(10_485_760);
+    let seq_len = a.sel.seq_len.unwrap_or(parts[0].model.cfg.seq_len);
+    let batch = a
+        .sel
+        .batch
+        .unwrap_or(if device.is_cuda() { 64 } else { 16 });
     anyhow::ensure!(
         batch > 0 && seq_len > 0 && tokens > 0,
         "--batch, --seq-len and --tokens must be positive"
