@@ -104,16 +104,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let device = opts.device;
     let b = opts.batch.unwrap_or(cfg.batch.micro_batch);
     anyhow::ensure!(b > 0, "--batch {b}: must be at least 1");
-    anyhow::ensure!(
-        opts.accum > 0,
-        "--accum {}: must be at least 1",
-        opts.accum
-    );
-    anyhow::ensure!(
-        opts.steps > 0,
-        "--steps {}: must be at least 1",
-        opts.steps
-    );
+    anyhow::ensure!(opts.accum > 0, "--accum {}: must be at least 1", opts.accum);
+    anyhow::ensure!(opts.steps > 0, "--steps {}: must be at least 1", opts.steps);
     anyhow::ensure!(
         opts.warmup >= 0,
         "--warmup {}: must be 0 or more",

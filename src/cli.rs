@@ -60,7 +60,8 @@ pub struct DeviceArg {
 
 impl DeviceArg {
     pub fn resolve(&self) -> Result<tch::Device> {
-        crate::device::parse_device(&self.device).with_context(|| format!("--device {}", self.device))
+        crate::device::parse_device(&self.device)
+            .with_context(|| format!("--device {}", self.device))
     }
 }
 

@@ -45,7 +45,9 @@ pub fn set_tf32_variable() {
 /// What fp32 matmuls (validation, `precision = "fp32"`) use on CUDA in this process.
 pub fn cuda_fp32_matmul() -> String {
     match std::env::var(TF32_VARIABLE).as_deref() {
-        Ok("1") => format!("TF32 ({TF32_VARIABLE}=1), as the seed's set_float32_matmul_precision('high')"),
+        Ok("1") => {
+            format!("TF32 ({TF32_VARIABLE}=1), as the seed's set_float32_matmul_precision('high')")
+        }
         Ok(v) => format!("full fp32 ({TF32_VARIABLE}={v}); the seed validated with TF32"),
         Err(_) => format!("full fp32 ({TF32_VARIABLE} unset); the seed validated with TF32"),
     }

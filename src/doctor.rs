@@ -126,7 +126,13 @@ pub fn run(json: bool) -> Result<()> {
         ));
     }
     rows.extend([
-        ("fp32 on CUDA", format!("{} for validation and precision = \"fp32\"", r.cuda_fp32_matmul)),
+        (
+            "fp32 on CUDA",
+            format!(
+                "{} for validation and precision = \"fp32\"",
+                r.cuda_fp32_matmul
+            ),
+        ),
         ("device in use", r.default_device.clone()),
         ("CPU threads", r.cpu_threads.to_string()),
         ("data dir", r.data_dir.clone()),

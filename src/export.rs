@@ -159,7 +159,11 @@ pub fn export(
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
-            bail!("--out {}: folder {} does not exist", out.display(), parent.display());
+            bail!(
+                "--out {}: folder {} does not exist",
+                out.display(),
+                parent.display()
+            );
         }
     }
     let name = ckpt.name();

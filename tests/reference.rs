@@ -162,11 +162,20 @@ fn eval_clamps_the_default_batch_to_a_small_shard() {
         v
     };
     let v = eval(&["--seq-len", "48"]);
-    assert_eq!((v["batch"].as_i64(), v["tokens"].as_i64()), (Some(4), Some(192)));
-    assert!((v["val_loss"].as_f64().unwrap() - want).abs() / want < 1e-6, "{v}");
+    assert_eq!(
+        (v["batch"].as_i64(), v["tokens"].as_i64()),
+        (Some(4), Some(192))
+    );
+    assert!(
+        (v["val_loss"].as_f64().unwrap() - want).abs() / want < 1e-6,
+        "{v}"
+    );
     // 6 sequences of 32: a batch of 5 and a last one of 1.
     let v = eval(&["--seq-len", "32", "--batch", "5"]);
-    assert_eq!((v["batch"].as_i64(), v["tokens"].as_i64()), (Some(5), Some(192)));
+    assert_eq!(
+        (v["batch"].as_i64(), v["tokens"].as_i64()),
+        (Some(5), Some(192))
+    );
     // A batch the shard cannot hold says which one works.
     let e = lab.fails(&[
         "eval",
@@ -187,7 +196,11 @@ fn eval_clamps_the_default_batch_to_a_small_shard() {
     );
 }
 
-fn strict_load(file: &std::path::Path, shard: &std::path::Path, tokens: &str) -> std::process::Output {
+fn strict_load(
+    file: &std::path::Path,
+    shard: &std::path::Path,
+    tokens: &str,
+) -> std::process::Output {
     std::process::Command::new("python3")
         .arg(common::fixtures().join("strict_load.py"))
         .arg(file)
@@ -208,13 +221,25 @@ fn an_exported_checkpoint_loads_strictly_into_the_seeds_gpt() {
         &common::micro_config(2, "").replace("norm_wte = \"none\"", "norm_wte = \"layer_norm\""),
     );
     lab.ok(&[
-        "train", "--config", cfg.to_str().unwrap(), "--name", "exp", "--device", "cpu",
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "exp",
+        "--device",
+        "cpu",
     ]);
     let ckpt = lab.checkpoints().join("exp/step_000002");
     let shard = common::shared_data_dir().join("embedded/shakespeare-bpe4096-v1/val_000000.bin");
     let native: serde_json::Value = serde_json::from_str(
         lab.ok(&[
-            "eval", "--checkpoint", ckpt.to_str().unwrap(), "--tokens", "2048", "--json", "--device",
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--tokens",
+            "2048",
+            "--json",
+            "--device",
             "cpu",
         ])
         .trim(),
@@ -225,9 +250,15 @@ fn an_exported_checkpoint_loads_strictly_into_the_seeds_gpt() {
     let out = strict_load(&ckpt.join("model.safetensors"), &shard, "2048");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Missing key(s)") && err.contains("lm_head.weight"), "{err}");
+    assert!(
+        err.contains("Missing key(s)") && err.contains("lm_head.weight"),
+        "{err}"
+    );
     for prefix in ["", "_orig_mod."] {
-        let file = lab.path(&format!("export{}.safetensors", prefix.trim_end_matches('.')));
+        let file = lab.path(&format!(
+            "export{}.safetensors",
+            prefix.trim_end_matches('.')
+        ));
         lab.ok(&[
             "export",
             "--checkpoint",
@@ -238,10 +269,17 @@ fn an_exported_checkpoint_loads_strictly_into_the_seeds_gpt() {
             prefix,
         ]);
         let out = strict_load(&file, &shard, "2048");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value =
             serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-        assert_eq!((v["prefix"].as_str(), v["n_head"].as_i64()), (Some(prefix), Some(2)));
+        assert_eq!(
+            (v["prefix"].as_str(), v["n_head"].as_i64()),
+            (Some(prefix), Some(2))
+        );
         let py = v["loss"].as_f64().unwrap();
         assert!(
             (py - native).abs() / native < 1e-5,
@@ -250,29 +288,51 @@ fn an_exported_checkpoint_loads_strictly_into_the_seeds_gpt() {
         // stacklab reads the export back with the head count, norms and context it recorded.
         let again: serde_json::Value = serde_json::from_str(
             lab.ok(&[
-                "eval", "--checkpoint", file.to_str().unwrap(), "--data", shard.to_str().unwrap(),
-                "--tokens", "2048", "--json", "--device", "cpu",
+                "eval",
+                "--checkpoint",
+                file.to_str().unwrap(),
+                "--data",
+                shard.to_str().unwrap(),
+                "--tokens",
+                "2048",
+                "--json",
+                "--device",
+                "cpu",
             ])
             .trim(),
         )
         .unwrap();
-        assert!((again["val_loss"].as_f64().unwrap() - native).abs() < 1e-9, "{again}");
+        assert!(
+            (again["val_loss"].as_f64().unwrap() - native).abs() < 1e-9,
+            "{again}"
+        );
         assert_eq!(again["norm_wte"], "layer_norm");
     }
     // An existing file is not replaced without --force, and no temporary file is left.
     let file = lab.path("export.safetensors");
     let before = std::fs::read(&file).unwrap();
     let e = lab.fails(&[
-        "export", "--checkpoint", ckpt.to_str().unwrap(), "--out", file.to_str().unwrap(),
+        "export",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
     ]);
     assert!(e.contains("the file exists; pass --force"), "{e}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
     lab.ok(&[
-        "export", "--checkpoint", ckpt.to_str().unwrap(), "--out", file.to_str().unwrap(), "--force",
+        "export",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+        "--force",
     ]);
-    assert!(!std::fs::read_dir(lab.dir.path())
+    assert!(!std::fs::read_dir(lab.dir.path()).unwrap().any(|e| e
         .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
 }
 
 #[test]

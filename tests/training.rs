@@ -644,8 +644,16 @@ fn accumulating_two_micro_batches_of_4_updates_like_one_of_8() {
         let err = (a - b).abs().max().double_value(&[]);
         assert!(err <= 1e-5 * scale.max(1e-12), "{what}: {err} of {scale}");
     };
-    close(&adam_two.exp_avg, &adam_one.exp_avg, "AdamW exp_avg (0.1 x the mean gradient of W)");
-    close(&adam_two.exp_avg_sq, &adam_one.exp_avg_sq, "AdamW exp_avg_sq");
+    close(
+        &adam_two.exp_avg,
+        &adam_one.exp_avg,
+        "AdamW exp_avg (0.1 x the mean gradient of W)",
+    );
+    close(
+        &adam_two.exp_avg_sq,
+        &adam_one.exp_avg_sq,
+        "AdamW exp_avg_sq",
+    );
     for (i, (a, b)) in muon_two.momentum.iter().zip(&muon_one.momentum).enumerate() {
         close(a, b, &format!("Muon momentum {i} (the mean gradient)"));
     }
@@ -659,7 +667,11 @@ fn accumulating_two_micro_batches_of_4_updates_like_one_of_8() {
         let mut adamw = AdamW::new(&AdamWConfig::default(), &model.wte);
         let mut muon = Muon::new(&MuonConfig::default(), &model.block_matrices(), Kind::Float);
         for i in 0..2 {
-            let _ = model.forward_backward(&x.narrow(0, i * 4, 4), &y.narrow(0, i * 4, 4), Compute::Fp32);
+            let _ = model.forward_backward(
+                &x.narrow(0, i * 4, 4),
+                &y.narrow(0, i * 4, 4),
+                Compute::Fp32,
+            );
         }
         apply_optimizers(&model, Some(&mut adamw), &mut muon, 1.0, 1);
         muon
@@ -673,15 +685,33 @@ fn accumulating_two_micro_batches_of_4_updates_like_one_of_8() {
 fn a_run_without_a_checkpoint_resumes_from_step_0() {
     let lab = Lab::new();
     let cfg = lab.write("early.toml", &micro_config(4, ""));
-    lab.ok(&["train", "--config", cfg.to_str().unwrap(), "--name", "early", "--device", "cpu"]);
+    lab.ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "early",
+        "--device",
+        "cpu",
+    ]);
     let run = lab.checkpoints().join("early");
     // As if killed before its first checkpoint: no step folders, a stale status and metrics.
     for ck in checkpoint_steps(&run) {
         std::fs::remove_dir_all(run.join(ck)).unwrap();
     }
-    let out = lab.run(&["train", "--resume", run.to_str().unwrap(), "--device", "cpu"]);
+    let out = lab.run(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     common::no_panic(&out);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("has no complete checkpoint yet: restarting it from step 0"),
@@ -690,7 +720,10 @@ fn a_run_without_a_checkpoint_resumes_from_step_0() {
     assert_eq!(state(&run), "done");
     assert_eq!(checkpoint_steps(&run), vec!["step_000004"]);
     // The metrics start over: one row per step, not two.
-    assert_eq!(losses(&run).iter().map(|l| l.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        losses(&run).iter().map(|l| l.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
     assert!(log.contains("restarting it from step 0"), "{log}");
 }
@@ -703,9 +736,21 @@ fn from_model_with_the_parents_seed_warns() {
     let parent = train(&lab, &micro_config(2, ""), "p", &[]);
     let cfg = lab.write(
         "child.toml",
-        &format!("from_model = \"{}\"\n{}", parent.display(), micro_config(2, "")),
+        &format!(
+            "from_model = \"{}\"\n{}",
+            parent.display(),
+            micro_config(2, "")
+        ),
     );
-    let out = lab.run(&["train", "--config", cfg.to_str().unwrap(), "--name", "c", "--device", "cpu"]);
+    let out = lab.run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "c",
+        "--device",
+        "cpu",
+    ]);
     common::no_panic(&out);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -724,7 +769,15 @@ fn from_model_with_the_parents_seed_warns() {
             micro_config(2, "").replace("seed = 0", "seed = 1")
         ),
     );
-    let out = lab.run(&["train", "--config", cfg.to_str().unwrap(), "--name", "c1", "--device", "cpu"]);
+    let out = lab.run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "c1",
+        "--device",
+        "cpu",
+    ]);
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning: from_model"));
 }

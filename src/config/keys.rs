@@ -262,12 +262,7 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
 /// The key path of a `key.path=value` assignment (trimmed), if it has one.
 pub(super) fn override_key(assignment: &str) -> Option<String> {
     let (key, _) = assignment.split_once('=')?;
-    Some(
-        key.split('.')
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join("."),
-    )
+    Some(key.split('.').map(str::trim).collect::<Vec<_>>().join("."))
 }
 
 /// Applies every `--set` override in order, then resolves the data source the user asked
@@ -317,7 +312,9 @@ pub(super) fn blame_overrides(
         .iter()
         .filter(|o| {
             override_key(o).is_some_and(|k| {
-                k == ce.key || ce.key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{}.", ce.key))
+                k == ce.key
+                    || ce.key.starts_with(&format!("{k}."))
+                    || k.starts_with(&format!("{}.", ce.key))
             })
         })
         .collect();

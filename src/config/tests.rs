@@ -154,23 +154,74 @@ fn round_trips_through_toml() {
 #[test]
 fn every_optimizer_value_outside_its_range_is_refused_by_key() {
     let cases = [
-        ("[optimizer.muon]\nmomentum = 7\n", "`optimizer.muon.momentum`: 7 must be in [0, 1)"),
-        ("[optimizer.muon]\nmomentum = 1.0\n", "`optimizer.muon.momentum`: 1 must be in [0, 1)"),
-        ("[optimizer.muon]\nmomentum = -0.1\n", "`optimizer.muon.momentum`: -0.1 must be in [0, 1)"),
-        ("[optimizer.adamw]\nweight_decay = -1\n", "`optimizer.adamw.weight_decay`: must be a finite number >= 0, found -1"),
-        ("[optimizer.adamw]\neps = 0\n", "`optimizer.adamw.eps`: must be a finite number > 0"),
-        ("[optimizer.adamw]\neps = nan\n", "`optimizer.adamw.eps`: must be a finite number > 0"),
-        ("[optimizer.adamw]\nbetas = [0.9, 1.0]\n", "`optimizer.adamw.betas`: beta2 = 1 must be in [0, 1)"),
-        ("[optimizer.adamw]\nbetas = [-0.5, 0.9]\n", "`optimizer.adamw.betas`: beta1 = -0.5 must be in [0, 1)"),
-        ("[optimizer.adamw]\nlr = inf\n", "`optimizer.adamw.lr`: must be a finite number >= 0, found inf"),
-        ("[optimizer.muon]\nlr = -1e-3\n", "`optimizer.muon.lr`: must be a finite number >= 0"),
-        ("[optimizer.muon]\nns_steps = 0\n", "`optimizer.muon.ns_steps`: must be at least 1, found 0"),
-        ("[batch]\nranks = 0\n", "`batch.ranks`: must be at least 1, found 0"),
-        ("[eval]\nval_every = -1\n", "`eval.val_every`: must be 0 or more, found -1"),
-        ("[eval]\nval_tokens = 10\n", "`eval.val_tokens`: 10 is less than one sequence"),
-        ("log_every = -5\n", "`log_every`: must be 0 or more, found -5"),
-        ("[model]\nn_layer = 0\n", "`model.n_layer`: must be at least 1, found 0"),
-        ("[model]\nn_embd = 64\nn_head = 64\n", "`model.n_head`: 64 heads on width 64 give head size 1, which must be even"),
+        (
+            "[optimizer.muon]\nmomentum = 7\n",
+            "`optimizer.muon.momentum`: 7 must be in [0, 1)",
+        ),
+        (
+            "[optimizer.muon]\nmomentum = 1.0\n",
+            "`optimizer.muon.momentum`: 1 must be in [0, 1)",
+        ),
+        (
+            "[optimizer.muon]\nmomentum = -0.1\n",
+            "`optimizer.muon.momentum`: -0.1 must be in [0, 1)",
+        ),
+        (
+            "[optimizer.adamw]\nweight_decay = -1\n",
+            "`optimizer.adamw.weight_decay`: must be a finite number >= 0, found -1",
+        ),
+        (
+            "[optimizer.adamw]\neps = 0\n",
+            "`optimizer.adamw.eps`: must be a finite number > 0",
+        ),
+        (
+            "[optimizer.adamw]\neps = nan\n",
+            "`optimizer.adamw.eps`: must be a finite number > 0",
+        ),
+        (
+            "[optimizer.adamw]\nbetas = [0.9, 1.0]\n",
+            "`optimizer.adamw.betas`: beta2 = 1 must be in [0, 1)",
+        ),
+        (
+            "[optimizer.adamw]\nbetas = [-0.5, 0.9]\n",
+            "`optimizer.adamw.betas`: beta1 = -0.5 must be in [0, 1)",
+        ),
+        (
+            "[optimizer.adamw]\nlr = inf\n",
+            "`optimizer.adamw.lr`: must be a finite number >= 0, found inf",
+        ),
+        (
+            "[optimizer.muon]\nlr = -1e-3\n",
+            "`optimizer.muon.lr`: must be a finite number >= 0",
+        ),
+        (
+            "[optimizer.muon]\nns_steps = 0\n",
+            "`optimizer.muon.ns_steps`: must be at least 1, found 0",
+        ),
+        (
+            "[batch]\nranks = 0\n",
+            "`batch.ranks`: must be at least 1, found 0",
+        ),
+        (
+            "[eval]\nval_every = -1\n",
+            "`eval.val_every`: must be 0 or more, found -1",
+        ),
+        (
+            "[eval]\nval_tokens = 10\n",
+            "`eval.val_tokens`: 10 is less than one sequence",
+        ),
+        (
+            "log_every = -5\n",
+            "`log_every`: must be 0 or more, found -5",
+        ),
+        (
+            "[model]\nn_layer = 0\n",
+            "`model.n_layer`: must be at least 1, found 0",
+        ),
+        (
+            "[model]\nn_embd = 64\nn_head = 64\n",
+            "`model.n_head`: 64 heads on width 64 give head size 1, which must be even",
+        ),
     ];
     for (body, want) in cases {
         // Top-level keys go before the first table.
@@ -180,7 +231,10 @@ fn every_optimizer_value_outside_its_range_is_refused_by_key() {
             format!("{body}{EMBEDDED}")
         };
         let e = parse_err(&text);
-        assert!(e.starts_with("test.toml: ") && e.contains(want), "want {want:?}, got {e}");
+        assert!(
+            e.starts_with("test.toml: ") && e.contains(want),
+            "want {want:?}, got {e}"
+        );
     }
     // The edges that are allowed.
     parse(&format!(
@@ -206,19 +260,26 @@ fn an_error_a_set_flag_causes_names_the_flag_not_the_file() {
             &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )
     };
-    let e = load(&["optimizer.muon.momentum=7"]).unwrap_err().to_string();
+    let e = load(&["optimizer.muon.momentum=7"])
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
         "--set optimizer.muon.momentum=7: `optimizer.muon.momentum`: 7 must be in [0, 1)"
     );
     // A combination the override broke names the override even under another key.
-    let e = load(&["seed=3", "schedule.steps=10"]).unwrap_err().to_string();
+    let e = load(&["seed=3", "schedule.steps=10"])
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with("--set seed=3 --set schedule.steps=10: `schedule.warmdown`"),
         "{e}"
     );
     let e = load(&["model.n_head = 5"]).unwrap_err().to_string();
-    assert!(e.starts_with("--set model.n_head = 5: `model.n_embd`"), "{e}");
+    assert!(
+        e.starts_with("--set model.n_head = 5: `model.n_embd`"),
+        "{e}"
+    );
     // An error already in the file still names the file.
     let e = TrainConfig::from_toml_str(
         &format!("{EMBEDDED}[optimizer.adamw]\neps = 0\n"),
@@ -250,5 +311,8 @@ fn set_data_embedded_switches_a_config_with_shard_globs_to_the_embedded_corpus()
     assert_eq!(c.data.val, "x/v_*.bin");
     // In a file, both at once is still refused: the file should say what it means.
     let e = parse_err(&format!("{globs}embedded = true\n"));
-    assert!(e.contains("`data.embedded`: is true but data.train / data.val are also set"), "{e}");
+    assert!(
+        e.contains("`data.embedded`: is true but data.train / data.val are also set"),
+        "{e}"
+    );
 }

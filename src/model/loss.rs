@@ -188,7 +188,8 @@ mod tests {
         // bf16 keeps 8 bits of mantissa: a relative error of 2^-8 per rounding, a few
         // roundings deep.
         let scale = |t: &Tensor| t.abs().max().double_value(&[]);
-        let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) <= 2e-2 * scale(b);
+        let close =
+            |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) <= 2e-2 * scale(b);
         assert!(close(gh, gh_ref), "d hidden differs beyond bf16 rounding");
         assert!(close(gw, gw_ref), "d W differs beyond bf16 rounding");
         // And they are bf16 results, not fp32 ones: the fp32 gradients differ measurably.

@@ -248,8 +248,8 @@ pub const META_SEQ_LEN: &str = "stacklab.seq_len";
 /// The `__metadata__` strings of a safetensors file (empty when it has none).
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
         .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
