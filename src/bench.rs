@@ -1,5 +1,8 @@
-//! `stacklab bench`: full training steps (forward, backward, AdamW and Muon) of a configured
-//! model on synthetic tokens, timed after warm-up with the device synchronised.
+//! `stacklab bench`: full training steps (`accum` micro-batches of forward and backward, then
+//! one AdamW and Muon step) of a configured model on synthetic tokens, timed after warm-up
+//! with the device synchronised. The optimizer step is timed on its own too, so its share of
+//! a step is reported: with `accum = 1` (what the PyTorch reference script times) it weighs
+//! `accum` times more than in a training step of the same recipe.
 
 use std::time::Instant;
 
@@ -16,7 +19,12 @@ pub struct BenchReport {
     pub config: String,
     pub device: String,
     pub compute: String,
+    /// Sequences per micro-batch.
     pub batch: i64,
+    /// Micro-batches (forward + backward) per timed step, before its one optimizer step.
+    pub accum: i64,
+    /// What a timed step is, in words.
+    pub timed: String,
     pub seq_len: i64,
     pub n_layer: i64,
     pub n_embd: i64,
@@ -25,6 +33,12 @@ pub struct BenchReport {
     pub warmup_steps: i64,
     pub steps: i64,
     pub step_ms: f64,
+    /// Forward and backward of all the step's micro-batches.
+    pub micro_batches_ms: f64,
+    /// The optimizer step (gradient averaging, AdamW on W, Muon on the blocks).
+    pub optimizer_ms: f64,
+    /// `optimizer_ms / step_ms`.
+    pub optimizer_share: f64,
     pub tokens_per_s: f64,
     pub flops_per_token: f64,
     pub model_tflops: f64,
@@ -42,6 +56,7 @@ pub struct BenchOptions {
     pub config: TrainConfig,
     pub config_name: String,
     pub batch: Option<i64>,
+    pub accum: i64,
     pub steps: i64,
     pub warmup: i64,
     pub device: Device,
@@ -52,35 +67,62 @@ pub fn flops_per_token(params: i64, n_layer: i64, n_embd: i64, seq_len: i64) -> 
     6.0 * params as f64 + 12.0 * (n_layer * n_embd * seq_len) as f64
 }
 
+struct Optimizers {
+    adamw: AdamW,
+    muon: Muon,
+}
+
+/// Seconds of one step's micro-batches and of its optimizer step (the device synchronised
+/// after each part), and the last micro-batch's loss.
 fn training_step(
     model: &Gpt,
-    adamw: &mut AdamW,
-    muon: &mut Muon,
+    opt: &mut Optimizers,
     x: &Tensor,
     y: &Tensor,
     c: Compute,
-) -> Tensor {
-    let loss = model.forward_backward(x, y, c);
-    apply_optimizers(model, Some(adamw), muon, 1.0, 1);
-    loss
+    accum: i64,
+    device: Device,
+) -> (f64, f64, Tensor) {
+    let start = Instant::now();
+    let mut loss = None;
+    for _ in 0..accum {
+        loss = Some(model.forward_backward(x, y, c));
+    }
+    crate::device::synchronize(device);
+    let backward_done = Instant::now();
+    apply_optimizers(model, Some(&mut opt.adamw), &mut opt.muon, 1.0, accum);
+    crate::device::synchronize(device);
+    (
+        (backward_done - start).as_secs_f64(),
+        backward_done.elapsed().as_secs_f64(),
+        loss.expect("accum is at least 1"),
+    )
 }
 
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let cfg = &opts.config;
     let device = opts.device;
     let b = opts.batch.unwrap_or(cfg.batch.micro_batch);
-    anyhow::ensure!(b > 0, "--batch must be at least 1");
-    anyhow::ensure!(opts.steps > 0, "--steps must be at least 1");
+    anyhow::ensure!(b > 0, "--batch {b}: must be at least 1");
+    anyhow::ensure!(opts.accum > 0, "--accum {}: must be at least 1", opts.accum);
+    anyhow::ensure!(opts.steps > 0, "--steps {}: must be at least 1", opts.steps);
+    anyhow::ensure!(
+        opts.warmup >= 0,
+        "--warmup {}: must be 0 or more",
+        opts.warmup
+    );
     let t = cfg.model.seq_len;
     let compute = Compute::for_training(device, cfg.precision);
     let mut model = Gpt::new(&cfg.model, cfg.seed, device);
     model.set_trainable(true);
-    let mut adamw = AdamW::new(&cfg.optimizer.adamw, &model.wte);
-    let mut muon = Muon::new(
-        &cfg.optimizer.muon,
-        &model.block_matrices(),
-        muon_kind(compute),
-    );
+    let mut opt = Optimizers {
+        adamw: AdamW::new(&cfg.optimizer.adamw, &model.wte),
+        muon: Muon::new(
+            &cfg.optimizer.muon,
+            &model.block_matrices(),
+            muon_kind(compute),
+        ),
+    };
     tch::manual_seed(1234);
     let tokens = Tensor::randint(cfg.model.vocab_size, [b, t + 1], (Kind::Int64, device));
     let x = tokens.narrow(1, 0, t).contiguous();
@@ -93,29 +135,34 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
             }
         }
     };
+    let accum = opts.accum;
     let mut last = f64::NAN;
     for _ in 0..opts.warmup {
-        last = training_step(&model, &mut adamw, &mut muon, &x, &y, compute).double_value(&[]);
+        last = training_step(&model, &mut opt, &x, &y, compute, accum, device)
+            .2
+            .double_value(&[]);
     }
     crate::device::synchronize(device);
     sample_memory();
-    let start = Instant::now();
+    let (mut micro_s, mut opt_s) = (0.0, 0.0);
     let mut loss = None;
     for _ in 0..opts.steps {
-        // The loss is read only at the end, so steps queue back to back as in training.
-        loss = Some(training_step(
-            &model, &mut adamw, &mut muon, &x, &y, compute,
-        ));
+        // The loss is read only at the end; the device is synchronised between the
+        // micro-batches and the optimizer step so each part's time is its own.
+        let (m, o, l) = training_step(&model, &mut opt, &x, &y, compute, accum, device);
+        micro_s += m;
+        opt_s += o;
+        loss = Some(l);
     }
-    crate::device::synchronize(device);
-    let secs = start.elapsed().as_secs_f64() / opts.steps as f64;
+    let (micro_s, opt_s) = (micro_s / opts.steps as f64, opt_s / opts.steps as f64);
+    let secs = micro_s + opt_s;
     if let Some(l) = loss {
         last = l.double_value(&[]);
     }
     sample_memory();
     let params = model.num_parameters();
     let fpt = flops_per_token(params, cfg.model.n_layer, cfg.model.n_embd, t);
-    let tok_s = (b * t) as f64 / secs;
+    let tok_s = (accum * b * t) as f64 / secs;
     let tflops = fpt * tok_s / 1e12;
     let (peak, source) = match device {
         Device::Cuda(i) => match crate::device::nvml::gpu(i)
@@ -142,6 +189,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         device: crate::device::describe(device),
         compute: format!("{compute:?}"),
         batch: b,
+        accum,
+        timed: format!(
+            "{accum} micro-batch{} of {b} x {t} tokens (forward + backward) and 1 optimizer step",
+            if accum == 1 { "" } else { "es" }
+        ),
         seq_len: t,
         n_layer: cfg.model.n_layer,
         n_embd: cfg.model.n_embd,
@@ -150,6 +202,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         warmup_steps: opts.warmup,
         steps: opts.steps,
         step_ms: secs * 1e3,
+        micro_batches_ms: micro_s * 1e3,
+        optimizer_ms: opt_s * 1e3,
+        optimizer_share: opt_s / secs,
         tokens_per_s: tok_s,
         flops_per_token: fpt,
         model_tflops: tflops,
@@ -172,11 +227,18 @@ pub fn print(r: &BenchReport) {
         r.parameters as f64 / 1e6
     );
     println!("device        {} | compute {}", r.device, r.compute);
+    println!("timed step    {} (--accum {})", r.timed, r.accum);
     println!(
-        "batch         {} x {} tokens, {} steps after {} warm-up",
-        r.batch, r.seq_len, r.steps, r.warmup_steps
+        "steps         {} timed after {} warm-up",
+        r.steps, r.warmup_steps
     );
-    println!("step          {:.1} ms", r.step_ms);
+    println!(
+        "step          {:.1} ms: micro-batches {:.1} ms, optimizer {:.1} ms ({:.1} % of the step)",
+        r.step_ms,
+        r.micro_batches_ms,
+        r.optimizer_ms,
+        r.optimizer_share * 100.0
+    );
     println!("tokens/s      {:.0}", r.tokens_per_s);
     println!(
         "model TFLOP/s {:.3} ({:.1} M FLOPs/token)",

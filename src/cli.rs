@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{NormKind, TrainConfig};
@@ -21,9 +21,10 @@ use crate::train::{TrainOptions, TrainOutcome};
     about = "A terminal lab for model-stacking research"
 )]
 pub struct Cli {
-    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, global = true, default_value = "auto")]
-    pub device: String,
+    /// The lab's device for the trainings it starts: auto (CUDA when available), cpu, cuda
+    /// or cuda:N. The subcommands that compute take their own (`stacklab train --device cpu`).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
     /// The lab's theme: default, light, high-contrast, a user theme's name, or a .toml file.
     #[arg(long, value_name = "NAME|FILE")]
     pub theme: Option<String>,
@@ -50,18 +51,38 @@ pub enum Command {
     Stack(crate::stack::cli::StackArgs),
     /// Time full training steps on synthetic tokens: step time, tokens/s, TFLOP/s, MFU, memory.
     Bench(BenchArgs),
+    /// Write a checkpoint as one .safetensors file that loads strictly into the seed's PyTorch GPT.
+    Export(ExportArgs),
     /// Token data: prepare shards from text, inspect shards, the embedded corpus.
     #[command(subcommand)]
     Data(DataCommand),
     /// The seed's whole experiment from a sweep config: train what is missing, evaluate the
     /// stack grid, write results.csv and tables.md (resumable).
     Sweep(crate::sweep::cli::SweepArgs),
+    /// Why a stack fails at its seam: residual norms, logit lens, CKA and stitching, for the
+    /// stack and each part alone on the same tokens (takes stack's flags).
+    Inspect(crate::inspect::cli::InspectArgs),
     /// What this installation sees: versions, libtorch, devices, folders.
     Doctor {
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--device` of the commands that compute on one.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArg {
+    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl DeviceArg {
+    pub fn resolve(&self) -> Result<tch::Device> {
+        crate::device::parse_device(&self.device)
+            .with_context(|| format!("--device {}", self.device))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +102,8 @@ pub struct TrainArgs {
     /// Stop once this global step is done, with a checkpoint (status `stopped`, resumable).
     #[arg(long, value_name = "STEP")]
     pub stop_after: Option<i64>,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +135,8 @@ pub struct EvalArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 #[derive(Debug, Args)]
@@ -122,9 +147,14 @@ pub struct BenchArgs {
     /// Override a config key (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Sequences per step (default: the config's batch.micro_batch).
+    /// Sequences per micro-batch (default: the config's batch.micro_batch).
     #[arg(long)]
     pub batch: Option<i64>,
+    /// Micro-batches (forward + backward) per timed step, before its one optimizer step. The
+    /// default 1 is what ../shared/gpu/reference_gpt.py times; a step of the seed's recipe is
+    /// 8 (its batch.global_batch / batch.micro_batch), where the optimizer weighs 8 times less.
+    #[arg(long, default_value_t = 1)]
+    pub accum: i64,
     /// Timed steps.
     #[arg(long, default_value_t = 20)]
     pub steps: i64,
@@ -134,6 +164,24 @@ pub struct BenchArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A checkpoint folder, a run folder (its latest checkpoint), or a seed-format .safetensors file.
+    #[arg(long)]
+    pub checkpoint: String,
+    /// The .safetensors file to write (written to a temporary file, then renamed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Prefix every name, e.g. `_orig_mod.` for the state dict of a torch.compile'd model.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Replace an existing file at --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,9 +220,14 @@ pub struct PrepareArgs {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let (Some(d), Some(_)) = (&cli.device, &cli.command) {
+        bail!(
+            "--device {d} before the subcommand is the lab's: give it after the subcommand (e.g. `stacklab train --device {d}`); train, eval, bench, stack, inspect and sweep take one"
+        );
+    }
     match cli.command {
         None => crate::tui::run(crate::tui::LabOptions {
-            device: cli.device,
+            device: cli.device.unwrap_or_else(|| "auto".into()),
             theme: cli.theme,
             ascii: cli.ascii,
             mouse: cli.mouse,
@@ -183,15 +236,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         .map(|_| ExitCode::SUCCESS),
         Some(Command::Doctor { json }) => crate::doctor::run(json).map(|_| ExitCode::SUCCESS),
         Some(Command::Data(cmd)) => run_data(cmd).map(|_| ExitCode::SUCCESS),
-        Some(Command::Train(a)) => run_train(a, &cli.device),
-        Some(Command::Eval(a)) => run_eval(a, &cli.device).map(|_| ExitCode::SUCCESS),
-        Some(Command::Bench(a)) => run_bench(a, &cli.device).map(|_| ExitCode::SUCCESS),
-        Some(Command::Sweep(a)) => {
-            crate::sweep::cli::run(a, &cli.device).map(|_| ExitCode::SUCCESS)
-        }
-        Some(Command::Stack(a)) => {
-            crate::stack::cli::run(a, &cli.device).map(|_| ExitCode::SUCCESS)
-        }
+        Some(Command::Train(a)) => run_train(a),
+        Some(Command::Eval(a)) => run_eval(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Bench(a)) => run_bench(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Export(a)) => run_export(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Sweep(a)) => crate::sweep::cli::run(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Stack(a)) => crate::stack::cli::run(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Inspect(a)) => crate::inspect::cli::run(a).map(|_| ExitCode::SUCCESS),
     }
 }
 
@@ -201,8 +252,8 @@ fn config_name(path: &std::path::Path) -> String {
         .unwrap_or_else(|| "run".into())
 }
 
-fn run_train(a: TrainArgs, device: &str) -> Result<ExitCode> {
-    let device = crate::device::parse_device(device)?;
+fn run_train(a: TrainArgs) -> Result<ExitCode> {
+    let device = a.device.resolve()?;
     let (config, name) = match &a.config {
         Some(c) => {
             let path = crate::config::resolve_config_path(c)?;
@@ -238,9 +289,26 @@ fn parse_norm(flag: &str, v: &Option<String>) -> Result<Option<NormKind>> {
         .transpose()
 }
 
-fn run_eval(a: EvalArgs, device: &str) -> Result<()> {
-    let device = crate::device::parse_device(device)?;
-    let ckpt = CheckpointRef::resolve(&a.checkpoint)?;
+fn positive_flag(flag: &str, v: Option<i64>) -> Result<()> {
+    if let Some(v) = v {
+        if v < 1 {
+            bail!("--{flag} {v}: must be at least 1");
+        }
+    }
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let device = a.device.resolve()?;
+    for (flag, v) in [
+        ("tokens", a.tokens),
+        ("seq-len", a.seq_len),
+        ("batch", a.batch),
+        ("n-head", a.n_head),
+    ] {
+        positive_flag(flag, v)?;
+    }
+    let ckpt = CheckpointRef::resolve(&a.checkpoint).context("--checkpoint")?;
     if let (CheckpointRef::Native(c), Some(h)) = (&ckpt, a.n_head) {
         if h != c.meta.model.n_head {
             anyhow::bail!(
@@ -295,13 +363,12 @@ fn run_eval(a: EvalArgs, device: &str) -> Result<()> {
     };
     let tokens = a.tokens.or(default_tokens).unwrap_or(10_485_760);
     let seq_len = model.cfg.seq_len;
-    let batch = a.batch.unwrap_or(if device.is_cuda() { 64 } else { 16 });
-    anyhow::ensure!(
-        batch > 0 && seq_len > 0 && tokens > 0,
-        "--batch, --seq-len and --tokens must be positive"
-    );
-    let mut loader = ShardLoader::from_glob(&val_glob, batch as usize, seq_len as usize)
-        .with_context(|| format!("--data {val_glob}"))?;
+    let tokens_flag = match a.tokens {
+        Some(t) => format!("--tokens {t}"),
+        None => format!("--tokens (default {tokens})"),
+    };
+    let (batch, mut loader) =
+        eval_loader(&val_glob, tokens, &tokens_flag, seq_len, a.batch, device)?;
     let r = crate::eval::evaluate(&model, &mut loader, tokens, device)?;
     if a.json {
         let out = serde_json::json!({
@@ -331,8 +398,85 @@ fn run_eval(a: EvalArgs, device: &str) -> Result<()> {
     Ok(())
 }
 
-fn run_bench(a: BenchArgs, device: &str) -> Result<()> {
-    let device = crate::device::parse_device(device)?;
+/// The val loader for `eval`: the batch clamped to the sequences asked for and to what every
+/// shard holds (a smaller default, or an error that says which `--batch` works), and the
+/// tokens checked against what the shards hold.
+fn eval_loader(
+    glob: &str,
+    tokens: i64,
+    tokens_flag: &str,
+    seq_len: i64,
+    batch: Option<i64>,
+    device: tch::Device,
+) -> Result<(i64, ShardLoader)> {
+    let sequences = tokens / seq_len;
+    if sequences < 1 {
+        bail!("{tokens_flag}: less than one sequence of {seq_len} tokens (--seq-len)");
+    }
+    let files = crate::data::expand_glob(glob).with_context(|| format!("--data {glob}"))?;
+    let mut smallest: Option<(usize, &std::path::PathBuf)> = None;
+    for f in &files {
+        let n = crate::data::shard::read_header(f).with_context(|| format!("--data {glob}"))?;
+        if smallest.is_none_or(|(m, _)| n < m) {
+            smallest = Some((n, f));
+        }
+    }
+    let (least, least_file) = smallest.expect("expand_glob returns at least one file");
+    let fits = (least.saturating_sub(1) / seq_len as usize) as i64;
+    if fits < 1 {
+        bail!(
+            "--data {glob}: shard {} holds {least} tokens, fewer than one sequence of {seq_len} + 1 (--seq-len)",
+            least_file.display()
+        );
+    }
+    let batch = match batch {
+        Some(b) if b.min(sequences) > fits => bail!(
+            "--batch {b}: shard {} holds {least} tokens, fewer than one batch of {b} x {seq_len} + 1; --batch {fits} or less fits",
+            least_file.display()
+        ),
+        Some(b) => b.min(sequences),
+        None => (if device.is_cuda() { 64 } else { 16 }).min(sequences).min(fits),
+    };
+    let loader = ShardLoader::new(files, batch as usize, seq_len as usize)
+        .with_context(|| format!("--data {glob}"))?;
+    if !loader.fits_from_start(sequences as usize) {
+        bail!(
+            "{tokens_flag}: the val shards ({glob}) hold at most {} tokens in {seq_len}-token sequences read {batch} at a time",
+            loader.max_sequences_from_start() as i64 * seq_len
+        );
+    }
+    Ok((batch, loader))
+}
+
+fn run_export(a: ExportArgs) -> Result<()> {
+    if !a.prefix.is_empty() && !a.prefix.ends_with('.') {
+        bail!(
+            "--prefix {}: a prefix of state-dict names ends with '.', e.g. _orig_mod.",
+            a.prefix
+        );
+    }
+    let ckpt = CheckpointRef::resolve(&a.checkpoint).context("--checkpoint")?;
+    let s = crate::export::export(
+        &ckpt,
+        &SeedOptions::default(),
+        &a.out,
+        &crate::export::ExportOptions {
+            prefix: a.prefix,
+            force: a.force,
+        },
+    )?;
+    println!(
+        "{}  {} tensors, {:.1} MB from {}: the seed's names, for load_state_dict(strict=True) into its GPT",
+        s.path.display(),
+        s.tensors,
+        s.bytes as f64 / 1e6,
+        ckpt.name()
+    );
+    Ok(())
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    let device = a.device.resolve()?;
     let name = a.config.clone().unwrap_or_else(|| {
         if device.is_cuda() {
             "gpt2-small-seed"
@@ -347,6 +491,7 @@ fn run_bench(a: BenchArgs, device: &str) -> Result<()> {
         config,
         config_name: path.display().to_string(),
         batch: a.batch,
+        accum: a.accum,
         steps: a.steps,
         warmup: a.warmup,
         device,

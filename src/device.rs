@@ -26,16 +26,36 @@ pub enum CudaLibrary {
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
-/// Loads libtorch's CUDA library (once) and turns on TF32 for fp32 matmuls, as the seed's
-/// validation had it. Must run before any tch call.
+/// The variable libtorch reads (once, at its first cuBLAS fp32 matmul) to allow TF32.
+pub const TF32_VARIABLE: &str = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE";
+
+/// Turns on TF32 for fp32 matmuls on CUDA, as the seed's validation had it
+/// (`torch.set_float32_matmul_precision('high')`), unless the environment already says.
+/// tch 0.24 binds none of libtorch's precision setters (`at::globalContext()
+/// .setFloat32MatmulPrecision`), so this sets the variable libtorch reads instead.
+///
+/// Call it first thing in `main`, while no other thread exists (setting the environment
+/// races with any thread reading it); never from a library or a test.
+pub fn set_tf32_variable() {
+    if std::env::var_os(TF32_VARIABLE).is_none() {
+        std::env::set_var(TF32_VARIABLE, "1");
+    }
+}
+
+/// What fp32 matmuls (validation, `precision = "fp32"`) use on CUDA in this process.
+pub fn cuda_fp32_matmul() -> String {
+    match std::env::var(TF32_VARIABLE).as_deref() {
+        Ok("1") => {
+            format!("TF32 ({TF32_VARIABLE}=1), as the seed's set_float32_matmul_precision('high')")
+        }
+        Ok(v) => format!("full fp32 ({TF32_VARIABLE}={v}); the seed validated with TF32"),
+        Err(_) => format!("full fp32 ({TF32_VARIABLE} unset); the seed validated with TF32"),
+    }
+}
+
+/// Loads libtorch's CUDA library (once). Must run before any tch call.
 pub fn init() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
-        // The seed validates in fp32 with TF32 matmuls (`set_float32_matmul_precision('high')`);
-        // tch has no binding for that, but libtorch reads this variable when it initialises.
-        if std::env::var_os("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE").is_none() {
-            // SAFETY: called first thing in main, before any thread exists.
-            std::env::set_var("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1");
-        }
         let torch_lib_dir = loaded_torch_lib_dir();
         let cuda_library = load_cuda_library(torch_lib_dir.as_deref());
         Runtime {

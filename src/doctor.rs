@@ -22,6 +22,8 @@ pub struct DoctorReport {
     pub cuda_available: bool,
     pub cudnn_available: bool,
     pub gpus: Vec<GpuReport>,
+    /// What fp32 matmuls (validation) use on CUDA.
+    pub cuda_fp32_matmul: String,
     pub default_device: String,
     pub cpu_threads: i32,
     pub data_dir: String,
@@ -68,6 +70,7 @@ pub fn report() -> DoctorReport {
         cuda_available: cuda_count > 0,
         cudnn_available: tch::Cuda::cudnn_is_available(),
         gpus,
+        cuda_fp32_matmul: device::cuda_fp32_matmul(),
         default_device: device::parse_device("auto")
             .map(device::describe)
             .unwrap_or_else(|e| e.to_string()),
@@ -123,6 +126,13 @@ pub fn run(json: bool) -> Result<()> {
         ));
     }
     rows.extend([
+        (
+            "fp32 on CUDA",
+            format!(
+                "{} for validation and precision = \"fp32\"",
+                r.cuda_fp32_matmul
+            ),
+        ),
         ("device in use", r.default_device.clone()),
         ("CPU threads", r.cpu_threads.to_string()),
         ("data dir", r.data_dir.clone()),

@@ -10,6 +10,7 @@ pub mod data;
 pub mod device;
 pub mod doctor;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod model;
 pub mod paths;

@@ -16,6 +16,7 @@ fn doctor_reports_libtorch_devices_and_folders() {
         "CUDA",
         "cuDNN",
         "device in use",
+        "fp32 on CUDA",
         "CPU threads",
         "data dir",
         "config dir",
@@ -32,6 +33,29 @@ fn doctor_reports_libtorch_devices_and_folders() {
     assert_eq!(
         json["checkpoint_dir"],
         lab.checkpoints().display().to_string()
+    );
+    // What validation's fp32 matmuls use on CUDA: TF32, set by main unless the environment says.
+    assert!(
+        json["cuda_fp32_matmul"]
+            .as_str()
+            .unwrap()
+            .starts_with("TF32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1)"),
+        "{json}"
+    );
+    let full: serde_json::Value = serde_json::from_slice(
+        &lab.cmd(&["doctor", "--json"])
+            .env("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "0")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        full["cuda_fp32_matmul"]
+            .as_str()
+            .unwrap()
+            .starts_with("full fp32 (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=0)"),
+        "{full}"
     );
     if !json["cuda_available"].as_bool().unwrap() {
         assert!(
@@ -132,4 +156,83 @@ fn bench_reports_throughput_on_the_cpu() {
     );
     assert!(v["mfu"].is_null(), "no bf16 peak is claimed for a CPU");
     assert!(v["final_loss"].as_f64().unwrap().is_finite());
+    // The default times one micro-batch and one optimizer step, and says so.
+    assert_eq!(v["accum"], 1);
+    assert!(
+        v["timed"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 micro-batch of 2 x 128"),
+        "{v}"
+    );
+    let share = v["optimizer_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 1.0, "{v}");
+    let parts = v["micro_batches_ms"].as_f64().unwrap() + v["optimizer_ms"].as_f64().unwrap();
+    assert!((parts - v["step_ms"].as_f64().unwrap()).abs() < 1e-6, "{v}");
+}
+
+#[test]
+fn bench_accum_times_several_micro_batches_and_one_optimizer_step() {
+    let lab = Lab::new();
+    let args = |accum: &'static str| {
+        [
+            "bench",
+            "--config",
+            "tiny",
+            "--set",
+            "model.n_layer=1",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--accum",
+            accum,
+            "--device",
+            "cpu",
+        ]
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(lab.ok(&[&args("3")[..], &["--json"]].concat()).trim()).unwrap();
+    assert_eq!(v["accum"], 3);
+    assert!(
+        v["timed"].as_str().unwrap().starts_with(
+            "3 micro-batches of 2 x 128 tokens (forward + backward) and 1 optimizer step"
+        ),
+        "{v}"
+    );
+    // Tokens per second count every micro-batch of the step.
+    let tok_s = v["tokens_per_s"].as_f64().unwrap();
+    let want = 3.0 * 2.0 * 128.0 / (v["step_ms"].as_f64().unwrap() / 1e3);
+    assert!((tok_s - want).abs() / want < 1e-9, "{v}");
+    // The text report says what was timed and the optimizer's share.
+    let text = lab.ok(&args("2"));
+    assert!(
+        text.contains("timed step    2 micro-batches of 2 x 128 tokens"),
+        "{text}"
+    );
+    assert!(text.contains("% of the step"), "{text}");
+    // --help says the default is what the PyTorch reference script times.
+    let help = lab.ok(&["bench", "--help"]);
+    assert!(help.contains("reference_gpt.py"), "{help}");
+}
+
+#[test]
+fn device_is_a_flag_of_the_commands_that_compute() {
+    let lab = Lab::new();
+    for cmd in [
+        &["doctor"][..],
+        &["data", "info", "x"],
+        &["data", "embedded"],
+    ] {
+        let e = lab.fails(&[cmd, &["--device", "cpu"]].concat());
+        assert!(e.contains("unexpected argument '--device'"), "{cmd:?}: {e}");
+    }
+    let e = lab.fails(&["--device", "cpu", "eval", "--checkpoint", "x"]);
+    assert!(e.contains("give it after the subcommand"), "{e}");
+    for cmd in ["train", "eval", "bench"] {
+        let help = lab.ok(&[cmd, "--help"]);
+        assert!(help.contains("--device <DEVICE>"), "{cmd}: {help}");
+    }
 }

@@ -122,9 +122,217 @@ fn eval_command_on_the_seed_file_gives_the_reference_loss() {
         "2",
     ]);
     assert!(
-        e.contains("cannot score 240 tokens") && e.contains("fewer tokens than asked for"),
+        e.contains("--tokens 240: the val shards") && e.contains("hold at most 192 tokens"),
         "{e}"
     );
+}
+
+/// `eval --tokens 192` on the 193-token shard with the default batch (16 sequences, more
+/// than the shard holds): the batch is clamped to what is needed and what fits.
+#[test]
+fn eval_clamps_the_default_batch_to_a_small_shard() {
+    let lab = common::Lab::new();
+    let want = reference()["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| {
+            row["n_head"] == 1 && row["norm_wte"] == "none" && row["norm_lm_head"] == "rms_norm"
+        })
+        .unwrap()["loss"]
+        .as_f64()
+        .unwrap();
+    let model = common::fixtures().join("reference_model.safetensors");
+    let data = common::fixtures().join("reference_val.bin");
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--tokens",
+            "192",
+            "--json",
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(lab.ok(&args).trim()).unwrap();
+        v
+    };
+    let v = eval(&["--seq-len", "48"]);
+    assert_eq!(
+        (v["batch"].as_i64(), v["tokens"].as_i64()),
+        (Some(4), Some(192))
+    );
+    assert!(
+        (v["val_loss"].as_f64().unwrap() - want).abs() / want < 1e-6,
+        "{v}"
+    );
+    // 6 sequences of 32: a batch of 5 and a last one of 1.
+    let v = eval(&["--seq-len", "32", "--batch", "5"]);
+    assert_eq!(
+        (v["batch"].as_i64(), v["tokens"].as_i64()),
+        (Some(5), Some(192))
+    );
+    // A batch the shard cannot hold says which one works.
+    let e = lab.fails(&[
+        "eval",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--tokens",
+        "1000",
+        "--seq-len",
+        "32",
+        "--batch",
+        "7",
+    ]);
+    assert!(
+        e.contains("--batch 7: shard") && e.contains("--batch 6 or less fits"),
+        "{e}"
+    );
+}
+
+fn strict_load(
+    file: &std::path::Path,
+    shard: &std::path::Path,
+    tokens: &str,
+) -> std::process::Output {
+    std::process::Command::new("python3")
+        .arg(common::fixtures().join("strict_load.py"))
+        .arg(file)
+        .arg(shard)
+        .arg(tokens)
+        .output()
+        .expect("python3 runs (./lab.sh puts the project's venv first on PATH)")
+}
+
+/// A checkpoint exported with `stacklab export` loads with `load_state_dict(strict=True)`
+/// into the seed's GPT class (make_reference.py's), with and without torch.compile's
+/// prefix, and PyTorch scores it as `stacklab eval` scores the checkpoint.
+#[test]
+fn an_exported_checkpoint_loads_strictly_into_the_seeds_gpt() {
+    let lab = common::Lab::new();
+    let cfg = lab.write(
+        "export.toml",
+        &common::micro_config(2, "").replace("norm_wte = \"none\"", "norm_wte = \"layer_norm\""),
+    );
+    lab.ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "exp",
+        "--device",
+        "cpu",
+    ]);
+    let ckpt = lab.checkpoints().join("exp/step_000002");
+    let shard = common::shared_data_dir().join("embedded/shakespeare-bpe4096-v1/val_000000.bin");
+    let native: serde_json::Value = serde_json::from_str(
+        lab.ok(&[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--tokens",
+            "2048",
+            "--json",
+            "--device",
+            "cpu",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let native = native["val_loss"].as_f64().unwrap();
+    // A checkpoint's own model.safetensors holds W once and no rotary buffers: not strict.
+    let out = strict_load(&ckpt.join("model.safetensors"), &shard, "2048");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Missing key(s)") && err.contains("lm_head.weight"),
+        "{err}"
+    );
+    for prefix in ["", "_orig_mod."] {
+        let file = lab.path(&format!(
+            "export{}.safetensors",
+            prefix.trim_end_matches('.')
+        ));
+        lab.ok(&[
+            "export",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+            "--prefix",
+            prefix,
+        ]);
+        let out = strict_load(&file, &shard, "2048");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        assert_eq!(
+            (v["prefix"].as_str(), v["n_head"].as_i64()),
+            (Some(prefix), Some(2))
+        );
+        let py = v["loss"].as_f64().unwrap();
+        assert!(
+            (py - native).abs() / native < 1e-5,
+            "PyTorch {py} vs stacklab eval {native} ({prefix:?})"
+        );
+        // stacklab reads the export back with the head count, norms and context it recorded.
+        let again: serde_json::Value = serde_json::from_str(
+            lab.ok(&[
+                "eval",
+                "--checkpoint",
+                file.to_str().unwrap(),
+                "--data",
+                shard.to_str().unwrap(),
+                "--tokens",
+                "2048",
+                "--json",
+                "--device",
+                "cpu",
+            ])
+            .trim(),
+        )
+        .unwrap();
+        assert!(
+            (again["val_loss"].as_f64().unwrap() - native).abs() < 1e-9,
+            "{again}"
+        );
+        assert_eq!(again["norm_wte"], "layer_norm");
+    }
+    // An existing file is not replaced without --force, and no temporary file is left.
+    let file = lab.path("export.safetensors");
+    let before = std::fs::read(&file).unwrap();
+    let e = lab.fails(&[
+        "export",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(e.contains("the file exists; pass --force"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    lab.ok(&[
+        "export",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!std::fs::read_dir(lab.dir.path()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
 }
 
 #[test]
@@ -143,6 +351,24 @@ fn checkpoints_that_do_not_fit_are_refused_with_tensor_and_shapes() {
         "3",
     ]);
     assert!(e.contains("width 64 is not divisible by 3 heads"), "{e}");
+    // 64 heads divide width 64 but give head size 1, which rotary cannot split: refused
+    // before the model is built (libtorch's `view` used to panic on it).
+    let e = lab.fails(&[
+        "eval",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--n-head",
+        "64",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        e.contains("`model.n_head`: 64 heads on width 64 give head size 1, which must be even")
+            && e.contains("--n-head"),
+        "{e}"
+    );
 
     // A file with a wrongly shaped block matrix.
     stacklab::device::init();

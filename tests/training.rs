@@ -4,7 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use common::{micro_config, read_json, read_json_lines, Lab};
 
@@ -384,15 +385,7 @@ fn kill_9_at_random_moments_never_leaves_a_half_checkpoint() {
         .spawn()
         .unwrap();
         // Kill while it writes checkpoints: once it has made progress, at an odd moment.
-        let start = Instant::now();
-        while losses_len(&run) < before + 3 {
-            assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "the run made no progress"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_steps(&mut child, &run, before + 3, 10);
         std::thread::sleep(Duration::from_millis(extra_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -456,7 +449,7 @@ fn check_signal_stops(signal: i32, name: &str) {
         "sig.toml",
         &micro_config(400, "").replace("checkpoint_every = 5", "checkpoint_every = 1000"),
     );
-    let child = lab
+    let mut child = lab
         .cmd(&[
             "train",
             "--config",
@@ -471,14 +464,7 @@ fn check_signal_stops(signal: i32, name: &str) {
         .spawn()
         .unwrap();
     let run = lab.checkpoints().join(name);
-    let start = Instant::now();
-    while losses_len(&run) < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "training did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_steps(&mut child, &run, 3, 50);
     unsafe {
         libc::kill(child.id() as i32, signal);
     }
@@ -506,6 +492,21 @@ fn sigint_finishes_the_step_checkpoints_and_stops() {
 #[test]
 fn sigterm_finishes_the_step_checkpoints_and_stops() {
     check_signal_stops(libc::SIGTERM, "sigterm");
+}
+
+/// Waits until `run` has logged `steps` training steps, for as long as the process lives:
+/// no clock of its own (the test runner's time limit is the only one), but a run that ends
+/// before then fails the test with its exit status.
+fn wait_for_steps(child: &mut Child, run: &Path, steps: usize, poll_ms: u64) {
+    while losses_len(run) < steps {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status}) after {} of the {steps} steps waited for",
+                losses_len(run)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(poll_ms));
+    }
 }
 
 fn losses_len(run: &Path) -> usize {
@@ -594,4 +595,189 @@ fn seed_named_safetensors_give_the_same_loss_as_the_native_checkpoint() {
         &["--data", &ds, "--seq-len", "32", "--tokens", "2048"],
     );
     assert!((native - one_head).abs() > 1e-6);
+}
+
+/// Gradients are averaged over a step's micro-batches: one micro-batch of 8 sequences and
+/// two of 4 give the same update. AdamW's and Muon's updates hardly change when every
+/// gradient is scaled (a missing division would hide there), so their state is compared
+/// too: Muon's momentum and AdamW's moments after one step are the averaged gradient.
+#[test]
+fn accumulating_two_micro_batches_of_4_updates_like_one_of_8() {
+    use stacklab::config::{AdamWConfig, ModelConfig, MuonConfig, NormKind};
+    use stacklab::model::{Compute, Gpt};
+    use stacklab::train::{apply_optimizers, AdamW, Muon};
+    use tch::{Device, Kind, Tensor};
+    stacklab::device::init();
+    let cfg = ModelConfig {
+        vocab_size: 64,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        seq_len: 8,
+        norm_wte: NormKind::None,
+        norm_lm_head: NormKind::RmsNorm,
+    };
+    tch::manual_seed(11);
+    let tokens = Tensor::randint(64, [8, 9], (Kind::Int64, Device::Cpu));
+    let x = tokens.narrow(1, 0, 8);
+    let y = tokens.narrow(1, 1, 8);
+    let step = |micro: i64| {
+        let mut model = Gpt::new(&cfg, 0, Device::Cpu);
+        model.set_trainable(true);
+        let mut adamw = AdamW::new(&AdamWConfig::default(), &model.wte);
+        let mut muon = Muon::new(&MuonConfig::default(), &model.block_matrices(), Kind::Float);
+        let accum = 8 / micro;
+        for i in 0..accum {
+            let _ = model.forward_backward(
+                &x.narrow(0, i * micro, micro),
+                &y.narrow(0, i * micro, micro),
+                Compute::Fp32,
+            );
+        }
+        apply_optimizers(&model, Some(&mut adamw), &mut muon, 1.0, accum);
+        (model, adamw, muon)
+    };
+    let (one, adam_one, muon_one) = step(8);
+    let (two, adam_two, muon_two) = step(4);
+    let close = |a: &Tensor, b: &Tensor, what: &str| {
+        let scale = b.abs().max().double_value(&[]);
+        let err = (a - b).abs().max().double_value(&[]);
+        assert!(err <= 1e-5 * scale.max(1e-12), "{what}: {err} of {scale}");
+    };
+    close(
+        &adam_two.exp_avg,
+        &adam_one.exp_avg,
+        "AdamW exp_avg (0.1 x the mean gradient of W)",
+    );
+    close(
+        &adam_two.exp_avg_sq,
+        &adam_one.exp_avg_sq,
+        "AdamW exp_avg_sq",
+    );
+    for (i, (a, b)) in muon_two.momentum.iter().zip(&muon_one.momentum).enumerate() {
+        close(a, b, &format!("Muon momentum {i} (the mean gradient)"));
+    }
+    for ((name, a), (_, b)) in two.named_parameters().iter().zip(one.named_parameters()) {
+        close(a, b, &format!("{name} after the step"));
+    }
+    // The comparison can fail: the sum of the two micro-batches' gradients is not the mean.
+    let summed = {
+        let mut model = Gpt::new(&cfg, 0, Device::Cpu);
+        model.set_trainable(true);
+        let mut adamw = AdamW::new(&AdamWConfig::default(), &model.wte);
+        let mut muon = Muon::new(&MuonConfig::default(), &model.block_matrices(), Kind::Float);
+        for i in 0..2 {
+            let _ = model.forward_backward(
+                &x.narrow(0, i * 4, 4),
+                &y.narrow(0, i * 4, 4),
+                Compute::Fp32,
+            );
+        }
+        apply_optimizers(&model, Some(&mut adamw), &mut muon, 1.0, 1);
+        muon
+    };
+    assert!(!summed.momentum[0].allclose(&muon_one.momentum[0], 1e-3, 1e-6, false));
+}
+
+/// A run stopped before its first checkpoint is resumed from step 0 with its saved config,
+/// and says so; it then ends as a run trained straight through would.
+#[test]
+fn a_run_without_a_checkpoint_resumes_from_step_0() {
+    let lab = Lab::new();
+    let cfg = lab.write("early.toml", &micro_config(4, ""));
+    lab.ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "early",
+        "--device",
+        "cpu",
+    ]);
+    let run = lab.checkpoints().join("early");
+    // As if killed before its first checkpoint: no step folders, a stale status and metrics.
+    for ck in checkpoint_steps(&run) {
+        std::fs::remove_dir_all(run.join(ck)).unwrap();
+    }
+    let out = lab.run(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    common::no_panic(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("has no complete checkpoint yet: restarting it from step 0"),
+        "{err}"
+    );
+    assert_eq!(state(&run), "done");
+    assert_eq!(checkpoint_steps(&run), vec!["step_000004"]);
+    // The metrics start over: one row per step, not two.
+    assert_eq!(
+        losses(&run).iter().map(|l| l.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("restarting it from step 0"), "{log}");
+}
+
+/// `from_model` with the parent's own seed starts the blocks identical to the parent's:
+/// allowed, with a warning on stderr and in the run's log.
+#[test]
+fn from_model_with_the_parents_seed_warns() {
+    let lab = Lab::new();
+    let parent = train(&lab, &micro_config(2, ""), "p", &[]);
+    let cfg = lab.write(
+        "child.toml",
+        &format!(
+            "from_model = \"{}\"\n{}",
+            parent.display(),
+            micro_config(2, "")
+        ),
+    );
+    let out = lab.run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "c",
+        "--device",
+        "cpu",
+    ]);
+    common::no_panic(&out);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: from_model") && err.contains("was trained with seed = 0 too"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(lab.checkpoints().join("c/train.log")).unwrap();
+    assert!(log.contains("was trained with seed = 0 too"), "{log}");
+    // Another seed: no warning.
+    let cfg = lab.write(
+        "child1.toml",
+        &format!(
+            "from_model = \"{}\"\n{}",
+            parent.display(),
+            micro_config(2, "").replace("seed = 0", "seed = 1")
+        ),
+    );
+    let out = lab.run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "c1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning: from_model"));
 }

@@ -258,3 +258,82 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
     );
     check_keys(&alone, &schema(), "", &source)
 }
+
+/// The key path of a `key.path=value` assignment (trimmed), if it has one.
+pub(super) fn override_key(assignment: &str) -> Option<String> {
+    let (key, _) = assignment.split_once('=')?;
+    Some(key.split('.').map(str::trim).collect::<Vec<_>>().join("."))
+}
+
+/// Applies every `--set` override in order, then resolves the data source the user asked
+/// for: `data.embedded=true` switches to the embedded corpus (the globs are blanked unless
+/// also set), and a non-empty `data.train` / `data.val` glob switches it off.
+pub(super) fn apply_overrides(table: &mut toml::Table, overrides: &[String]) -> Result<()> {
+    let mut keys = Vec::new();
+    for o in overrides {
+        apply_override(table, o)?;
+        keys.extend(override_key(o));
+    }
+    let set = |k: &str| keys.iter().any(|x| x == k);
+    let Some(toml::Value::Table(data)) = table.get_mut("data") else {
+        return Ok(());
+    };
+    if set("data.embedded") {
+        if data.get("embedded") == Some(&toml::Value::Boolean(true)) {
+            for g in ["train", "val"] {
+                if !set(&format!("data.{g}")) {
+                    data.insert(g.into(), toml::Value::String(String::new()));
+                }
+            }
+        }
+    } else if ["train", "val"].iter().any(|g| {
+        set(&format!("data.{g}"))
+            && data
+                .get(*g)
+                .and_then(|v| v.as_str())
+                .is_some_and(|s| !s.is_empty())
+    }) {
+        data.insert("embedded".into(), toml::Value::Boolean(false));
+    }
+    Ok(())
+}
+
+/// Renames a config error's source to the `--set` flag that caused it: the one that set the
+/// key named, or every override when the file alone was valid.
+pub(super) fn blame_overrides(
+    e: anyhow::Error,
+    overrides: &[String],
+    file_alone_valid: bool,
+) -> anyhow::Error {
+    let Some(ce) = e.downcast_ref::<ConfigError>() else {
+        return e;
+    };
+    let by_key: Vec<&String> = overrides
+        .iter()
+        .filter(|o| {
+            override_key(o).is_some_and(|k| {
+                k == ce.key
+                    || ce.key.starts_with(&format!("{k}."))
+                    || k.starts_with(&format!("{}.", ce.key))
+            })
+        })
+        .collect();
+    let culprits: Vec<&String> = if !by_key.is_empty() {
+        by_key
+    } else if file_alone_valid {
+        overrides.iter().collect()
+    } else {
+        return e;
+    };
+    let source = culprits
+        .iter()
+        .map(|o| format!("--set {o}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    ConfigError {
+        source,
+        key: ce.key.clone(),
+        message: ce.message.clone(),
+    }
+    .into()
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 pub use keys::{apply_override, ConfigError};
-use keys::{check_keys, err, schema};
+use keys::{apply_overrides, blame_overrides, check_keys, err, schema};
 
 mod keys;
 #[cfg(test)]
@@ -364,13 +364,22 @@ impl TrainConfig {
             err(source, "", format!("not valid TOML{line}: {}", e.message()))
         })?;
         check_keys(&table, &schema(), "", source)?;
-        for o in overrides {
-            apply_override(&mut table, o)?;
+        let file_table = table.clone();
+        apply_overrides(&mut table, overrides)?;
+        let typed = |t: toml::Table| -> Result<TrainConfig> {
+            let cfg: TrainConfig = serde_path_to_error::deserialize(toml::Value::Table(t))
+                .map_err(|e| err(source, &e.path().to_string(), e.inner().to_string()))?;
+            cfg.validate(source)?;
+            Ok(cfg)
+        };
+        match typed(table) {
+            Ok(cfg) => Ok(cfg),
+            Err(e) if !overrides.is_empty() => {
+                let file_alone_valid = typed(file_table).is_ok();
+                Err(blame_overrides(e, overrides, file_alone_valid))
+            }
+            Err(e) => Err(e),
         }
-        let cfg: TrainConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| err(source, &e.path().to_string(), e.inner().to_string()))?;
-        cfg.validate(source)?;
-        Ok(cfg)
     }
 
     pub fn to_toml_string(&self) -> String {

@@ -7,8 +7,9 @@ use super::keys::err;
 use super::{ModelConfig, TrainConfig};
 
 impl ModelConfig {
-    /// Refuses shapes the model cannot have, naming the key (under `model.`).
-    pub fn validate(&self, source: &str) -> Result<()> {
+    /// Refuses shapes no model can have (any model loaded or built), naming the key (under
+    /// `model.`): positive sizes, a width the heads divide, an even head size for rotary.
+    pub fn validate_shape(&self, source: &str) -> Result<()> {
         let m = self;
         let positive: [(&str, i64); 5] = [
             ("model.vocab_size", m.vocab_size),
@@ -37,24 +38,36 @@ impl ModelConfig {
                 source,
                 "model.n_head",
                 format!(
-                    "head size n_embd / n_head = {} must be even for rotary embeddings",
+                    "{} heads on width {} give head size {}, which must be even for rotary embeddings",
+                    m.n_head,
+                    m.n_embd,
                     m.n_embd / m.n_head
                 ),
             ));
         }
-        if m.vocab_size > 65_535 {
+        Ok(())
+    }
+
+    /// [`validate_shape`](Self::validate_shape), and a vocabulary the shard format can index
+    /// (what a model to train needs).
+    pub fn validate(&self, source: &str) -> Result<()> {
+        self.validate_shape(source)?;
+        if self.vocab_size > MAX_VOCAB {
             return Err(err(
                 source,
                 "model.vocab_size",
                 format!(
-                    "{} does not fit the uint16 tokens of the shard format (at most 65,535)",
-                    m.vocab_size
+                    "{} does not fit the uint16 tokens of the shard format (at most 65,536: ids 0 to 65,535)",
+                    self.vocab_size
                 ),
             ));
         }
         Ok(())
     }
 }
+
+/// uint16 shards hold token ids 0..=65535.
+pub const MAX_VOCAB: i64 = 65_536;
 
 impl TrainConfig {
     /// Refuses impossible combinations, naming the keys involved.
@@ -156,13 +169,18 @@ impl TrainConfig {
                 ),
             ));
         }
-        if self.optimizer.muon.ns_steps < 1 {
-            return Err(err(source, "optimizer.muon.ns_steps", "must be at least 1"));
+        let o = &self.optimizer;
+        if o.muon.ns_steps < 1 {
+            return Err(err(
+                source,
+                "optimizer.muon.ns_steps",
+                format!("must be at least 1, found {}", o.muon.ns_steps),
+            ));
         }
         for (key, v) in [
-            ("optimizer.adamw.lr", self.optimizer.adamw.lr),
-            ("optimizer.muon.lr", self.optimizer.muon.lr),
-            ("optimizer.adamw.eps", self.optimizer.adamw.eps),
+            ("optimizer.adamw.lr", o.adamw.lr),
+            ("optimizer.muon.lr", o.muon.lr),
+            ("optimizer.adamw.weight_decay", o.adamw.weight_decay),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(err(
@@ -172,7 +190,24 @@ impl TrainConfig {
                 ));
             }
         }
-        for (i, beta) in self.optimizer.adamw.betas.iter().enumerate() {
+        if !(o.adamw.eps.is_finite() && o.adamw.eps > 0.0) {
+            return Err(err(
+                source,
+                "optimizer.adamw.eps",
+                format!(
+                    "must be a finite number > 0 (it keeps the update finite), found {}",
+                    o.adamw.eps
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&o.muon.momentum) {
+            return Err(err(
+                source,
+                "optimizer.muon.momentum",
+                format!("{} must be in [0, 1)", o.muon.momentum),
+            ));
+        }
+        for (i, beta) in o.adamw.betas.iter().enumerate() {
             if !(0.0..1.0).contains(beta) {
                 return Err(err(
                     source,

@@ -3,6 +3,7 @@
 //! metrics. The README's "Inspect" section states every definition.
 
 pub mod cka;
+pub mod cli;
 pub mod lens;
 pub mod norms;
 pub mod plot;

@@ -124,6 +124,19 @@ impl Block {
         &x + self.mlp(&rms_norm(&x), c)
     }
 
+    /// The same block sharing its weights (a stack's block, a model seen twice).
+    pub fn shallow_clone(&self) -> Block {
+        Block {
+            c_attn: self.c_attn.shallow_clone(),
+            attn_proj: self.attn_proj.shallow_clone(),
+            c_fc: self.c_fc.shallow_clone(),
+            mlp_proj: self.mlp_proj.shallow_clone(),
+            n_head: self.n_head,
+            attn_scale: self.attn_scale,
+            pre_norm: self.pre_norm,
+        }
+    }
+
     pub fn head_dim(&self) -> i64 {
         self.attn_proj.size()[0] / self.n_head
     }
@@ -238,6 +251,15 @@ impl Gpt {
 
     pub fn device(&self) -> Device {
         self.wte.device()
+    }
+
+    /// The same model sharing its weights.
+    pub fn shallow_clone(&self) -> Gpt {
+        Gpt {
+            cfg: self.cfg.clone(),
+            wte: self.wte.shallow_clone(),
+            blocks: self.blocks.iter().map(Block::shallow_clone).collect(),
+        }
     }
 
     /// The per-block layout, or `None` when every block is what `cfg` implies (a plain

@@ -160,4 +160,40 @@ mod tests {
         assert!(plain.grad_hidden.is_none());
         assert_eq!(plain.loss.double_value(&[]), l.loss.double_value(&[]));
     }
+
+    /// bf16 compute: the chunked loss's gradients are autograd's for the unchunked bf16
+    /// computation (`bf16(h) @ bf16(W).T` to fp32 logits, mean cross-entropy), within bf16
+    /// rounding.
+    #[test]
+    fn chunked_bf16_gradients_equal_autograd_of_the_bf16_computation() {
+        tch::manual_seed(5);
+        let (n, v, c) = (29i64, 40i64, 16i64);
+        let w = Tensor::randn([v, c], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let h = Tensor::randn([n, c], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let y = Tensor::randint(v, [n], (Kind::Int64, Device::Cpu));
+        let logits = h
+            .to_kind(Kind::BFloat16)
+            .matmul(&w.to_kind(Kind::BFloat16).tr())
+            .to_kind(Kind::Float);
+        let reference =
+            logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0);
+        let g = Tensor::run_backward(&[&reference], &[&h, &w], false, false);
+        let (gh_ref, gw_ref) = (&g[0], &g[1]);
+        let l = lm_loss_chunked(&w, &h, &y, Compute::Bf16, true);
+        let loss = l.loss.double_value(&[]);
+        assert!((loss - reference.double_value(&[])).abs() < 1e-5, "{loss}");
+        let gh = l.grad_hidden.as_ref().unwrap();
+        let gw = l.grad_wte.as_ref().unwrap();
+        assert_eq!((gh.kind(), gw.kind()), (Kind::Float, Kind::Float));
+        // bf16 keeps 8 bits of mantissa: a relative error of 2^-8 per rounding, a few
+        // roundings deep.
+        let scale = |t: &Tensor| t.abs().max().double_value(&[]);
+        let close =
+            |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) <= 2e-2 * scale(b);
+        assert!(close(gh, gh_ref), "d hidden differs beyond bf16 rounding");
+        assert!(close(gw, gw_ref), "d W differs beyond bf16 rounding");
+        // And they are bf16 results, not fp32 ones: the fp32 gradients differ measurably.
+        let fp32 = lm_loss_chunked(&w, &h, &y, Compute::Fp32, true);
+        assert!(!fp32.grad_hidden.unwrap().allclose(gh, 1e-6, 1e-7, false));
+    }
 }

@@ -110,9 +110,9 @@ pub fn infer_config(
         }
     };
     if n_head <= 0 || width % n_head != 0 {
-        bail!("{origin}: width {width} is not divisible by {n_head} heads");
+        bail!("{origin}: width {width} is not divisible by {n_head} heads; give a head count that divides it (--n-head, or model.n_head)");
     }
-    Ok(ModelConfig {
+    let cfg = ModelConfig {
         vocab_size: vocab,
         n_layer,
         n_head,
@@ -120,7 +120,13 @@ pub fn infer_config(
         seq_len: opts.seq_len.unwrap_or(1024),
         norm_wte: opts.norm_wte.unwrap_or(NormKind::None),
         norm_lm_head: opts.norm_lm_head.unwrap_or(NormKind::RmsNorm),
-    })
+    };
+    // The same checks as a config's model, so a model that cannot run is refused here
+    // rather than inside libtorch.
+    cfg.validate_shape(origin).map_err(|e| {
+        anyhow::anyhow!("{e} (the head count of a seed-format file comes from --n-head or model.n_head, else width / 64)")
+    })?;
+    Ok(cfg)
 }
 
 /// Builds a model from named tensors, checking every name and shape against `cfg`.
@@ -223,12 +229,81 @@ pub fn write_model(model: &Gpt, path: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
-/// Loads a seed-format `.safetensors` file as a model.
+/// Loads a seed-format `.safetensors` file as a model. What `opts` leaves open comes from
+/// the file's metadata when `stacklab export` wrote it, else from the seed's defaults.
 pub fn load_seed_file(path: &Path, opts: &SeedOptions, device: Device) -> Result<Gpt> {
     let origin = path.display().to_string();
     let tensors = normalise_seed_names(read_safetensors(path)?, &origin)?;
-    let cfg = infer_config(&tensors, opts, &origin)?;
+    let opts = opts_with_metadata(opts, &read_metadata(path)?, &origin)?;
+    let cfg = infer_config(&tensors, &opts, &origin)?;
     model_from_tensors(&cfg, tensors, device, &origin)
+}
+
+/// Metadata keys `stacklab export` writes (the tensors cannot tell these).
+pub const META_N_HEAD: &str = "stacklab.n_head";
+pub const META_NORM_WTE: &str = "stacklab.norm_wte";
+pub const META_NORM_LM_HEAD: &str = "stacklab.norm_lm_head";
+pub const META_SEQ_LEN: &str = "stacklab.seq_len";
+
+/// The `__metadata__` strings of a safetensors file (empty when it has none).
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
+    let len = u64::from_le_bytes(len);
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > file_len.saturating_sub(8) || len > (100 << 20) {
+        bail!(
+            "{}: not a readable safetensors file (header of {len} bytes)",
+            path.display()
+        );
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: the safetensors header is not JSON", path.display()))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn opts_with_metadata(
+    opts: &SeedOptions,
+    meta: &BTreeMap<String, String>,
+    origin: &str,
+) -> Result<SeedOptions> {
+    let int = |key: &str| -> Result<Option<i64>> {
+        meta.get(key)
+            .map(|v| {
+                v.parse::<i64>()
+                    .with_context(|| format!("{origin}: metadata {key} = `{v}` is not an integer"))
+            })
+            .transpose()
+    };
+    let norm = |key: &str| -> Result<Option<NormKind>> {
+        meta.get(key)
+            .map(|v| {
+                v.parse::<NormKind>()
+                    .with_context(|| format!("{origin}: metadata {key}"))
+            })
+            .transpose()
+    };
+    Ok(SeedOptions {
+        n_head: opts.n_head.or(int(META_N_HEAD)?),
+        norm_wte: opts.norm_wte.or(norm(META_NORM_WTE)?),
+        norm_lm_head: opts.norm_lm_head.or(norm(META_NORM_LM_HEAD)?),
+        seq_len: opts.seq_len.or(int(META_SEQ_LEN)?),
+    })
 }
 
 /// SHA-256 of `W`'s fp32 bytes: the identity of a shared embedding/head, for lineage.

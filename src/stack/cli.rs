@@ -63,6 +63,8 @@ pub struct StackSelection {
     /// Heads of seed-named files (default width / 64).
     #[arg(long)]
     pub n_head: Option<i64>,
+    #[command(flatten)]
+    pub device: crate::cli::DeviceArg,
     /// Read the stack (models, ranges or flags, norms) from a TOML file; norms given here override it.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
@@ -339,9 +341,9 @@ pub fn prepare(a: &StackSelection, device: Device) -> Result<Prepared> {
     })
 }
 
-pub fn run(a: StackArgs, device: &str) -> Result<()> {
+pub fn run(a: StackArgs) -> Result<()> {
     let started = Instant::now();
-    let device = crate::device::parse_device(device)?;
+    let device = a.sel.device.resolve()?;
     if let Some(dir) = &a.save {
         if dir.exists() {
             bail!(

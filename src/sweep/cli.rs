@@ -26,9 +26,11 @@ pub struct SweepArgs {
     /// Rewrite tables.md from DIR/results.csv (or from a CSV file, also the seed's raw rows).
     #[arg(long, value_name = "DIR|CSV", conflicts_with_all = ["config", "dry_run", "out"])]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: crate::cli::DeviceArg,
 }
 
-pub fn run(a: SweepArgs, device: &str) -> Result<()> {
+pub fn run(a: SweepArgs) -> Result<()> {
     if let Some(p) = &a.report {
         let (csv, dir) = if p.is_dir() {
             (p.join(RESULTS), p.clone())
@@ -62,7 +64,7 @@ pub fn run(a: SweepArgs, device: &str) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("sweeps").join(&cfg.name));
-    let device = crate::device::parse_device(device)?;
+    let device = a.device.resolve()?;
     let p = plan(&cfg, &out, &crate::paths::checkpoint_dir())?;
     let count = |act: RunAction| p.runs.iter().filter(|r| r.action == act).count();
     let todo = p.stacks.iter().filter(|s| !s.done).count();

@@ -354,7 +354,10 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
     let mut cfg = TrainConfig::load(&run.config_path(), &[])?;
     checkpoint::remove_stale_temporaries(path);
     let Some(latest) = run.checkpoints().pop() else {
-        // Stopped or killed before its first checkpoint: its config is all there is.
+        // Stopped or killed before its first checkpoint: its config is all there is. The
+        // run folder is touched only once the restart is known to work.
+        let init = initial_model(&mut cfg, device)?;
+        let data = open_data(&cfg)?;
         let msg = format!(
             "{} has no complete checkpoint yet: restarting it from step 0 with its saved config",
             path.display()
@@ -362,8 +365,6 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
         eprintln!("{msg}");
         run.log(&msg);
         run.truncate_metrics(-1)?;
-        let init = initial_model(&mut cfg, device)?;
-        let data = open_data(&cfg)?;
         return fresh_state(cfg, init, data, run, device);
     };
     let ckpt = Checkpoint::open(&latest)?;

@@ -1,0 +1,231 @@
+//! `stacklab inspect`: the stack `stack` would score (same flags), and each part alone, run
+//! on the same probe tokens; the report as text, JSON (`stacklab.inspect/1`) and figures.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::report::InspectReport;
+use super::run::{block_list, inspect, InspectInput, InspectOptions, PartInput};
+use crate::data::ShardLoader;
+use crate::runs::CheckpointRef;
+use crate::stack::assemble;
+use crate::stack::cli::{data_source, prepare, StackSelection};
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub sel: StackSelection,
+    /// Write the figures (norm heat map with the seam marked, RMS and logit lens per layer,
+    /// CKA matrices) as SVG files into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// Also train each seam's affine stitch for STEPS Adam steps on the language-modelling
+    /// loss, from the least-squares fit (0: least squares only).
+    #[arg(long, value_name = "STEPS", default_value_t = 0)]
+    pub stitch: i64,
+    /// Learning rate of the trained stitch.
+    #[arg(long, default_value_t = 1e-3)]
+    pub stitch_lr: f64,
+    /// Train shards the stitches are fitted on; default: the first model's training data.
+    #[arg(long, value_name = "GLOB")]
+    pub train_data: Option<String>,
+    /// Bins of the residual-norm histograms (shared log10 edges).
+    #[arg(long, default_value_t = 40)]
+    pub hist_bins: usize,
+    /// One JSON object (schema stacklab.inspect/1) as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The probe's default size: enough tokens for CKA at width 768.
+pub const DEFAULT_TOKENS: i64 = 16_384;
+
+/// Where the stitches are fitted: `--train-data`, the embedded corpus's train split with
+/// `--data embedded`, else the first model's training data.
+fn train_glob(a: &InspectArgs, first: &CheckpointRef) -> Result<String> {
+    if let Some(g) = &a.train_data {
+        return Ok(g.clone());
+    }
+    if a.sel.data.as_deref() == Some("embedded") {
+        return Ok(crate::data::embedded::ensure_prepared()?.train_glob());
+    }
+    match first {
+        CheckpointRef::Native(c) => {
+            let cfg = crate::config::TrainConfig::from_toml_str(
+                &c.config_toml()?,
+                &c.path.join("config.toml").display().to_string(),
+                &[],
+            )?;
+            Ok(crate::data::DataSource::from_config(&cfg.data)?.train)
+        }
+        CheckpointRef::SeedFile(p) => bail!(
+            "{}: a seed-format file does not say which data it was trained on; give --train-data GLOB (the stitches are fitted on train tokens)",
+            p.display()
+        ),
+    }
+}
+
+fn text(r: &InspectReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "stack           {}  ({} blocks)\nnorms           norm_wte {}, norm_lm_head {}, norm_inter_model {}\nprobe           {} tokens (seq_len {})\nval_loss stack  {:.6}\n",
+        block_list(r),
+        r.blocks.len(),
+        r.norm_wte,
+        r.norm_lm_head,
+        r.norm_inter_model,
+        r.tokens,
+        r.seq_len,
+        r.val_loss_stack
+    ));
+    for p in &r.parts {
+        s.push_str(&format!(
+            "  {} alone      {:.6}  ({}, blocks {}..{} used, trained norms {}/{})\n",
+            p.model, p.val_loss, p.path, p.range[0], p.range[1], p.norm_wte, p.norm_lm_head
+        ));
+    }
+    s.push_str("\npoint  block    rms p50   p05..p95         update  lens loss  KL       top1   p(input)\n");
+    for p in &r.points {
+        let block = p
+            .block
+            .map(|b| format!("{}:{b}", p.model))
+            .unwrap_or_else(|| "embed".into());
+        s.push_str(&format!(
+            "{:>5}  {:<8} {:>9.4} {:>8.3}..{:<8.3} {:>6} {:>9.4} {:>8.4} {:>6.3} {:>9.4}\n",
+            p.r,
+            block,
+            p.rms.p50,
+            p.rms.p05,
+            p.rms.p95,
+            p.update_ratio
+                .map(|u| format!("{u:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            p.lens.loss,
+            p.lens.kl_to_final,
+            p.lens.top1_agree,
+            p.lens.p_input_token
+        ));
+        if r.seams.iter().any(|x| x.after_block == p.r) {
+            s.push_str("  ---- seam ----\n");
+        }
+    }
+    for seam in &r.seams {
+        let st = &seam.stitch;
+        s.push_str(&format!(
+            "\nseam after block {} ({} -> {} at its block {})\n  rms received {:.4} vs expected {:.4}: ratio {:.3}\n  cosine to expected: mean {:.3} (p05 {:.3}, p50 {:.3})\n  CKA {:.3} (debiased {:.3}, {} tokens); best match: {} point {}\n  stitch loss: none {:.4}, identity {:.4}, least squares {:.4}{}; {} alone {:.4}; penalty {:+.4}\n",
+            seam.after_block,
+            seam.lower,
+            seam.upper,
+            seam.upper_start,
+            seam.rms_received,
+            seam.rms_expected,
+            seam.rms_ratio,
+            seam.cos_to_expected,
+            seam.cos_to_expected_p05,
+            seam.cos_to_expected_p50,
+            seam.cka,
+            seam.cka_debiased,
+            seam.cka_n_tokens,
+            seam.upper,
+            seam.best_match_point,
+            st.none,
+            st.identity,
+            st.lstsq,
+            st.trained
+                .map(|t| format!(", trained ({} steps) {t:.4}", st.trained_steps))
+                .unwrap_or_default(),
+            seam.upper,
+            st.upper_model,
+            st.penalty
+        ));
+    }
+    for n in &r.notes {
+        s.push_str(&format!("note: {n}\n"));
+    }
+    s
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let device = a.sel.device.resolve()?;
+    if a.stitch < 0 {
+        bail!("--stitch {}: must be 0 or more", a.stitch);
+    }
+    if a.hist_bins < 2 {
+        bail!("--hist-bins {}: must be at least 2", a.hist_bins);
+    }
+    let p = prepare(&a.sel, device)?;
+    for w in &p.warnings {
+        eprintln!("warning: {w}");
+    }
+    let (val_glob, _, _) = data_source(&a.sel.data, p.first())?;
+    let train = train_glob(&a, p.first())?;
+    let parts = p.parts();
+    let seq_len = a.sel.seq_len.unwrap_or(parts[0].model.cfg.seq_len);
+    let batch = a.sel.batch.unwrap_or(if device.is_cuda() { 16 } else { 8 });
+    let tokens = a.sel.tokens.unwrap_or(DEFAULT_TOKENS);
+    for (flag, v) in [
+        ("--seq-len", seq_len),
+        ("--batch", batch),
+        ("--tokens", tokens),
+    ] {
+        if v <= 0 {
+            bail!("{flag} {v}: must be at least 1");
+        }
+    }
+    let mut val = ShardLoader::from_glob(&val_glob, batch as usize, seq_len as usize)
+        .with_context(|| format!("--data {val_glob}"))?;
+    let mut train_loader = ShardLoader::from_glob(&train, batch as usize, seq_len as usize)
+        .with_context(|| format!("--train-data {train}"))?;
+    let stack = assemble::assemble(&parts, &p.norms, seq_len);
+    let input = InspectInput {
+        stack: stack.model,
+        parts: parts
+            .iter()
+            .map(|v| PartInput {
+                label: v.label.to_string(),
+                path: v.name.to_string(),
+                model: {
+                    let mut m = v.model.shallow_clone();
+                    m.cfg.seq_len = seq_len;
+                    m
+                },
+                start: v.range.start,
+                end: v.range.end,
+            })
+            .collect(),
+        norm_inter_model: p.norms.norm_inter_model,
+    };
+    let opts = InspectOptions {
+        tokens,
+        batch: batch as usize,
+        stitch_steps: a.stitch,
+        stitch_lr: a.stitch_lr,
+        hist_bins: a.hist_bins,
+        device,
+    };
+    let report = inspect(&input, &mut val, &mut train_loader, &opts)?;
+    let figures = match &a.plot {
+        Some(dir) => super::plot::write_figures(&report, dir)?,
+        None => Vec::new(),
+    };
+    if a.json {
+        for f in &figures {
+            eprintln!("wrote {}", f.display());
+        }
+        let mut v = serde_json::to_value(&report)?;
+        v["figures"] = serde_json::json!(figures
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>());
+        v["warnings"] = serde_json::json!(p.warnings);
+        println!("{v}");
+    } else {
+        print!("{}", text(&report));
+        for f in &figures {
+            println!("figure          {}", f.display());
+        }
+    }
+    Ok(())
+}
