@@ -192,3 +192,155 @@ fn a_model_split_into_itself_matches_the_model_everywhere() {
         }
     }
 }
+
+#[test]
+fn the_inspect_command_reports_the_schema_and_agrees_with_stack() {
+    let lab = common::Lab::new();
+    let base = common::micro_config(8, "");
+    let p1 = lab.write("m1.toml", &base);
+    lab.ok(&[
+        "train",
+        "--config",
+        p1.to_str().unwrap(),
+        "--name",
+        "m1",
+        "--device",
+        "cpu",
+    ]);
+    let m2 = format!(
+        "from_model = \"{}\"\n{}",
+        lab.checkpoints().join("m1").display(),
+        base.replace("seed = 0", "seed = 1")
+    );
+    let p2 = lab.write("m2.toml", &m2);
+    lab.ok(&[
+        "train",
+        "--config",
+        p2.to_str().unwrap(),
+        "--name",
+        "m2",
+        "--device",
+        "cpu",
+    ]);
+    let (m1, m2) = (lab.checkpoints().join("m1"), lab.checkpoints().join("m2"));
+    let plots = lab.path("figures");
+    let out = lab.ok(&[
+        "inspect",
+        "--models",
+        m1.to_str().unwrap(),
+        m2.to_str().unwrap(),
+        "--data",
+        "embedded",
+        "--tokens",
+        "2048",
+        "--stitch",
+        "4",
+        "--plot",
+        plots.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["schema"], "stacklab.inspect/1");
+    assert_eq!(v["tokens"], 2048);
+    // m1:0..1 | m2:1..2 of two 2-block models: 2 blocks, 3 points.
+    assert_eq!(v["blocks"].as_array().unwrap().len(), 2);
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3);
+    for p in points {
+        for k in [
+            "r",
+            "model",
+            "block",
+            "rms",
+            "rms_pos0",
+            "hist",
+            "update_ratio",
+            "cos_prev",
+            "lens",
+        ] {
+            assert!(p.get(k).is_some(), "point lacks {k}: {p}");
+        }
+        for k in [
+            "mean", "p01", "p05", "p25", "p50", "p75", "p95", "p99", "max",
+        ] {
+            assert!(p["rms"][k].is_number(), "rms lacks {k}");
+        }
+        for k in ["loss", "kl_to_final", "top1_agree", "p_input_token"] {
+            assert!(p["lens"][k].is_number(), "lens lacks {k}");
+        }
+    }
+    assert_eq!(v["parts"].as_array().unwrap().len(), 2);
+    assert_eq!(v["parts"][0]["points"].as_array().unwrap().len(), 3);
+    let seam = &v["seams"][0];
+    for k in [
+        "after_block",
+        "rms_received",
+        "rms_expected",
+        "rms_ratio",
+        "cos_to_expected",
+        "cka",
+        "cka_debiased",
+        "cka_n_tokens",
+        "cka_matrix",
+        "best_match_point",
+    ] {
+        assert!(seam.get(k).is_some(), "seam lacks {k}: {seam}");
+    }
+    for k in [
+        "none",
+        "identity",
+        "lstsq",
+        "trained",
+        "upper_model",
+        "penalty",
+    ] {
+        assert!(seam["stitch"][k].is_number(), "stitch lacks {k}: {seam}");
+    }
+    assert_eq!(
+        seam["upper_start"], 1,
+        "m2's first kept block is 1 (use_first_layer off)"
+    );
+    assert!(v["latent"]["stats"]["m1"]["out"]["std"].is_number());
+    assert_eq!(v["figures"].as_array().unwrap().len(), 5);
+    // The lens at the last point is the stack's loss on the same tokens.
+    let s = lab.ok(&[
+        "stack",
+        "--models",
+        m1.to_str().unwrap(),
+        m2.to_str().unwrap(),
+        "--data",
+        "embedded",
+        "--tokens",
+        "2048",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    let s: serde_json::Value = serde_json::from_str(s.lines().last().unwrap()).unwrap();
+    let want = s["val_loss_stack"].as_f64().unwrap();
+    let lens = points[2]["lens"]["loss"].as_f64().unwrap();
+    assert!(
+        (lens - want).abs() < 1e-5 * want,
+        "lens {lens} vs stack {want}"
+    );
+    assert!((v["val_loss_stack"].as_f64().unwrap() - want).abs() < 1e-5 * want);
+    // Part losses alone agree with stack's per-part losses.
+    for (i, part) in v["parts"].as_array().unwrap().iter().enumerate() {
+        let a = part["val_loss"].as_f64().unwrap();
+        let b = s["val_losses"][i].as_f64().unwrap();
+        assert!((a - b).abs() < 1e-5 * b, "part {i}: {a} vs {b}");
+    }
+    // A bad flag is refused by name.
+    let e = lab.fails(&[
+        "inspect",
+        "--models",
+        m1.to_str().unwrap(),
+        m2.to_str().unwrap(),
+        "--stitch=-3",
+        "--device",
+        "cpu",
+    ]);
+    assert!(e.contains("--stitch"), "{e}");
+}
