@@ -102,6 +102,9 @@ fn norm_heatmap(r: &InspectReport, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The low and high values drawn thin around a line (e.g. p05 and p95).
+type Band = fn(&PointReport) -> (f64, f64);
+
 /// A line figure: `value` per point for every series, on a log axis when `log`.
 fn lines(
     r: &InspectReport,
@@ -110,7 +113,7 @@ fn lines(
     y_desc: &str,
     log: bool,
     value: impl Fn(&PointReport) -> f64,
-    band: Option<fn(&PointReport) -> (f64, f64)>,
+    band: Option<Band>,
 ) -> Result<()> {
     let s = series(r);
     let vals: Vec<f64> = s

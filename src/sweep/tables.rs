@@ -115,7 +115,9 @@ pub fn group_by(rows: &Rows, title: &str, keys: &[&str], metrics: &[&str]) -> Re
             );
         }
     }
-    let mut groups: BTreeMap<Vec<String>, (Vec<Vec<f64>>, usize, usize)> = BTreeMap::new();
+    // Per cell: each metric's values, the row count, and the rows with a norm mismatch.
+    type Group = (Vec<Vec<f64>>, usize, usize);
+    let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
     for (i, row) in rows.rows.iter().enumerate() {
         let key: Vec<String> = keys.iter().map(|k| row[*k].clone()).collect();
         let g = groups
