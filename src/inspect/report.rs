@@ -59,7 +59,7 @@ pub struct StitchReport {
     pub trained: Option<f64>,
     /// The upper model alone on the same tokens.
     pub upper_model: f64,
-    /// Best stitched loss (trained, else least squares) minus `upper_model`.
+    /// The best stitched loss (the lower of least squares and trained) minus `upper_model`.
     pub penalty: f64,
     pub fit_tokens: usize,
     pub trained_steps: i64,

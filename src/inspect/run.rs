@@ -440,7 +440,7 @@ pub fn inspect(
                 lstsq: ls_loss,
                 trained: tr_loss,
                 upper_model: upper_loss,
-                penalty: tr_loss.unwrap_or(ls_loss) - upper_loss,
+                penalty: tr_loss.map_or(ls_loss, |t| t.min(ls_loss)) - upper_loss,
                 fit_tokens: ls_fit.tokens,
                 trained_steps: opts.stitch_steps.max(0),
             },
