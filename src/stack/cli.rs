@@ -357,30 +357,20 @@ pub fn run(a: StackArgs) -> Result<()> {
         super::results::check_csv(p).context("--results")?;
     }
 
-    let Prepared {
-        spec,
-        norms,
-        loaded,
-        part_of,
-        ranges,
-        depths,
-        names,
-        warnings,
-    } = prepare(&a.sel, device)?;
+    let prepared = prepare(&a.sel, device)?;
+    let (spec, norms, loaded, part_of, ranges, depths) = (
+        &prepared.spec,
+        prepared.norms,
+        &prepared.loaded,
+        &prepared.part_of,
+        &prepared.ranges,
+        &prepared.depths,
+    );
+    let warnings = prepared.warnings.clone();
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let parts: Vec<PartView> = part_of
-        .iter()
-        .zip(&ranges)
-        .map(|(&j, &range)| PartView {
-            label: &loaded[j].label,
-            name: &names[j],
-            model: &loaded[j].model,
-            range,
-            trained_norms: loaded[j].ckpt.trained_norms(),
-        })
-        .collect();
+    let parts = prepared.parts();
 
     let (val_glob, default_tokens, data_cfg) = data_source(&a.sel.data, &loaded[part_of[0]].ckpt)?;
     let tokens = a.sel.tokens.or(default_tokens).unwrap_or(10_485_760);
@@ -465,7 +455,7 @@ pub fn run(a: StackArgs) -> Result<()> {
     let val_losses: Vec<f64> = part_of.iter().map(|&j| own[j].0).collect();
     let mean = val_losses.iter().sum::<f64>() / val_losses.len() as f64;
     let best = val_losses.iter().copied().fold(f64::INFINITY, f64::min);
-    let (use_first_layer, use_last_layer) = match flags_of(&ranges, &depths) {
+    let (use_first_layer, use_last_layer) = match flags_of(ranges, depths) {
         Some((f, l)) => (Some(f), Some(l)),
         None => (None, None),
     };
@@ -483,7 +473,7 @@ pub fn run(a: StackArgs) -> Result<()> {
         .collect();
     let model_entries: Vec<ModelEntry> = part_of
         .iter()
-        .zip(&ranges)
+        .zip(ranges)
         .map(|(&j, r)| {
             let l = &loaded[j];
             let trained = l.ckpt.trained_norms();
