@@ -41,6 +41,33 @@ pub fn evaluate(
     tokens: i64,
     device: Device,
 ) -> Result<EvalResult> {
+    let s = evaluate_many(&[model], loader, tokens, device, false)?;
+    Ok(EvalResult {
+        val_loss: s.losses[0],
+        tokens: s.tokens,
+        seconds: s.seconds,
+    })
+}
+
+/// Mean losses, one per model, over the same tokens.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    pub losses: Vec<f64>,
+    pub tokens: i64,
+    pub seconds: f64,
+}
+
+/// Scores the first `tokens` tokens (whole sequences) from the start of the loader's shards
+/// with every model, in batches of the loader's size and a smaller last one: each batch is
+/// read once and every model scores it. With `progress`, a bar (tokens, tokens/s, ETA) on
+/// stderr.
+pub fn evaluate_many(
+    models: &[&dyn LanguageModel],
+    loader: &mut ShardLoader,
+    tokens: i64,
+    device: Device,
+    progress: bool,
+) -> Result<Scores> {
     let start = Instant::now();
     let t = loader.seq_len() as i64;
     let b = loader.batch_size() as i64;
@@ -51,7 +78,17 @@ pub fn evaluate(
     // Never score a token twice: running out of val tokens is an error, not a wrap-around.
     loader.set_wrapping(false);
     loader.reset()?;
-    let mut sum = 0.0f64;
+    let bar = progress.then(|| {
+        let bar = indicatif::ProgressBar::new((sequences * t) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {human_pos}/{human_len} tokens  {per_sec}  ETA {eta}",
+            )
+            .expect("valid progress template"),
+        );
+        bar
+    });
+    let mut sums = vec![0.0f64; models.len()];
     let mut left = sequences;
     tch::no_grad(|| -> Result<()> {
         while left > 0 {
@@ -62,20 +99,26 @@ pub fn evaluate(
                     sequences * t
                 )
             })?;
-            check_vocab(batch.max_token(), model.vocab_size(), || {
-                loader_place(loader)
-            })?;
             let (x, y) = batch.tensors(device);
-            let loss = model.loss(&x, &y, Compute::Fp32).double_value(&[]);
-            sum += loss * (n * t) as f64;
+            for (m, sum) in models.iter().zip(sums.iter_mut()) {
+                check_vocab(batch.max_token(), m.vocab_size(), || loader_place(loader))?;
+                *sum += m.loss(&x, &y, Compute::Fp32).double_value(&[]) * (n * t) as f64;
+            }
             left -= n;
+            if let Some(bar) = &bar {
+                bar.inc((n * t) as u64);
+            }
         }
         Ok(())
     })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     crate::device::synchronize(device);
-    Ok(EvalResult {
-        val_loss: sum / (sequences * t) as f64,
-        tokens: sequences * t,
+    let scored = sequences * t;
+    Ok(Scores {
+        losses: sums.iter().map(|s| s / scored as f64).collect(),
+        tokens: scored,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
