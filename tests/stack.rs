@@ -907,4 +907,16 @@ fn trained_models_stack_in_one_pass_that_agrees_with_eval() {
         .unwrap();
     assert_eq!(meta["model"]["n_layer"].as_integer(), Some(3));
     assert_eq!(meta["blocks"][2]["attn_scale"].as_float(), Some(0.5));
+    // Its step-0 validation, on the same tokens, is the stack's loss.
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["step"], 0);
+    let v0 = first["val_loss"].as_f64().unwrap();
+    assert!(rel(v0, want) < 1e-5, "step-0 loss {v0} vs stack {want}");
 }
