@@ -191,22 +191,11 @@ pub fn draw(f: &mut Frame, area: ratatui::layout::Rect, v: &Overview, theme: &Th
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ratatui::backend::TestBackend;
-    use ratatui::Terminal;
 
     fn screen(v: &Overview) -> String {
-        let mut t = Terminal::new(TestBackend::new(110, 20)).unwrap();
-        t.draw(|f| draw(f, f.area(), v, &Theme::default_theme()))
-            .unwrap();
-        let buf = t.backend().buffer().clone();
-        (0..buf.area.height)
-            .map(|y| {
-                (0..buf.area.width)
-                    .map(|x| buf[(x, y)].symbol())
-                    .collect::<String>()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        crate::tui::widgets::testing::render(110, 20, |f| {
+            draw(f, f.area(), v, &Theme::default_theme())
+        })
     }
 
     #[test]
