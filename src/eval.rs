@@ -78,7 +78,7 @@ pub fn evaluate_many(
     // Never score a token twice: running out of val tokens is an error, not a wrap-around.
     loader.set_wrapping(false);
     loader.reset()?;
-    let bar = progress.then(|| {
+    let bar = (progress && !crate::progress::json_enabled()).then(|| {
         let bar = indicatif::ProgressBar::new((sequences * t) as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -105,6 +105,7 @@ pub fn evaluate_many(
                 *sum += m.loss(&x, &y, Compute::Fp32).double_value(&[]) * (n * t) as f64;
             }
             left -= n;
+            crate::progress::emit("eval", (sequences - left) * t, sequences * t);
             if let Some(bar) = &bar {
                 bar.inc((n * t) as u64);
             }

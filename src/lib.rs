@@ -14,6 +14,7 @@ pub mod export;
 pub mod inspect;
 pub mod model;
 pub mod paths;
+pub mod progress;
 pub mod runs;
 pub mod stack;
 pub mod sweep;

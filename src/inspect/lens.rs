@@ -3,7 +3,7 @@
 //! against the final prediction. With `norm_lm_head = none` the lens logits scale with the
 //! residual's RMS (the report says so).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::config::NormKind;
@@ -12,7 +12,7 @@ use crate::model::apply_norm;
 /// Rows per chunk: bounds the (rows x vocab) fp32 log-probabilities held at once.
 const CHUNK_ELEMENTS: i64 = 1 << 26;
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LensSummary {
     /// Mean cross-entropy against the targets.
     pub loss: f64,

@@ -3,10 +3,10 @@
 //! and the cosine between consecutive residuals. Values are collected in f64 and summarised
 //! at the end, so percentiles are exact and histograms share one set of log10 bin edges.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub mean: f64,
     pub p01: f64,
@@ -46,7 +46,7 @@ pub fn percentiles(values: &[f64]) -> Percentiles {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct CosSummary {
     pub mean: f64,
     pub p05: f64,

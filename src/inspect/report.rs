@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::lens::LensSummary;
 use super::norms::{CosSummary, Percentiles};
 
 pub const SCHEMA: &str = "stacklab.inspect/1";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlockRef {
     /// The part's model label (`m1`, `m2`, ...).
     pub model: String,
@@ -18,7 +18,7 @@ pub struct BlockRef {
     pub attn_scale: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PointReport {
     pub r: usize,
     /// The model whose block produced this point (`embedding` at r = 0).
@@ -34,7 +34,7 @@ pub struct PointReport {
     pub lens: LensSummary,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartReport {
     pub model: String,
     pub path: String,
@@ -47,7 +47,7 @@ pub struct PartReport {
     pub points: Vec<PointReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StitchReport {
     /// The stack as it is (with its boundary norm).
     pub none: f64,
@@ -65,7 +65,7 @@ pub struct StitchReport {
     pub trained_steps: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeamReport {
     /// Stack blocks below the seam (the stack's residual point where the upper part reads).
     pub after_block: usize,
@@ -92,7 +92,7 @@ pub struct SeamReport {
     pub stitch: StitchReport,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ActivationStats {
     pub mean: f64,
     pub std: f64,
@@ -104,16 +104,16 @@ pub struct ActivationStats {
 /// norm_wte), `first` (after block 0), `last` (input of the last block, norm_lm_head
 /// applied) and `out` (after the last block and norm_lm_head), and mean per-token cosine
 /// similarities within and across models.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct LatentReport {
     pub tokens: usize,
     pub stats: BTreeMap<String, BTreeMap<String, ActivationStats>>,
     pub cosine: BTreeMap<String, f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InspectReport {
-    pub schema: &'static str,
+    pub schema: String,
     pub tokens: i64,
     pub seq_len: i64,
     pub blocks: Vec<BlockRef>,

@@ -282,8 +282,11 @@ pub fn inspect(
         .map(|p| Collected::new(p.model.blocks.len() + 1))
         .collect();
     let mut received: Vec<Vec<Tensor>> = (0..seams.len()).map(|_| Vec::new()).collect();
+    let probe_total: i64 = probe.iter().map(|(x, _)| x.numel() as i64).sum();
+    let mut probe_done = 0;
     tch::no_grad(|| {
         for (x, y) in &probe {
+            let n = x.numel() as i64;
             let (x, y) = (x.to_device(dev), y.to_device(dev));
             let pts = st.add(stack, &x, &y, true);
             for (s, &(after, _)) in seams.iter().enumerate() {
@@ -293,6 +296,8 @@ pub fn inspect(
             for (p, c) in input.parts.iter().zip(parts.iter_mut()) {
                 c.add(&p.model, &x, &y, true);
             }
+            probe_done += n;
+            crate::progress::emit("probe", probe_done, probe_total);
         }
     });
 
@@ -460,7 +465,7 @@ pub fn inspect(
     }
     let latent = tch::no_grad(|| latent(input, &probe[0].0.to_device(dev)));
     Ok(InspectReport {
-        schema: SCHEMA,
+        schema: SCHEMA.to_string(),
         tokens: probe.iter().map(|(x, _)| x.numel() as i64).sum(),
         seq_len: t,
         blocks,

@@ -1,5 +1,6 @@
 //! Run directories (config, metrics, status, log, checkpoints) and the checkpoint format.
 
+pub mod catalog;
 pub mod checkpoint;
 pub mod process;
 pub mod queue;

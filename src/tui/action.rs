@@ -2,6 +2,10 @@
 
 use crossterm::event::{KeyEvent, MouseEvent};
 
+/// The panes actions can bring to the front, by title.
+pub const BUILDER_TITLE: &str = "Stack";
+pub const INSPECT_TITLE: &str = "Inspect";
+
 /// Everything that reaches the main loop: terminal input, the slow tick that looks for
 /// changed run files, signals, and the terminal going away.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +19,8 @@ pub enum Event {
     Signal(i32),
     /// The terminal's input ended or failed (an SSH link dropped without SIGHUP).
     TerminalGone(String),
+    /// A background job has news (progress, a result): the panes look at their jobs.
+    Wake,
 }
 
 /// What a key or an event asks of the app.
@@ -28,6 +34,13 @@ pub enum Action {
     Tick,
     /// A line for the status bar (`true`: an error).
     Notify(String, bool),
+    /// Checkpoints for the stack builder, bottom first; shows the builder.
+    SendToBuilder(Vec<std::path::PathBuf>),
+    /// Inspect this stack (the `stack`/`inspect` selection arguments); shows the Inspect pane.
+    Inspect {
+        args: Vec<String>,
+        what: String,
+    },
 }
 
 /// A pane's answer to a key.

@@ -63,7 +63,7 @@ impl App {
                 _ => {}
             },
             Event::Resize(..) => self.dirty = true,
-            Event::Tick => self.update(Action::Tick),
+            Event::Tick | Event::Wake => self.update(Action::Tick),
             Event::Signal(sig) => {
                 self.exit_reason = Some(format!("signal {sig}"));
                 self.quit = true;
@@ -112,6 +112,18 @@ impl App {
             Action::Pane(i) if i < n => self.active = i,
             Action::Pane(_) => {}
             Action::ToggleHelp => self.help = !self.help,
+            Action::SendToBuilder(_) | Action::Inspect { .. } => {
+                let title = match action {
+                    Action::SendToBuilder(_) => super::action::BUILDER_TITLE,
+                    _ => super::action::INSPECT_TITLE,
+                };
+                for p in &mut self.panes {
+                    p.update(&action);
+                }
+                if let Some(i) = self.panes.iter().position(|p| p.title() == title) {
+                    self.active = i;
+                }
+            }
             other => {
                 for p in &mut self.panes {
                     self.dirty |= p.update(&other);

@@ -10,6 +10,7 @@
 pub mod action;
 pub mod app;
 pub mod config;
+pub mod jobs;
 pub mod panes;
 pub mod series;
 pub mod theme;
@@ -28,6 +29,9 @@ use tokio::sync::mpsc;
 use action::Event;
 use app::App;
 use config::LabConfig;
+use panes::builder::BuilderPane;
+use panes::checkpoints::CheckpointsPane;
+use panes::inspect::InspectPane;
 use panes::overview::Overview;
 use panes::runs::RunsPane;
 use theme::{ColorMode, Theme};
@@ -124,9 +128,32 @@ pub fn run(opts: LabOptions) -> Result<()> {
         theme.ascii,
     );
     runs.tick();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let waker = jobs::Waker::new(tx.clone());
+    let exe = runs.exe.clone();
+    let device_name = crate::device::name(device);
+    let checkpoints = CheckpointsPane::new(&root, waker.clone());
+    let builder = BuilderPane::new(
+        &root,
+        &exe,
+        &device_name,
+        &panes::builder::results::results_path(),
+        waker.clone(),
+    );
+    let inspect = InspectPane::new(&exe, &device_name, waker);
     let overview = Overview::gather(device, Some(dataset));
     let log_file = log_dir().join("lab.*.log").display().to_string();
-    let mut app = App::new(vec![Box::new(runs), Box::new(overview)], theme, log_file);
+    let mut app = App::new(
+        vec![
+            Box::new(runs),
+            Box::new(checkpoints),
+            Box::new(builder),
+            Box::new(inspect),
+            Box::new(overview),
+        ],
+        theme,
+        log_file,
+    );
 
     let previous_hook = std::sync::Arc::new(std::panic::take_hook());
     {
@@ -152,7 +179,7 @@ pub fn run(opts: LabOptions) -> Result<()> {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(main_loop(&mut app, &mut terminal))
+            .block_on(main_loop(&mut app, &mut terminal, tx, rx))
     };
     tracing::info!(
         reason = app.exit_reason.as_deref().unwrap_or("quit"),
@@ -233,8 +260,9 @@ fn spawn_signal_thread(tx: mpsc::UnboundedSender<Event>) -> Result<signal_hook::
 async fn main_loop(
     app: &mut App,
     terminal: &mut ratatui::Terminal<ratatui::backend::CrosstermBackend<std::io::Stdout>>,
+    tx: mpsc::UnboundedSender<Event>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
 ) -> Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let signals = spawn_signal_thread(tx.clone())?;
     spawn_event_tasks(tx);
     let result = async {

@@ -1,6 +1,9 @@
 //! One file per pane. A pane owns its state, answers keys, updates on actions and draws
 //! itself; the app routes between them.
 
+pub mod builder;
+pub mod checkpoints;
+pub mod inspect;
 pub mod overview;
 pub mod runs;
 

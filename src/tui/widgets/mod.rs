@@ -28,6 +28,23 @@ pub fn block<'a>(title: &str, theme: &Theme) -> Block<'a> {
         ))
 }
 
+/// A one-line gauge with a label (fractional blocks only without `ascii`).
+pub fn gauge(f: &mut ratatui::Frame, area: Rect, ratio: f64, label: &str, theme: &Theme) {
+    let style = if theme.no_color {
+        Style::default()
+    } else {
+        Style::default().fg(theme.accent).bg(theme.faint)
+    };
+    f.render_widget(
+        ratatui::widgets::Gauge::default()
+            .gauge_style(style)
+            .use_unicode(!theme.ascii)
+            .ratio(ratio.clamp(0.0, 1.0))
+            .label(label.to_string()),
+        area,
+    );
+}
+
 /// A `w` x `h` rectangle centred in `area` (clipped to it).
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);

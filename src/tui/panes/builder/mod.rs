@@ -1,0 +1,387 @@
+//! The Stack builder pane: the parts sent from the Checkpoints pane, their block ranges
+//! (the seed's two flags, or edited by hand), the three boundary norms, the resulting block
+//! strip with the seams, what `stack` would refuse or warn about; evaluation in the
+//! background as a child `stacklab stack ... --json` (cancelled when the stack changes or
+//! on `Esc`), the results table of every stack evaluated, and saving as a spec or a
+//! checkpoint.
+
+pub mod draft;
+mod draw;
+pub mod results;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::Rect;
+use ratatui::Frame;
+
+use super::Pane;
+use crate::runs::catalog::Catalog;
+use crate::stack::spec::{Layers, StackSpec};
+use crate::tui::action::{Action, Handled};
+use crate::tui::jobs::{Job, Outcome, Waker};
+use crate::tui::theme::Theme;
+use draft::{Draft, End, Part};
+use results::{Row, SortBy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Evaluate,
+    /// Evaluate and save the stack as a checkpoint folder.
+    SaveCheckpoint,
+}
+
+pub struct BuilderPane {
+    pub draft: Draft,
+    /// Where `--save` puts stacks (the checkpoint dir).
+    pub root: PathBuf,
+    pub exe: PathBuf,
+    pub device: String,
+    waker: Waker,
+    pub job: Option<Job>,
+    /// The draft the job evaluates: a job for another draft is stale.
+    job_draft: Option<Draft>,
+    pub job_kind: JobKind,
+    pub results_file: PathBuf,
+    pub rows: Vec<Row>,
+    pub sort: SortBy,
+    pub row_offset: usize,
+    /// (text, is_error).
+    pub message: Option<(String, bool)>,
+    /// A spec being written in the background (its message when done).
+    spec_done: Arc<Mutex<Option<(String, bool)>>>,
+}
+
+impl BuilderPane {
+    pub fn new(root: &Path, exe: &Path, device: &str, results_file: &Path, waker: Waker) -> Self {
+        let mut p = BuilderPane {
+            draft: Draft::new(vec![]),
+            root: root.to_path_buf(),
+            exe: exe.to_path_buf(),
+            device: device.to_string(),
+            waker,
+            job: None,
+            job_draft: None,
+            job_kind: JobKind::Evaluate,
+            results_file: results_file.to_path_buf(),
+            rows: vec![],
+            sort: SortBy::Newest,
+            row_offset: 0,
+            message: None,
+            spec_done: Arc::default(),
+        };
+        p.reload_results();
+        p
+    }
+
+    pub fn reload_results(&mut self) {
+        match results::load(&self.results_file) {
+            Ok((mut rows, bad)) => {
+                results::sort(&mut rows, self.sort);
+                self.rows = rows;
+                if bad > 0 {
+                    self.message = Some((
+                        format!(
+                            "{}: {bad} rows could not be read and are not shown",
+                            self.results_file.display()
+                        ),
+                        true,
+                    ));
+                }
+            }
+            Err(e) => self.message = Some((format!("{e:#}"), true)),
+        }
+    }
+
+    /// Takes the marked checkpoints as the new stack.
+    pub fn set_parts(&mut self, paths: &[PathBuf]) {
+        let catalog = Catalog::scan(&self.root);
+        let mut parts = Vec::new();
+        for p in paths {
+            let entry = catalog.find(p).cloned().or_else(|| {
+                // Marked from elsewhere (a file outside the checkpoint dir).
+                Catalog::scan(p.parent()?).find(p).cloned()
+            });
+            match entry.map(|e| Part::from_entry(&e)) {
+                Some(Ok(part)) => parts.push(part),
+                Some(Err(why)) => {
+                    self.message = Some((why, true));
+                    return;
+                }
+                None => {
+                    self.message = Some((format!("{} is no longer there", p.display()), true));
+                    return;
+                }
+            }
+        }
+        self.draft = Draft::new(parts);
+        self.message = None;
+        self.cancel_if_stale();
+    }
+
+    /// A job for a stack other than the one on screen is cancelled.
+    fn cancel_if_stale(&mut self) {
+        let running = self.job.as_ref().map(|j| j.is_running()).unwrap_or(false);
+        if running && self.job_draft.as_ref() != Some(&self.draft) {
+            if let Some(j) = self.job.as_mut() {
+                j.cancel();
+            }
+            self.message = Some((
+                "evaluation cancelled: the stack changed (e evaluates this one)".into(),
+                false,
+            ));
+        }
+    }
+
+    pub fn is_evaluating(&self) -> bool {
+        self.job.as_ref().map(|j| j.is_running()).unwrap_or(false)
+    }
+
+    fn start(&mut self, kind: JobKind) {
+        if let Some(p) = self.draft.problems().first() {
+            self.message = Some((p.clone(), true));
+            return;
+        }
+        if let Some(j) = self.job.as_mut() {
+            j.cancel();
+        }
+        let mut args = vec!["stack".to_string()];
+        args.extend(self.draft.selection_args());
+        args.extend([
+            "--device".into(),
+            self.device.clone(),
+            "--json".into(),
+            "--results".into(),
+            self.results_file.display().to_string(),
+        ]);
+        if kind == JobKind::SaveCheckpoint {
+            let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+            let dir = self.root.join(format!("stack-{stamp}"));
+            args.extend(["--save".into(), dir.display().to_string()]);
+        }
+        match Job::start(&self.exe, &args, &self.draft.describe(), &self.waker) {
+            Ok(j) => {
+                self.job = Some(j);
+                self.job_draft = Some(self.draft.clone());
+                self.job_kind = kind;
+                self.message = None;
+            }
+            Err(e) => self.message = Some((format!("{e:#}"), true)),
+        }
+    }
+
+    /// Writes the stack as a spec file (`stack --save-spec`'s format, each model's SHA-256
+    /// computed in the background).
+    fn save_spec(&mut self) {
+        if let Some(p) = self.draft.problems().first() {
+            self.message = Some((p.clone(), true));
+            return;
+        }
+        let d = &self.draft;
+        let layers = match &d.custom {
+            Some(r) => Layers::Ranges(r.clone()),
+            None => Layers::Flags {
+                use_first_layer: d.use_first_layer,
+                use_last_layer: d.use_last_layer,
+            },
+        };
+        let paths: Vec<PathBuf> = d.parts.iter().map(|p| p.path.clone()).collect();
+        let norms = d.norms;
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+        let file = crate::paths::data_dir()
+            .join("lab")
+            .join("specs")
+            .join(format!("stack-{stamp}.toml"));
+        let (done, waker) = (self.spec_done.clone(), self.waker.clone());
+        self.message = Some((format!("writing {} ...", file.display()), false));
+        std::thread::spawn(move || {
+            let result = (|| -> anyhow::Result<()> {
+                let sha256 = paths
+                    .iter()
+                    .map(|p| {
+                        let w = if p.is_dir() {
+                            p.join(crate::runs::checkpoint::MODEL_FILE)
+                        } else {
+                            p.clone()
+                        };
+                        crate::runs::checkpoint::sha256_file(&w).map(Some)
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let spec = StackSpec {
+                    models: paths.iter().map(|p| p.display().to_string()).collect(),
+                    layers,
+                    norms,
+                    sha256,
+                };
+                if let Some(dir) = file.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                crate::paths::write_atomic(&file, spec.to_toml_string().as_bytes())
+            })();
+            *done.lock().expect("spec state") = Some(match result {
+                Ok(()) => (
+                    format!(
+                        "saved the spec {} (stacklab stack --spec FILE)",
+                        file.display()
+                    ),
+                    false,
+                ),
+                Err(e) => (format!("cannot save the spec: {e:#}"), true),
+            });
+            waker.wake();
+        });
+    }
+
+    fn finished(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Done(json) => {
+                self.reload_results();
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                let stack = v["val_loss_stack"].as_f64();
+                let delta = v["delta_vs_best"].as_f64();
+                let saved = v["saved"].as_str().map(|s| format!(" · saved {s}"));
+                self.message = Some(match (stack, delta) {
+                    (Some(s), Some(d)) => (
+                        format!(
+                            "stack {s:.4} · stack - best part {d:+.4}{}",
+                            saved.unwrap_or_default()
+                        ),
+                        false,
+                    ),
+                    _ => ("the evaluation printed no result".into(), true),
+                });
+            }
+            Outcome::Failed(e) => self.message = Some((format!("stack failed: {e}"), true)),
+            Outcome::Cancelled => {}
+        }
+    }
+}
+
+impl Pane for BuilderPane {
+    fn title(&self) -> &str {
+        crate::tui::action::BUILDER_TITLE
+    }
+
+    fn handle_key(&mut self, k: KeyEvent) -> Handled {
+        let d = &mut self.draft;
+        match k.code {
+            KeyCode::Char('f') => d.toggle_first(),
+            KeyCode::Char('l') => d.toggle_last(),
+            KeyCode::Char('w') => d.cycle_norm("norm_wte"),
+            KeyCode::Char('h') => d.cycle_norm("norm_lm_head"),
+            KeyCode::Char('m') => d.cycle_norm("norm_inter_model"),
+            KeyCode::Up | KeyCode::Char('k') => d.select(-1),
+            KeyCode::Down | KeyCode::Char('j') => d.select(1),
+            KeyCode::Char('[') => d.nudge(End::Start, -1),
+            KeyCode::Char(']') => d.nudge(End::Start, 1),
+            KeyCode::Char('{') => d.nudge(End::End, -1),
+            KeyCode::Char('}') => d.nudge(End::End, 1),
+            KeyCode::Char('+') => d.duplicate(),
+            KeyCode::Char('x') => d.remove(),
+            KeyCode::Char('<') => d.move_part(-1),
+            KeyCode::Char('>') => d.move_part(1),
+            KeyCode::Char('e') => {
+                self.start(JobKind::Evaluate);
+                return Handled::Yes;
+            }
+            KeyCode::Char('C') => {
+                self.start(JobKind::SaveCheckpoint);
+                return Handled::Yes;
+            }
+            KeyCode::Char('S') => {
+                self.save_spec();
+                return Handled::Yes;
+            }
+            KeyCode::Char('i') => {
+                if let Some(p) = self.draft.problems().first() {
+                    self.message = Some((p.clone(), true));
+                    return Handled::Yes;
+                }
+                return Handled::Then(Action::Inspect {
+                    args: self.draft.selection_args(),
+                    what: self.draft.describe(),
+                });
+            }
+            KeyCode::Esc if self.is_evaluating() => {
+                if let Some(j) = self.job.as_mut() {
+                    j.cancel();
+                }
+                self.message = Some(("evaluation cancelled".into(), false));
+                return Handled::Yes;
+            }
+            KeyCode::Char('o') => {
+                self.sort = self.sort.next();
+                results::sort(&mut self.rows, self.sort);
+                return Handled::Yes;
+            }
+            KeyCode::PageDown => {
+                self.row_offset = (self.row_offset + 5).min(self.rows.len().saturating_sub(1));
+                return Handled::Yes;
+            }
+            KeyCode::PageUp => {
+                self.row_offset = self.row_offset.saturating_sub(5);
+                return Handled::Yes;
+            }
+            _ => return Handled::No,
+        }
+        self.cancel_if_stale();
+        Handled::Yes
+    }
+
+    fn update(&mut self, action: &Action) -> bool {
+        match action {
+            Action::SendToBuilder(paths) => {
+                self.set_parts(paths);
+                true
+            }
+            Action::Tick => {
+                let mut changed = false;
+                if let Some(m) = self.spec_done.lock().expect("spec state").take() {
+                    self.message = Some(m);
+                    changed = true;
+                }
+                let Some(job) = self.job.as_mut() else {
+                    return changed;
+                };
+                if job.poll() {
+                    let outcome = job.outcome.clone().expect("finished");
+                    self.finished(outcome);
+                    return true;
+                }
+                // A running job's gauge moves.
+                changed || job.is_running()
+            }
+            _ => false,
+        }
+    }
+
+    fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
+        draw::draw(self, f, area, theme);
+    }
+
+    fn keys(&self) -> Vec<(String, String)> {
+        [
+            ("↑↓ j k", "select a part"),
+            ("f / l", "toggle use_first_layer / use_last_layer"),
+            ("[ ]", "move the selected part's range start down / up"),
+            ("{ }", "move the selected part's range end down / up"),
+            ("w h m", "cycle norm_wte / norm_lm_head / norm_inter_model"),
+            ("+ x", "repeat / remove the selected part"),
+            ("< >", "move the selected part down / up the stack"),
+            ("e", "evaluate in the background (Esc cancels)"),
+            ("i", "inspect this stack (Inspect pane)"),
+            ("S", "save as a spec file (stack --spec)"),
+            ("C", "evaluate and save as a checkpoint"),
+            ("o", "sort the results (newest, stack loss, stack - best)"),
+            ("PgUp PgDn", "scroll the results"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn status_keys(&self) -> String {
+        "f/l layers · w/h/m norms · e evaluate · i inspect · S/C save".into()
+    }
+}

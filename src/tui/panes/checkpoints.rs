@@ -1,0 +1,528 @@
+//! The Checkpoints pane: every checkpoint under the checkpoint dir as a lineage tree (a run
+//! trained `from_model` under the run whose `W` it shares; loose seed files and saved stacks
+//! at the top), the selected one's facts, a filter, and marks that go to the stack builder in
+//! the order they were made.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+use tui_tree_widget::{Tree, TreeItem, TreeState};
+
+use super::Pane;
+use crate::runs::catalog::{Catalog, Entry, Node};
+use crate::tui::action::{Action, Handled};
+use crate::tui::jobs::Waker;
+use crate::tui::theme::Theme;
+use crate::tui::widgets::{self, block, clip};
+
+/// How often the folder is read again without a change of its run folders' times.
+const RESCAN_EVERY: Duration = Duration::from_secs(10);
+
+pub struct CheckpointsPane {
+    pub root: PathBuf,
+    pub catalog: Catalog,
+    pub state: TreeState<String>,
+    pub filter: String,
+    pub filtering: bool,
+    /// Marked checkpoints, in the order marked.
+    pub marks: Vec<PathBuf>,
+    /// SHA-256 of weights files, computed in the background (`None` while running).
+    sha: Arc<Mutex<HashMap<PathBuf, Option<String>>>>,
+    waker: Waker,
+    /// The run folders' modification times at the last scan.
+    stamp: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+    scanned: Instant,
+    pub message: Option<String>,
+}
+
+fn folder_stamp(root: &Path) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    let mut v: Vec<_> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| (e.path(), e.metadata().ok().and_then(|m| m.modified().ok())))
+        .collect();
+    v.push((
+        root.to_path_buf(),
+        std::fs::metadata(root).ok().and_then(|m| m.modified().ok()),
+    ));
+    v.sort();
+    v
+}
+
+fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    for (unit, size) in [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)] {
+        if n >= size {
+            return format!("{:.1} {unit}", n / size);
+        }
+    }
+    format!("{n} B")
+}
+
+fn matches(node: &Node, catalog: &Catalog, filter: &str) -> bool {
+    let f = filter.to_lowercase();
+    node.label.to_lowercase().contains(&f)
+        || node
+            .entry
+            .map(|i| catalog.entries[i].label.to_lowercase().contains(&f))
+            .unwrap_or(false)
+        || node.children.iter().any(|c| matches(c, catalog, filter))
+}
+
+impl CheckpointsPane {
+    pub fn new(root: &Path, waker: Waker) -> CheckpointsPane {
+        let mut p = CheckpointsPane {
+            root: root.to_path_buf(),
+            catalog: Catalog::default(),
+            state: TreeState::default(),
+            filter: String::new(),
+            filtering: false,
+            marks: Vec::new(),
+            sha: Arc::default(),
+            waker,
+            stamp: Vec::new(),
+            scanned: Instant::now(),
+            message: None,
+        };
+        p.rescan();
+        p
+    }
+
+    /// Reads the folder again; keeps the selection and what is open.
+    pub fn rescan(&mut self) {
+        self.catalog = Catalog::scan(&self.root);
+        self.stamp = folder_stamp(&self.root);
+        self.scanned = Instant::now();
+        // Open every run the first time, so lineage is visible at once.
+        if self.state.opened().is_empty() {
+            fn open_all(state: &mut TreeState<String>, nodes: &[Node], path: &mut Vec<String>) {
+                for n in nodes {
+                    path.push(n.id.clone());
+                    if !n.children.is_empty() {
+                        state.open(path.clone());
+                        open_all(state, &n.children, path);
+                    }
+                    path.pop();
+                }
+            }
+            let tree = self.catalog.tree.clone();
+            open_all(&mut self.state, &tree, &mut Vec::new());
+        }
+        self.marks.retain(|m| m.exists());
+    }
+
+    /// The checkpoint under the cursor.
+    pub fn selected(&self) -> Option<&Entry> {
+        let id = self.state.selected().last()?;
+        self.catalog
+            .entries
+            .iter()
+            .find(|e| e.path.display().to_string() == *id)
+    }
+
+    fn visible(&self) -> Vec<Node> {
+        if self.filter.is_empty() {
+            return self.catalog.tree.clone();
+        }
+        fn keep(nodes: &[Node], catalog: &Catalog, filter: &str) -> Vec<Node> {
+            nodes
+                .iter()
+                .filter(|n| matches(n, catalog, filter))
+                .map(|n| Node {
+                    children: keep(&n.children, catalog, filter),
+                    ..n.clone()
+                })
+                .collect()
+        }
+        keep(&self.catalog.tree, &self.catalog, &self.filter)
+    }
+
+    fn items(&self, nodes: &[Node], theme: &Theme) -> Vec<TreeItem<'static, String>> {
+        nodes
+            .iter()
+            .filter_map(|n| {
+                let mut spans = Vec::new();
+                if let Some(i) = n.entry {
+                    let e = &self.catalog.entries[i];
+                    match self.marks.iter().position(|m| *m == e.path) {
+                        Some(k) => spans.push(Span::styled(
+                            format!("[{}] ", k + 1),
+                            Style::default()
+                                .fg(theme.accent)
+                                .add_modifier(Modifier::BOLD),
+                        )),
+                        None => spans.push(Span::raw("    ")),
+                    }
+                    spans.push(Span::styled(
+                        n.label.clone(),
+                        Style::default().fg(theme.text),
+                    ));
+                    match &e.info {
+                        Ok(info) => {
+                            if let Some(v) = info.last_val_loss {
+                                spans.push(Span::styled(
+                                    format!("  val {v:.4}"),
+                                    Style::default().fg(theme.dim),
+                                ));
+                            }
+                        }
+                        Err(_) => spans.push(Span::styled(
+                            "  unreadable",
+                            Style::default().fg(theme.error),
+                        )),
+                    }
+                } else {
+                    spans.push(Span::styled(
+                        n.label.clone(),
+                        Style::default()
+                            .fg(theme.accent)
+                            .add_modifier(Modifier::BOLD),
+                    ));
+                }
+                let text = Line::from(spans);
+                if n.children.is_empty() {
+                    Some(TreeItem::new_leaf(n.id.clone(), text))
+                } else {
+                    TreeItem::new(n.id.clone(), text, self.items(&n.children, theme)).ok()
+                }
+            })
+            .collect()
+    }
+
+    /// Starts hashing the selected checkpoint's weights if not known yet.
+    fn want_sha(&self, path: &Path) {
+        let mut map = self.sha.lock().expect("sha cache");
+        if map.contains_key(path) {
+            return;
+        }
+        map.insert(path.to_path_buf(), None);
+        let (sha, waker, path) = (self.sha.clone(), self.waker.clone(), path.to_path_buf());
+        std::thread::spawn(move || {
+            let file = if path.is_dir() {
+                path.join(crate::runs::checkpoint::MODEL_FILE)
+            } else {
+                path.clone()
+            };
+            let v = crate::runs::checkpoint::sha256_file(&file)
+                .map(|s| s[..12.min(s.len())].to_string())
+                .unwrap_or_else(|e| format!("unreadable: {e:#}"));
+            sha.lock().expect("sha cache").insert(path, Some(v));
+            waker.wake();
+        });
+    }
+
+    fn details(&self, e: &Entry) -> Vec<(String, String)> {
+        let mut rows = vec![("path".to_string(), e.path.display().to_string())];
+        match &e.info {
+            Err(why) => rows.push(("unreadable".into(), why.clone())),
+            Ok(i) => {
+                let heads = i.n_head.map(|h| format!(", {h} heads")).unwrap_or_default();
+                rows.push((
+                    "shape".into(),
+                    format!(
+                        "{} layers x {} wide{heads}, vocab {}{}",
+                        i.n_layer,
+                        i.n_embd,
+                        i.vocab_size,
+                        if i.stacked { " (stacked blocks)" } else { "" }
+                    ),
+                ));
+                let norms = match (&i.norm_wte, &i.norm_lm_head) {
+                    (Some(w), Some(h)) => format!("norm_wte {w}, norm_lm_head {h}"),
+                    _ => "unknown (a seed file: give them when stacking)".into(),
+                };
+                rows.push(("trained norms".into(), norms));
+                let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or("-".into());
+                rows.push(("seed".into(), opt(i.seed)));
+                rows.push((
+                    "step".into(),
+                    format!("{} / {}", opt(i.step), opt(i.total_steps)),
+                ));
+                rows.push(("tokens seen".into(), opt(i.tokens_seen)));
+                rows.push((
+                    "last val loss".into(),
+                    i.last_val_loss
+                        .map(|v| format!("{v:.4}"))
+                        .unwrap_or("-".into()),
+                ));
+                rows.push(("created".into(), i.created.clone().unwrap_or("-".into())));
+                rows.push((
+                    "parent (W)".into(),
+                    i.from_model
+                        .clone()
+                        .unwrap_or("none (trains its own W)".into()),
+                ));
+                if let Some(init) = &i.init_from {
+                    rows.push(("init_from".into(), init.clone()));
+                }
+            }
+        }
+        rows.push(("size on disk".into(), human_bytes(e.size_bytes)));
+        let sha = self.sha.lock().expect("sha cache").get(&e.path).cloned();
+        rows.push((
+            "sha256".into(),
+            match sha {
+                Some(Some(s)) => s,
+                _ => "computing...".into(),
+            },
+        ));
+        rows
+    }
+
+    fn toggle_mark(&mut self) {
+        let Some(e) = self.selected() else {
+            self.message = Some("select a checkpoint (not a run) to mark it".into());
+            return;
+        };
+        if let Err(why) = &e.info {
+            self.message = Some(format!("{} cannot be stacked: {why}", e.label));
+            return;
+        }
+        let p = e.path.clone();
+        match self.marks.iter().position(|m| *m == p) {
+            Some(i) => {
+                self.marks.remove(i);
+            }
+            None => self.marks.push(p),
+        }
+        self.message = None;
+    }
+}
+
+impl Pane for CheckpointsPane {
+    fn title(&self) -> &str {
+        "Checkpoints"
+    }
+
+    fn captures_input(&self) -> bool {
+        self.filtering
+    }
+
+    fn handle_key(&mut self, k: KeyEvent) -> Handled {
+        if self.filtering {
+            match k.code {
+                KeyCode::Enter => self.filtering = false,
+                KeyCode::Esc => {
+                    self.filtering = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) => self.filter.push(c),
+                _ => return Handled::No,
+            }
+            // The first visible node is selected at the next draw.
+            self.state.select(Vec::new());
+            return Handled::Yes;
+        }
+        match k.code {
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.state.key_up();
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.state.key_down();
+            }
+            KeyCode::Left | KeyCode::Char('h') => {
+                self.state.key_left();
+            }
+            KeyCode::Right | KeyCode::Char('l') => {
+                self.state.key_right();
+            }
+            KeyCode::Enter => {
+                self.state.toggle_selected();
+            }
+            KeyCode::Home => {
+                self.state.select_first();
+            }
+            KeyCode::End => {
+                self.state.select_last();
+            }
+            KeyCode::Char(' ') => self.toggle_mark(),
+            KeyCode::Char('/') => {
+                self.filtering = true;
+                self.filter.clear();
+            }
+            KeyCode::Esc if !self.filter.is_empty() => self.filter.clear(),
+            KeyCode::Char('c') => {
+                self.marks.clear();
+                self.message = Some("marks cleared".into());
+            }
+            KeyCode::Char('R') => self.rescan(),
+            KeyCode::Char('b') => {
+                if self.marks.is_empty() {
+                    self.message =
+                        Some("mark checkpoints first (space), bottom of the stack first".into());
+                    return Handled::Yes;
+                }
+                return Handled::Then(Action::SendToBuilder(self.marks.clone()));
+            }
+            _ => return Handled::No,
+        }
+        Handled::Yes
+    }
+
+    fn update(&mut self, action: &Action) -> bool {
+        match action {
+            Action::Tick => {
+                let stamp = folder_stamp(&self.root);
+                if stamp != self.stamp || self.scanned.elapsed() > RESCAN_EVERY {
+                    let before = self.catalog.clone();
+                    self.rescan();
+                    return self.catalog != before;
+                }
+                // A hash that arrived.
+                self.selected()
+                    .map(|e| {
+                        matches!(
+                            self.sha.lock().expect("sha cache").get(&e.path),
+                            Some(Some(_))
+                        )
+                    })
+                    .unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+
+    fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
+        let narrow = area.width < 100;
+        let [list_area, info_area] = if narrow {
+            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area)
+        } else {
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area)
+        };
+        let nodes = self.visible();
+        if self.state.selected().is_empty() {
+            if let Some(n) = nodes.first() {
+                self.state.select(vec![n.id.clone()]);
+            }
+        }
+        let items = self.items(&nodes, theme);
+        let mut title = format!("Checkpoints · {}", self.catalog.entries.len());
+        if self.filtering || !self.filter.is_empty() {
+            title.push_str(&format!(" · /{}", self.filter));
+            if self.filtering {
+                title.push('_');
+            }
+        }
+        if !self.marks.is_empty() {
+            title.push_str(&format!(" · {} marked", self.marks.len()));
+        }
+        if items.is_empty() {
+            let text = if self.catalog.entries.is_empty() {
+                format!(
+                    "no checkpoints in {} yet: train a run (Runs pane, n)",
+                    self.root.display()
+                )
+            } else {
+                "nothing matches the filter (Esc clears it)".to_string()
+            };
+            f.render_widget(
+                Paragraph::new(text)
+                    .style(Style::default().fg(theme.dim))
+                    .wrap(Wrap { trim: true })
+                    .block(block(&title, theme)),
+                list_area,
+            );
+        } else if let Ok(tree) = Tree::new(&items) {
+            let (open, closed) = if theme.ascii {
+                ("v ", "> ")
+            } else {
+                ("▼ ", "▶ ")
+            };
+            let tree = tree
+                .block(block(&title, theme))
+                .highlight_style(widgets::selected_style(theme))
+                .node_open_symbol(open)
+                .node_closed_symbol(closed)
+                .node_no_children_symbol("  ");
+            f.render_stateful_widget(tree, list_area, &mut self.state);
+        }
+        let sel = self.selected().cloned();
+        let mut lines = Vec::new();
+        if let Some(e) = &sel {
+            self.want_sha(&e.path);
+            let w = info_area.width.saturating_sub(18) as usize;
+            for (k, v) in self.details(e) {
+                let style = if k == "unreadable" {
+                    Style::default().fg(theme.error)
+                } else {
+                    Style::default().fg(theme.text)
+                };
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{k:<14} "), Style::default().fg(theme.dim)),
+                    Span::styled(
+                        if k == "unreadable" {
+                            v
+                        } else {
+                            clip(&v, w.max(8))
+                        },
+                        style,
+                    ),
+                ]));
+            }
+        } else {
+            lines.push(Line::styled(
+                "select a checkpoint for its facts",
+                Style::default().fg(theme.dim),
+            ));
+        }
+        if !self.marks.is_empty() {
+            lines.push(Line::raw(""));
+            lines.push(Line::styled(
+                "marked (bottom of the stack first):",
+                Style::default().fg(theme.dim),
+            ));
+            for (i, m) in self.marks.iter().enumerate() {
+                let label = self
+                    .catalog
+                    .find(m)
+                    .map(|e| e.label.clone())
+                    .unwrap_or_else(|| m.display().to_string());
+                lines.push(Line::styled(
+                    format!(" {}. {label}", i + 1),
+                    Style::default().fg(theme.accent),
+                ));
+            }
+        }
+        if let Some(m) = &self.message {
+            lines.push(Line::raw(""));
+            lines.push(Line::styled(m.clone(), Style::default().fg(theme.warn)));
+        }
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(block("Selected", theme)),
+            info_area,
+        );
+    }
+
+    fn keys(&self) -> Vec<(String, String)> {
+        [
+            ("↑↓ j k", "move"),
+            ("← → Enter", "close / open a run"),
+            ("space", "mark / unmark for the stack (in order)"),
+            ("b", "send the marked checkpoints to the stack builder"),
+            ("c", "clear the marks"),
+            ("/", "filter (Enter keeps it, Esc clears it)"),
+            ("R", "read the checkpoint dir again"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn status_keys(&self) -> String {
+        "space mark · b to builder · / filter · c clear marks".into()
+    }
+}

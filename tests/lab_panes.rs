@@ -1,0 +1,415 @@
+//! The lab's Checkpoints, Stack builder and Inspect panes on two tiny checkpoints (the second
+//! trained `from_model` the first): the lineage tree, the builder's block lists against what
+//! `stack` computes, evaluation in the background (results persisted and reloaded, a stale
+//! evaluation cancelled), the inspect report drawn with its seam; each pane drawn with
+//! `TestBackend` at a normal and the minimum size, and in ASCII mode.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{micro_config, Lab};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use stacklab::runs::catalog::Catalog;
+use stacklab::tui::action::{Action, Handled};
+use stacklab::tui::jobs::Waker;
+use stacklab::tui::panes::builder::BuilderPane;
+use stacklab::tui::panes::checkpoints::CheckpointsPane;
+use stacklab::tui::panes::inspect::InspectPane;
+use stacklab::tui::panes::Pane;
+use stacklab::tui::theme::Theme;
+
+/// Two tiny runs, `m2` trained with `m1`'s `W` frozen, a loose seed file and a broken
+/// checkpoint; and a wrapper that runs the real binary with this lab's folders.
+struct Fixture {
+    lab: Lab,
+    exe: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let lab = Lab::new();
+    lab.write("m1.toml", &micro_config(5, ""));
+    lab.write(
+        "m2.toml",
+        &micro_config(5, "").replace("seed = 0", "seed = 1\nfrom_model = \"m1\""),
+    );
+    lab.ok(&[
+        "train", "--config", "m1.toml", "--name", "m1", "--device", "cpu",
+    ]);
+    lab.ok(&[
+        "train", "--config", "m2.toml", "--name", "m2", "--device", "cpu",
+    ]);
+    std::fs::copy(
+        common::fixtures().join("stack_model_a.safetensors"),
+        lab.checkpoints().join("seed-a.safetensors"),
+    )
+    .unwrap();
+    lab.write(
+        "checkpoints/broken/step_000003/meta.toml",
+        "step = \"three\"\n",
+    );
+    lab.write("checkpoints/broken/config.toml", "");
+    let exe = lab.write(
+        "stacklab.sh",
+        &format!(
+            "#!/bin/sh\nexport STACKLAB_DATA_DIR='{}' STACKLAB_CHECKPOINT_DIR='{}' STACKLAB_CONFIG_DIR='{}'\nexec '{}' \"$@\"\n",
+            common::shared_data_dir().display(),
+            lab.checkpoints().display(),
+            common::repo().join("configs").display(),
+            common::bin()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Fixture { lab, exe }
+}
+
+fn step(f: &Fixture, run: &str) -> PathBuf {
+    f.lab.checkpoints().join(run).join("step_000005")
+}
+
+fn render(pane: &mut dyn Pane, w: u16, h: u16, theme: &Theme) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|fr| pane.draw(fr, fr.area(), theme)).unwrap();
+    let buf = t.backend().buffer().clone();
+    (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ascii() -> Theme {
+    Theme {
+        ascii: true,
+        ..Theme::shipped_default()
+    }
+}
+
+fn key(pane: &mut dyn Pane, c: KeyCode) -> Handled {
+    pane.handle_key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+/// Ticks the pane until `done`, failing after two minutes.
+fn tick_until<P: Pane>(pane: &mut P, what: &str, done: impl Fn(&P) -> bool) {
+    let start = Instant::now();
+    while !done(pane) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out: {what}"
+        );
+        pane.update(&Action::Tick);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stack_json(f: &Fixture, sel: &[String]) -> serde_json::Value {
+    let mut args: Vec<&str> = vec!["stack"];
+    args.extend(sel.iter().map(String::as_str));
+    args.extend(["--json", "--device", "cpu"]);
+    let out = f.lab.ok(&args);
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn checkpoints_are_a_lineage_tree_with_facts_marks_and_reasons() {
+    let f = fixture();
+    let cat = Catalog::scan(&f.lab.checkpoints());
+    // m2 sits under m1 (its W hash matches m1's checkpoint); loose entries at the top.
+    let top: Vec<&str> = cat.tree.iter().map(|n| n.label.as_str()).collect();
+    assert_eq!(
+        top,
+        ["broken", "m1", "seed-a.safetensors"],
+        "{:#?}",
+        cat.tree
+    );
+    let m1 = &cat.tree[1];
+    let kids: Vec<&str> = m1.children.iter().map(|n| n.label.as_str()).collect();
+    assert_eq!(kids, ["step_000005", "m2"]);
+    assert_eq!(m1.children[1].children[0].label, "step_000005");
+    let broken = cat
+        .entries
+        .iter()
+        .find(|e| e.label == "broken/step_000003")
+        .unwrap();
+    let why = broken.info.as_ref().unwrap_err();
+    assert!(why.contains("meta.toml"), "{why}");
+    let seed = cat
+        .entries
+        .iter()
+        .find(|e| e.label == "seed-a.safetensors")
+        .unwrap();
+    let info = seed.info.as_ref().unwrap();
+    assert!(info.n_layer > 0 && info.n_embd > 0 && info.norm_wte.is_none());
+
+    let mut pane = CheckpointsPane::new(&f.lab.checkpoints(), Waker::none());
+    let theme = Theme::shipped_default();
+    let s = render(&mut pane, 120, 36, &theme);
+    assert!(s.contains("Checkpoints · 4"), "{s}");
+    // Rows: broken, its step, m1, m1's step, m2, m2's step, the seed file. The first is
+    // selected; move to m1's checkpoint and see its facts.
+    for _ in 0..3 {
+        key(&mut pane, KeyCode::Down);
+    }
+    let s = render(&mut pane, 120, 36, &theme);
+    assert!(
+        s.contains("2 layers x 64 wide, 2 heads, vocab 4096")
+            && s.contains("norm_wte none, norm_lm_head rms_norm")
+            && s.contains("5 / 5"),
+        "{s}"
+    );
+    // Marks in order: m2's checkpoint first, then m1's.
+    key(&mut pane, KeyCode::Down);
+    key(&mut pane, KeyCode::Down);
+    render(&mut pane, 120, 36, &theme);
+    assert_eq!(pane.selected().unwrap().label, "m2/step_000005");
+    key(&mut pane, KeyCode::Char(' '));
+    for _ in 0..2 {
+        key(&mut pane, KeyCode::Up);
+    }
+    render(&mut pane, 120, 36, &theme);
+    assert_eq!(pane.selected().unwrap().label, "m1/step_000005");
+    key(&mut pane, KeyCode::Char(' '));
+    assert_eq!(pane.marks, [step(&f, "m2"), step(&f, "m1")]);
+    let s = render(&mut pane, 120, 36, &theme);
+    assert!(
+        s.contains("[1] step_000005") && s.contains("[2] step_000005"),
+        "{s}"
+    );
+    assert!(
+        s.contains("1. m2/step_000005") && s.contains("2. m1/step_000005"),
+        "{s}"
+    );
+    match key(&mut pane, KeyCode::Char('b')) {
+        Handled::Then(Action::SendToBuilder(p)) => {
+            assert_eq!(p, [step(&f, "m2"), step(&f, "m1")])
+        }
+        other => panic!("b sends the marks: {other:?}"),
+    }
+    // The broken checkpoint cannot be marked, and says why.
+    key(&mut pane, KeyCode::Home);
+    key(&mut pane, KeyCode::Down);
+    render(&mut pane, 120, 36, &theme);
+    key(&mut pane, KeyCode::Char(' '));
+    assert_eq!(pane.marks.len(), 2);
+    let s = render(&mut pane, 120, 36, &theme);
+    assert!(
+        s.contains("unreadable") && s.contains("cannot be stacked"),
+        "{s}"
+    );
+    // The filter keeps matching checkpoints and their runs.
+    key(&mut pane, KeyCode::Char('/'));
+    for c in "seed".chars() {
+        key(&mut pane, KeyCode::Char(c));
+    }
+    key(&mut pane, KeyCode::Enter);
+    let s = render(&mut pane, 120, 36, &theme);
+    assert!(
+        s.contains("seed-a.safetensors") && !s.contains("▼ m1"),
+        "{s}"
+    );
+    // The minimum size and ASCII mode draw.
+    key(&mut pane, KeyCode::Esc);
+    let s = render(&mut pane, 60, 18, &ascii());
+    assert!(
+        s.contains("Checkpoints") && !s.contains('▼') && !s.contains('▶'),
+        "{s}"
+    );
+}
+
+#[test]
+fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
+    let f = fixture();
+    let results = f.lab.path("lab/stacks.csv");
+    let mut b = BuilderPane::new(&f.lab.checkpoints(), &f.exe, "cpu", &results, Waker::none());
+    b.update(&Action::SendToBuilder(vec![step(&f, "m1"), step(&f, "m2")]));
+    assert_eq!(b.draft.parts.len(), 2);
+    // Every flag pair and an edited range: the block list `stack` computes.
+    let mut cases = Vec::new();
+    for (first, last) in [(false, false), (true, false), (true, true), (false, true)] {
+        if b.draft.use_first_layer != first {
+            key(&mut b, KeyCode::Char('f'));
+        }
+        if b.draft.use_last_layer != last {
+            key(&mut b, KeyCode::Char('l'));
+        }
+        cases.push((b.draft.block_list(), b.draft.selection_args()));
+    }
+    // Part 2 (selected with Down): its end one block earlier leaves it empty; back; then
+    // m1 (Up) without its first block, which no flag pair gives: explicit ranges.
+    key(&mut b, KeyCode::Down);
+    key(&mut b, KeyCode::Char('{'));
+    assert_eq!(b.draft.block_list(), "m1:0..2 | m2:1..1");
+    assert!(
+        b.draft.problems()[0].contains("holds no blocks"),
+        "{:?}",
+        b.draft.problems()
+    );
+    key(&mut b, KeyCode::Char('}'));
+    assert_eq!(b.draft.block_list(), "m1:0..2 | m2:1..2");
+    assert_eq!(
+        b.draft.flags(),
+        Some((false, true)),
+        "a flag pair gives these ranges"
+    );
+    assert!(b.draft.custom.is_none());
+    key(&mut b, KeyCode::Up);
+    key(&mut b, KeyCode::Char(']'));
+    assert_eq!(b.draft.block_list(), "m1:1..2 | m2:1..2");
+    assert_eq!(b.draft.flags(), None);
+    assert!(b.draft.selection_args().contains(&"1:2,1:2".to_string()));
+    cases.push((b.draft.block_list(), b.draft.selection_args()));
+    key(&mut b, KeyCode::Char('m'));
+    assert_eq!(b.draft.norms.norm_inter_model.to_string(), "rms_norm");
+    cases.push((b.draft.block_list(), b.draft.selection_args()));
+    let lists: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(
+        lists,
+        [
+            "m1:0..1 | m2:1..2",
+            "m1:0..1 | m2:0..2",
+            "m1:0..2 | m2:0..2",
+            "m1:0..2 | m2:1..2",
+            "m1:1..2 | m2:1..2",
+            "m1:1..2 | m2:1..2",
+        ]
+    );
+    for (list, sel) in &cases {
+        let mut sel = sel.clone();
+        sel.extend(["--tokens".into(), "256".into()]);
+        let v = stack_json(&f, &sel);
+        assert_eq!(v["block_list"].as_str().unwrap(), list, "{sel:?}");
+    }
+    let v = stack_json(&f, &{
+        let mut s = cases[5].1.clone();
+        s.extend(["--tokens".into(), "256".into()]);
+        s
+    });
+    assert_eq!(v["norm_inter_model"], "rms_norm");
+
+    // Evaluate in the background: one row appended, shown, and there after a reload.
+    assert!(b.rows.is_empty());
+    key(&mut b, KeyCode::Char('e'));
+    assert!(b.is_evaluating());
+    tick_until(&mut b, "the evaluation", |b| !b.is_evaluating());
+    assert_eq!(b.rows.len(), 1, "{:?}", b.message);
+    let (msg, err) = b.message.clone().unwrap();
+    assert!(!err && msg.contains("stack - best part"), "{msg}");
+    assert_eq!(b.rows[0].block_list, "m1:1..2 | m2:1..2");
+    assert_eq!(b.rows[0].norms[2], "rms_norm");
+    let again = BuilderPane::new(&f.lab.checkpoints(), &f.exe, "cpu", &results, Waker::none());
+    assert_eq!(again.rows, b.rows, "results persist across sessions");
+
+    // A stale evaluation is cancelled when the stack changes (and Esc cancels one).
+    let slow = f.lab.write(
+        "slow.sh",
+        "#!/bin/sh\necho '{\"progress\":{\"stage\":\"eval\",\"done\":1,\"total\":100}}' >&2\nexec sleep 60\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = BuilderPane::new(&f.lab.checkpoints(), &slow, "cpu", &results, Waker::none());
+    s.update(&Action::SendToBuilder(vec![step(&f, "m1"), step(&f, "m2")]));
+    key(&mut s, KeyCode::Char('e'));
+    let pid = s.job.as_ref().unwrap().pid().unwrap();
+    let dead = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
+    tick_until(&mut s, "the progress line", |p| {
+        p.job
+            .as_ref()
+            .unwrap()
+            .progress()
+            .map(|x| (x.done, x.total))
+            == Some((1, 100))
+    });
+    let screen = render(&mut s, 120, 36, &Theme::shipped_default());
+    assert!(screen.contains("evaluating · 1/100 tokens"), "{screen}");
+    key(&mut s, KeyCode::Char('l'));
+    assert!(
+        !s.is_evaluating() && dead(pid),
+        "the stale evaluation was killed"
+    );
+    assert!(s
+        .message
+        .as_ref()
+        .unwrap()
+        .0
+        .contains("cancelled: the stack changed"));
+    key(&mut s, KeyCode::Char('e'));
+    let pid = s.job.as_ref().unwrap().pid().unwrap();
+    key(&mut s, KeyCode::Esc);
+    assert!(!s.is_evaluating() && dead(pid), "Esc killed the evaluation");
+    assert_eq!(s.rows.len(), 1, "a cancelled evaluation adds no row");
+
+    // Drawn at a normal and the minimum size, and in ASCII mode.
+    let theme = Theme::shipped_default();
+    let screen = render(&mut b, 120, 36, &theme);
+    for want in [
+        "m1  m1/step_000005",
+        "m2  m2/step_000005",
+        "norm_inter_model rms_norm",
+        "blocks m1:1 ║ m2:1",
+        "Results · 1",
+    ] {
+        assert!(screen.contains(want), "{want}:\n{screen}");
+    }
+    let small = render(&mut b, 60, 18, &ascii());
+    assert!(
+        small.contains("m1:1 || m2:1") && small.contains("Results"),
+        "{small}"
+    );
+}
+
+#[test]
+fn inspect_pane_draws_the_report_with_the_seam_marked() {
+    let f = fixture();
+    let mut p = InspectPane::new(&f.exe, "cpu", Waker::none());
+    let sel: Vec<String> = [
+        "--models".to_string(),
+        step(&f, "m1").display().to_string(),
+        step(&f, "m2").display().to_string(),
+        "--tokens".into(),
+        "512".into(),
+    ]
+    .to_vec();
+    p.update(&Action::Inspect {
+        args: sel,
+        what: "stack m1:0..1 | m2:1..2".into(),
+    });
+    assert!(p.is_running());
+    tick_until(&mut p, "the inspection", |p| !p.is_running());
+    let r = p
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("{:?}", p.message));
+    assert_eq!(r.seams.len(), 1);
+    let theme = Theme::shipped_default();
+    let s = render(&mut p, 140, 44, &theme);
+    for want in [
+        "seam m1 -> m2",
+        "emb",
+        "m1:0",
+        "m2:1",
+        "m1 alone [0, 1)",
+        "m2 alone [1, 2)",
+        "RMS per layer (log)",
+        "logit-lens loss per layer",
+        "rms received/expected",
+        "CKA",
+    ] {
+        assert!(s.contains(want), "{want}:\n{s}");
+    }
+    // The seam line sits right after the last block of m1 in the stack's heat map.
+    let lines: Vec<&str> = s.lines().collect();
+    let seam = lines
+        .iter()
+        .position(|l| l.contains("seam m1 -> m2 ═"))
+        .unwrap();
+    assert!(lines[seam - 1].contains("m1:0"), "{s}");
+    assert!(lines[seam + 1].contains("m2:1"), "{s}");
+    let small = render(&mut p, 60, 18, &ascii());
+    assert!(
+        small.contains("seam m1 -> m2 =") && !small.contains('█'),
+        "{small}"
+    );
+}
