@@ -288,3 +288,184 @@ fn the_lab_starts_a_training_that_survives_quit_and_sighup() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Opens the lab in a fresh tmux server on `lab`'s folders; returns the handle and the
+/// command that (re)opens it.
+fn open_lab(lab: &Lab, configs: &Path, w: u16, h: u16) -> (Tmux, String) {
+    let env = lab.write(
+        "env.sh",
+        &format!(
+            "export STACKLAB_DATA_DIR='{}' STACKLAB_CHECKPOINT_DIR='{}' STACKLAB_CONFIG_DIR='{}' PS1='$ '\ncd '{}'\n",
+            common::shared_data_dir().display(),
+            lab.checkpoints().display(),
+            configs.display(),
+            lab.dir.path().display()
+        ),
+    );
+    let open = format!("'{}' --device cpu; echo LAB-EXIT=$?", common::bin());
+    let t = Tmux {
+        socket: format!("stacklab-test-{}-{w}", std::process::id()),
+        training: None,
+    };
+    t.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "lab",
+        "-x",
+        &w.to_string(),
+        "-y",
+        &h.to_string(),
+        "bash --norc --noprofile",
+    ]);
+    t.line(&format!(". '{}'; clear", env.display()));
+    t.line(&open);
+    (t, open)
+}
+
+/// Keeps a screen for people to read (`cargo test -- --nocapture` prints it too).
+fn keep_screen(name: &str, s: &str) {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-{name}.txt"));
+    std::fs::write(&p, s).unwrap();
+    eprintln!("--- {name} ({})\n{s}", p.display());
+}
+
+#[test]
+fn the_lab_marks_two_checkpoints_evaluates_their_stack_and_inspects_the_seam() {
+    let lab = Lab::new();
+    let configs = lab.path("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    lab.write("m1.toml", &micro_config(5, ""));
+    lab.write(
+        "m2.toml",
+        &micro_config(5, "").replace("seed = 0", "seed = 1\nfrom_model = \"m1\""),
+    );
+    lab.ok(&[
+        "train", "--config", "m1.toml", "--name", "m1", "--device", "cpu",
+    ]);
+    lab.ok(&[
+        "train", "--config", "m2.toml", "--name", "m2", "--device", "cpu",
+    ]);
+    let (t, _) = open_lab(&lab, &configs, 130, 42);
+    t.wait("the lab", None, true, |s| s.contains("2 Checkpoints"));
+    t.keys(&["2"]);
+    // m2 sits under m1: rows m1, m1/step_000005, m2, m2/step_000005.
+    t.wait("the lineage tree", None, true, |s| {
+        s.contains("Checkpoints · 2") && s.contains("▼ m2")
+    });
+    t.keys(&["Down"]);
+    t.keys(&["Space"]);
+    t.keys(&["Down"]);
+    t.keys(&["Down"]);
+    t.keys(&["Space"]);
+    let s = t.wait("two marks", None, true, |s| s.contains("2 marked"));
+    keep_screen("checkpoints", &s);
+    assert!(
+        s.contains("1. m1/step_000005") && s.contains("2. m2/step_000005"),
+        "{s}"
+    );
+    t.keys(&["b"]);
+    t.wait("the builder", None, true, |s| {
+        s.contains("blocks m1:0 ║ m2:1") && s.contains("use_last_layer off")
+    });
+    t.keys(&["e"]);
+    t.wait("the first result", None, true, |s| {
+        s.contains("Results · 1") && s.lines().any(|l| l.contains("m1:0..1 | m2:1..2"))
+    });
+    // use_last_layer on: m1 keeps its last block; evaluate again.
+    t.keys(&["l"]);
+    t.wait("the toggle", None, true, |s| {
+        s.contains("use_last_layer on") && s.contains("blocks m1:0 m1:1 ║ m2:1")
+    });
+    t.keys(&["e"]);
+    let s = t.wait("the second result", None, true, |s| {
+        s.contains("Results · 2") && s.lines().any(|l| l.contains("m1:0..2 | m2:1..2"))
+    });
+    keep_screen("stack-builder", &s);
+    t.keys(&["i"]);
+    let s = t.wait("the inspection", None, true, |s| {
+        s.contains("seam m1 -> m2 ═") && s.contains("m2 alone [1, 2)")
+    });
+    keep_screen("inspect", &s);
+    let lines: Vec<&str> = s.lines().collect();
+    let seam = lines
+        .iter()
+        .position(|l| l.contains("seam m1 -> m2 ═"))
+        .unwrap();
+    assert!(
+        lines[seam - 1].contains("m1:1") && lines[seam + 1].contains("m2:1"),
+        "{s}"
+    );
+    t.keys(&["q"]);
+    t.wait("the lab to quit", None, false, |s| {
+        s.lines().any(|l| l == "LAB-EXIT=0")
+    });
+}
+
+/// The shell's view of the terminal after the lab ended: cooked mode, main screen, cursor.
+fn assert_restored(t: &Tmux, how: &str) {
+    assert_eq!(t.format("#{alternate_on}"), "0", "main screen after {how}");
+    assert_eq!(t.format("#{cursor_flag}"), "1", "cursor shown after {how}");
+    t.line("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo -e -icanon -e -echo | tr '\\n' ' '; echo STTY-DONE");
+    let s = t.wait("stty", None, false, |s| {
+        s.lines()
+            .any(|l| l.ends_with("STTY-DONE") && !l.contains("stty"))
+    });
+    assert!(
+        s.lines().any(|l| l.trim() == "icanon echo STTY-DONE"),
+        "cooked mode (icanon, echo) after {how}:\n{s}"
+    );
+}
+
+#[test]
+fn sigterm_sigint_a_panic_and_a_vanished_terminal_all_end_the_lab_cleanly() {
+    let lab = Lab::new();
+    let configs = lab.path("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    lab.ok(&["data", "embedded"]);
+    let (t, open) = open_lab(&lab, &configs, 100, 30);
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        t.wait("the lab", None, true, |s| s.contains("1 Runs"));
+        signal(t.lab_pid(), sig);
+        t.wait(name, None, false, exited);
+        assert_restored(&t, name);
+        t.line("clear");
+        t.line(&open);
+    }
+    // A panic inside the terminal: restored, the message shown, exit status 101.
+    t.wait("the lab", None, true, |s| s.contains("1 Runs"));
+    t.keys(&["q"]);
+    t.wait("the lab to quit", None, false, exited);
+    t.line("clear");
+    t.line(&format!(
+        "{}=1 '{}' --device cpu; echo LAB-EXIT=$?",
+        stacklab::tui::FAULT_PANIC_ENV,
+        common::bin()
+    ));
+    let s = t.wait("the panic", None, false, exited);
+    assert!(
+        s.lines().any(|l| l == "LAB-EXIT=101") && s.contains("STACKLAB_FAULT_PANIC_IN_LAB is set"),
+        "{s}"
+    );
+    assert_restored(&t, "a panic");
+
+    // The terminal vanishes without a SIGHUP reaching the lab (SIGHUP blocked): it notices
+    // its input hung up and exits instead of spinning.
+    t.line("clear");
+    t.line(&format!(
+        "python3 -c 'import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP]); os.execv(sys.argv[1], sys.argv[1:])' '{}' --device cpu",
+        common::bin()
+    ));
+    t.wait("the lab", None, true, |s| s.contains("1 Runs"));
+    let pid = t.lab_pid();
+    let start = process::proc_info(pid).unwrap().start_time;
+    t.cmd(&["kill-server"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while process::is_alive_as(pid, Some(start)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lab kept running after its terminal went away"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -36,6 +36,10 @@ use panes::overview::Overview;
 use panes::runs::RunsPane;
 use theme::{ColorMode, Theme};
 
+/// Test hook: with this set, the lab panics on its first tick (inside the terminal), so the
+/// panic path's terminal restore can be tested with the real binary.
+pub const FAULT_PANIC_ENV: &str = "STACKLAB_FAULT_PANIC_IN_LAB";
+
 /// How often run files are looked at (a few `stat` calls): updates show within a second.
 pub const TICK: Duration = Duration::from_millis(400);
 
@@ -75,9 +79,17 @@ fn init_logging(filter: tracing_subscriber::EnvFilter) -> Result<()> {
     Ok(())
 }
 
-/// Puts the terminal back: main screen, cursor, cooked mode, no mouse. Safe to call twice
-/// and on a terminal that is gone (errors are ignored: there is nobody to tell).
+/// The terminal is in the lab's state (raw mode, alternate screen) and not yet restored.
+static TERMINAL_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Puts the terminal back: main screen, cursor, cooked mode, no mouse. Only the first call
+/// after the lab took the terminal does anything (leaving the alternate screen twice would
+/// move the cursor back over what was printed in between, e.g. a panic message); safe on a
+/// terminal that is gone (errors are ignored: there is nobody to tell).
 pub fn restore_terminal() {
+    if !TERMINAL_TAKEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let _ = crossterm::terminal::disable_raw_mode();
     let mut out = std::io::stdout();
     let _ = execute!(
@@ -165,6 +177,7 @@ pub fn run(opts: LabOptions) -> Result<()> {
     }
     let result = {
         let _guard = TerminalGuard;
+        TERMINAL_TAKEN.store(true, std::sync::atomic::Ordering::SeqCst);
         crossterm::terminal::enable_raw_mode().context("cannot put the terminal in raw mode")?;
         execute!(
             std::io::stdout(),
@@ -274,6 +287,9 @@ async fn main_loop(
             let Some(ev) = rx.recv().await else {
                 return Ok(());
             };
+            if ev == Event::Tick && std::env::var_os(FAULT_PANIC_ENV).is_some() {
+                panic!("{FAULT_PANIC_ENV} is set: the lab panics on purpose");
+            }
             app.handle_event(ev);
             // Drain what is pending, then draw once.
             while let Ok(ev) = rx.try_recv() {
