@@ -289,6 +289,45 @@ fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
     });
     assert_eq!(v["norm_inter_model"], "rms_norm");
 
+    // Norms other than the models were trained with are warned about inline.
+    assert!(b.draft.warnings().is_empty(), "{:?}", b.draft.warnings());
+    key(&mut b, KeyCode::Char('w'));
+    let w = b.draft.warnings();
+    assert!(
+        w.len() == 2 && w[0].contains("m1 (m1/step_000005) was trained with norm_wte = none, but the stack uses norm_wte = rms_norm"),
+        "{w:?}"
+    );
+    key(&mut b, KeyCode::Char('w'));
+    key(&mut b, KeyCode::Char('w'));
+    assert!(b.draft.warnings().is_empty());
+
+    // S writes a spec that `stack --spec` reads back to the same stack.
+    key(&mut b, KeyCode::Char('S'));
+    tick_until(&mut b, "the spec", |b| {
+        b.message
+            .as_ref()
+            .map(|m| m.0.starts_with("saved the spec"))
+            .unwrap_or(false)
+    });
+    let specs: Vec<PathBuf> = std::fs::read_dir(f.lab.path("lab/specs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(specs.len(), 1);
+    let text = std::fs::read_to_string(&specs[0]).unwrap();
+    assert!(text.contains("sha256"), "{text}");
+    let v = stack_json(
+        &f,
+        &[
+            "--spec".to_string(),
+            specs[0].display().to_string(),
+            "--tokens".into(),
+            "256".into(),
+        ],
+    );
+    assert_eq!(v["block_list"], "m1:1..2 | m2:1..2");
+    assert_eq!(v["norm_inter_model"], "rms_norm");
+
     // Evaluate in the background: one row appended, shown, and there after a reload.
     assert!(b.rows.is_empty());
     key(&mut b, KeyCode::Char('e'));
@@ -301,6 +340,9 @@ fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
     assert_eq!(b.rows[0].norms[2], "rms_norm");
     let again = BuilderPane::new(&f.lab.checkpoints(), &f.exe, "cpu", &results, Waker::none());
     assert_eq!(again.rows, b.rows, "results persist across sessions");
+    // o sorts by stack loss, then by stack - best.
+    key(&mut b, KeyCode::Char('o'));
+    assert_eq!(b.sort.as_str(), "stack loss");
 
     // A stale evaluation is cancelled when the stack changes (and Esc cancels one).
     let slow = f.lab.write(
@@ -363,7 +405,8 @@ fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
 #[test]
 fn inspect_pane_draws_the_report_with_the_seam_marked() {
     let f = fixture();
-    let mut p = InspectPane::new(&f.exe, "cpu", Waker::none());
+    let figures = f.lab.path("figures");
+    let mut p = InspectPane::new(&f.exe, "cpu", &figures, Waker::none());
     let sel: Vec<String> = [
         "--models".to_string(),
         step(&f, "m1").display().to_string(),

@@ -152,7 +152,7 @@ pub fn run(opts: LabOptions) -> Result<()> {
         &panes::builder::results::results_path(),
         waker.clone(),
     );
-    let inspect = InspectPane::new(&exe, &device_name, waker);
+    let inspect = InspectPane::new(&exe, &device_name, &panes::inspect::figures_dir(), waker);
     let overview = Overview::gather(device, Some(dataset));
     let log_file = log_dir().join("lab.*.log").display().to_string();
     let mut app = App::new(

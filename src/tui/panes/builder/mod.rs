@@ -189,8 +189,11 @@ impl BuilderPane {
         let paths: Vec<PathBuf> = d.parts.iter().map(|p| p.path.clone()).collect();
         let norms = d.norms;
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-        let file = crate::paths::data_dir()
-            .join("lab")
+        // Beside the results file: `<data dir>/lab/specs/`.
+        let file = self
+            .results_file
+            .parent()
+            .unwrap_or(Path::new("."))
             .join("specs")
             .join(format!("stack-{stamp}.toml"));
         let (done, waker) = (self.spec_done.clone(), self.waker.clone());

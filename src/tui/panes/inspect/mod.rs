@@ -20,6 +20,8 @@ use crate::tui::theme::Theme;
 
 pub struct InspectPane {
     pub exe: PathBuf,
+    /// Where `p` writes figures (a folder per export).
+    pub figures_root: PathBuf,
     pub device: String,
     waker: Waker,
     /// The stack's selection arguments and its description.
@@ -43,9 +45,10 @@ pub fn figures_dir() -> PathBuf {
 }
 
 impl InspectPane {
-    pub fn new(exe: &Path, device: &str, waker: Waker) -> InspectPane {
+    pub fn new(exe: &Path, device: &str, figures_root: &Path, waker: Waker) -> InspectPane {
         InspectPane {
             exe: exe.to_path_buf(),
+            figures_root: figures_root.to_path_buf(),
             device: device.to_string(),
             waker,
             request: None,
@@ -80,7 +83,7 @@ impl InspectPane {
         self.plot_dir = None;
         if plot {
             let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-            let dir = figures_dir().join(format!("stack-{stamp}"));
+            let dir = self.figures_root.join(format!("stack-{stamp}"));
             args.extend(["--plot".into(), dir.display().to_string()]);
             self.plot_dir = Some(dir);
         }
