@@ -340,6 +340,24 @@ fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
     assert_eq!(b.rows[0].norms[2], "rms_norm");
     let again = BuilderPane::new(&f.lab.checkpoints(), &f.exe, "cpu", &results, Waker::none());
     assert_eq!(again.rows, b.rows, "results persist across sessions");
+    // C evaluates again and saves the stack as a checkpoint folder that `eval` loads.
+    key(&mut b, KeyCode::Char('C'));
+    tick_until(&mut b, "the saved stack", |b| !b.is_evaluating());
+    let (msg, err) = b.message.clone().unwrap();
+    assert!(!err && msg.contains("saved"), "{msg}");
+    let saved: Vec<PathBuf> = std::fs::read_dir(f.lab.checkpoints())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("stack-")
+        })
+        .collect();
+    assert_eq!(saved.len(), 1);
+    assert!(saved[0].join("meta.toml").is_file());
+    assert_eq!(b.rows.len(), 2);
     // o sorts by stack loss, then by stack - best.
     key(&mut b, KeyCode::Char('o'));
     assert_eq!(b.sort.as_str(), "stack loss");
@@ -381,7 +399,8 @@ fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
     let pid = s.job.as_ref().unwrap().pid().unwrap();
     key(&mut s, KeyCode::Esc);
     assert!(!s.is_evaluating() && dead(pid), "Esc killed the evaluation");
-    assert_eq!(s.rows.len(), 1, "a cancelled evaluation adds no row");
+    let (rows, _) = stacklab::tui::panes::builder::results::load(&results).unwrap();
+    assert_eq!(rows.len(), 2, "a cancelled evaluation adds no row");
 
     // Drawn at a normal and the minimum size, and in ASCII mode.
     let theme = Theme::shipped_default();
@@ -391,7 +410,7 @@ fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
         "m2  m2/step_000005",
         "norm_inter_model rms_norm",
         "blocks m1:1 ║ m2:1",
-        "Results · 1",
+        "Results · 2",
     ] {
         assert!(screen.contains(want), "{want}:\n{screen}");
     }

@@ -217,10 +217,11 @@ fn the_lab_starts_a_training_that_survives_quit_and_sighup() {
     };
     let val = format!("{val:.4}");
     let short = &name[..10];
-    t.wait("the val loss", Some(&run), true, |s| {
+    let s = t.wait("the val loss", Some(&run), true, |s| {
         s.lines()
             .any(|l| l.contains(short) && l.contains("running") && l.contains(&val))
     });
+    keep_screen("runs", &s);
 
     // q quits the lab; the training keeps running; the terminal is back to normal.
     t.keys(&["q"]);
