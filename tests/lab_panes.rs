@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{micro_config, Lab};
+use common::Lab;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -31,17 +31,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let lab = Lab::new();
-    lab.write("m1.toml", &micro_config(5, ""));
-    lab.write(
-        "m2.toml",
-        &micro_config(5, "").replace("seed = 0", "seed = 1\nfrom_model = \"m1\""),
-    );
-    lab.ok(&[
-        "train", "--config", "m1.toml", "--name", "m1", "--device", "cpu",
-    ]);
-    lab.ok(&[
-        "train", "--config", "m2.toml", "--name", "m2", "--device", "cpu",
-    ]);
+    common::train_pair(&lab);
     std::fs::copy(
         common::fixtures().join("stack_model_a.safetensors"),
         lab.checkpoints().join("seed-a.safetensors"),

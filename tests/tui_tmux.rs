@@ -143,34 +143,7 @@ fn the_lab_starts_a_training_that_survives_quit_and_sighup() {
     std::fs::write(configs.join("micro.toml"), micro_config(60, "")).unwrap();
     // The data dir is shared with the other tests: prepare the embedded corpus first.
     lab.ok(&["data", "embedded"]);
-    let env = lab.write(
-        "env.sh",
-        &format!(
-            "export STACKLAB_DATA_DIR='{}' STACKLAB_CHECKPOINT_DIR='{}' STACKLAB_CONFIG_DIR='{}' PS1='$ '\ncd '{}'\n",
-            common::shared_data_dir().display(),
-            lab.checkpoints().display(),
-            configs.display(),
-            lab.dir.path().display()
-        ),
-    );
-    let open = format!("'{}' --device cpu; echo LAB-EXIT=$?", common::bin());
-    let mut t = Tmux {
-        socket: format!("stacklab-test-{}", std::process::id()),
-        training: None,
-    };
-    t.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "lab",
-        "-x",
-        "120",
-        "-y",
-        "36",
-        "bash --norc --noprofile",
-    ]);
-    t.line(&format!(". '{}'; clear", env.display()));
-    t.line(&open);
+    let (mut t, open) = open_lab(&lab, &configs, 120, 36);
     t.wait("the lab", None, true, |s| {
         s.contains("no runs: n starts one")
     });
@@ -336,17 +309,7 @@ fn the_lab_marks_two_checkpoints_evaluates_their_stack_and_inspects_the_seam() {
     let lab = Lab::new();
     let configs = lab.path("configs");
     std::fs::create_dir_all(&configs).unwrap();
-    lab.write("m1.toml", &micro_config(5, ""));
-    lab.write(
-        "m2.toml",
-        &micro_config(5, "").replace("seed = 0", "seed = 1\nfrom_model = \"m1\""),
-    );
-    lab.ok(&[
-        "train", "--config", "m1.toml", "--name", "m1", "--device", "cpu",
-    ]);
-    lab.ok(&[
-        "train", "--config", "m2.toml", "--name", "m2", "--device", "cpu",
-    ]);
+    common::train_pair(&lab);
     let (t, _) = open_lab(&lab, &configs, 130, 42);
     t.wait("the lab", None, true, |s| s.contains("2 Checkpoints"));
     t.keys(&["2"]);

@@ -138,6 +138,27 @@ val_every = 5
     )
 }
 
+/// Trains `m1` and `m2` (the micro config for 5 steps; `m2` from another seed with `m1`'s
+/// `W` frozen): the smallest pair the stack tools work on.
+pub fn train_pair(lab: &Lab) {
+    lab.write("m1.toml", &micro_config(5, ""));
+    lab.write(
+        "m2.toml",
+        &micro_config(5, "").replace("seed = 0", "seed = 1\nfrom_model = \"m1\""),
+    );
+    for name in ["m1", "m2"] {
+        lab.ok(&[
+            "train",
+            "--config",
+            &format!("{name}.toml"),
+            "--name",
+            name,
+            "--device",
+            "cpu",
+        ]);
+    }
+}
+
 pub fn read_json_lines(p: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(p)
         .unwrap()

@@ -3,6 +3,7 @@
 
 pub mod dialog;
 pub mod form;
+pub mod job_line;
 pub mod log_view;
 pub mod loss_chart;
 pub mod progress;

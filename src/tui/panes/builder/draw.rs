@@ -8,7 +8,6 @@ use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table, Wrap};
 use ratatui::Frame;
 
 use super::{BuilderPane, JobKind};
-use crate::tui::series;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{self, block, clip};
 
@@ -135,36 +134,19 @@ fn parts_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
 }
 
 fn job_line(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
-    if let Some(job) = p.job.as_ref().filter(|j| j.is_running()) {
-        let what = match p.job_kind {
-            JobKind::Evaluate => "evaluating",
-            JobKind::SaveCheckpoint => "evaluating and saving",
-        };
-        let (ratio, label) = match job.progress() {
-            Some(pr) if pr.total > 0 => (
-                (pr.done as f64 / pr.total as f64).clamp(0.0, 1.0),
-                format!(
-                    "{what} · {}/{} tokens{} · Esc cancels",
-                    pr.done,
-                    pr.total,
-                    job.eta_s()
-                        .map(|s| format!(" · eta {}", series::duration(s)))
-                        .unwrap_or_default()
-                ),
-            ),
-            _ => (
-                0.0,
-                format!(
-                    "{what} · loading models ({}) · Esc cancels",
-                    series::duration(job.started.elapsed().as_secs_f64())
-                ),
-            ),
-        };
-        widgets::gauge(f, area, ratio, &label, theme);
-    } else if let Some((m, err)) = &p.message {
-        let style = Style::default().fg(if *err { theme.error } else { theme.ok });
-        f.render_widget(Paragraph::new(m.clone()).style(style), area);
-    }
+    let what = match p.job_kind {
+        JobKind::Evaluate => "evaluating",
+        JobKind::SaveCheckpoint => "evaluating and saving",
+    };
+    widgets::job_line::draw(
+        f,
+        area,
+        p.job.as_ref(),
+        what,
+        "tokens",
+        p.message.as_ref(),
+        theme,
+    );
 }
 
 fn results_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {

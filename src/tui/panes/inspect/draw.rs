@@ -11,7 +11,6 @@ use ratatui::Frame;
 
 use super::InspectPane;
 use crate::inspect::report::{InspectReport, PointReport};
-use crate::tui::series;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{self, block, clip};
 
@@ -232,30 +231,15 @@ fn charts(r: &InspectReport, f: &mut Frame, area: Rect, theme: &Theme) {
 }
 
 fn status_line(p: &InspectPane, f: &mut Frame, area: Rect, theme: &Theme) {
-    if let Some(job) = p.job.as_ref().filter(|j| j.is_running()) {
-        let (ratio, label) = match job.progress() {
-            Some(pr) if pr.total > 0 => (
-                pr.done as f64 / pr.total as f64,
-                format!(
-                    "inspecting · {}/{} probe tokens · {} · Esc cancels",
-                    pr.done,
-                    pr.total,
-                    series::duration(job.started.elapsed().as_secs_f64())
-                ),
-            ),
-            _ => (
-                0.0,
-                format!(
-                    "inspecting · loading models · {} · Esc cancels",
-                    series::duration(job.started.elapsed().as_secs_f64())
-                ),
-            ),
-        };
-        widgets::gauge(f, area, ratio, &label, theme);
-    } else if let Some((m, err)) = &p.message {
-        let style = Style::default().fg(if *err { theme.error } else { theme.ok });
-        f.render_widget(Paragraph::new(m.clone()).style(style), area);
-    }
+    widgets::job_line::draw(
+        f,
+        area,
+        p.job.as_ref(),
+        "inspecting",
+        "probe tokens",
+        p.message.as_ref(),
+        theme,
+    );
 }
 
 pub fn draw(p: &mut InspectPane, f: &mut Frame, area: Rect, theme: &Theme) {
