@@ -257,7 +257,11 @@ fn embedded_preparation_is_unchanged_by_streaming() {
         .env("STACKLAB_DATA_DIR", &fresh)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = fresh.join("embedded/shakespeare-bpe4096-v1");
     for (file, want) in [
         (
@@ -318,7 +322,10 @@ fn json_lines_val_tokens_many_shards_and_a_bounded_sample() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1_000_000..1_400_000).contains(&used), "sample {used} bytes");
+    assert!(
+        (1_000_000..1_400_000).contains(&used),
+        "sample {used} bytes"
+    );
     let tok_file = tok_dir.join("tokenizer.json");
     let tok = Tokenizer::from_file(&tok_file).unwrap();
     let eot = tok.token_to_id("<|endoftext|>").unwrap();
@@ -326,7 +333,9 @@ fn json_lines_val_tokens_many_shards_and_a_bounded_sample() {
     // JSON lines (one gzipped), the text under "body"; blank lines are skipped.
     let docs = lab.path("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    let texts: Vec<String> = (0..30).map(|i| format!("{}{i}\n", TEXT.repeat(i % 4 + 1))).collect();
+    let texts: Vec<String> = (0..30)
+        .map(|i| format!("{}{i}\n", TEXT.repeat(i % 4 + 1)))
+        .collect();
     let line = |t: &String| serde_json::json!({"id": 1, "body": t}).to_string() + "\n";
     let first: String = texts[..20].iter().map(line).collect::<String>() + "\n";
     std::fs::write(docs.join("a.jsonl"), first).unwrap();
@@ -355,7 +364,14 @@ fn json_lines_val_tokens_many_shards_and_a_bounded_sample() {
         input,
         tok_s,
         out_s,
-        &["--text-field", "body", "--val-tokens", "700", "--shard-tokens", "1000"],
+        &[
+            "--text-field",
+            "body",
+            "--val-tokens",
+            "700",
+            "--shard-tokens",
+            "1000",
+        ],
     ));
     let val = shard_tokens(out.join("val_*.bin").to_str().unwrap());
     let train = shard_tokens(out.join("train_*.bin").to_str().unwrap());
@@ -374,7 +390,14 @@ fn json_lines_val_tokens_many_shards_and_a_bounded_sample() {
         input,
         tok_s,
         out2.to_str().unwrap(),
-        &["--text-field", "body", "--val-fraction", "0.3", "--shard-tokens", "777"],
+        &[
+            "--text-field",
+            "body",
+            "--val-fraction",
+            "0.3",
+            "--shard-tokens",
+            "777",
+        ],
     ));
     let val = shard_tokens(out2.join("val_*.bin").to_str().unwrap());
     let train = shard_tokens(out2.join("train_*.bin").to_str().unwrap());
@@ -390,7 +413,10 @@ fn json_lines_val_tokens_many_shards_and_a_bounded_sample() {
         out3.to_str().unwrap(),
         &["--text-field", "body", "--val-tokens", "100000000"],
     ));
-    assert!(e.contains("too few to split with --val-tokens 100000000"), "{e}");
+    assert!(
+        e.contains("too few to split with --val-tokens 100000000"),
+        "{e}"
+    );
     assert!(!out3.exists());
 }
 

@@ -92,7 +92,8 @@ fn serve(mut conn: TcpStream, st: &Mutex<State>) {
         (s.files.get(&file).cloned(), s.cut.remove(&file))
     };
     let Some(body) = body else {
-        let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = conn
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
     let start: usize = range
@@ -142,7 +143,10 @@ fn server_with(n_train: usize) -> Server {
     let s = Server::start();
     s.put("fineweb_val_000000.bin", shard(1500, 0));
     for i in 1..=n_train {
-        s.put(&format!("fineweb_train_{i:06}.bin"), shard(1000 + 10 * i, i as u32));
+        s.put(
+            &format!("fineweb_train_{i:06}.bin"),
+            shard(1000 + 10 * i, i as u32),
+        );
     }
     s
 }
@@ -177,16 +181,29 @@ fn an_interrupted_download_resumes_to_identical_files() {
 
     // The val shard's transfer breaks after 1,500 bytes and this run does not retry.
     server.cut_once(val, 1500);
-    let o = download(&lab, &server, out_s, &["--shards", "2", "--retries", "0", "--jobs", "1"]);
-    assert!(!o.status.success(), "a broken transfer without retries fails");
+    let o = download(
+        &lab,
+        &server,
+        out_s,
+        &["--shards", "2", "--retries", "0", "--jobs", "1"],
+    );
+    assert!(
+        !o.status.success(),
+        "a broken transfer without retries fails"
+    );
     let e = text(&o.stderr);
     assert!(e.contains("cannot download fineweb_val_000000.bin"), "{e}");
     assert!(e.contains("next run continues from there"), "{e}");
     assert_eq!(
-        std::fs::metadata(out.join(format!("{val}.part"))).unwrap().len(),
+        std::fs::metadata(out.join(format!("{val}.part")))
+            .unwrap()
+            .len(),
         1500
     );
-    assert!(!out.join(val).exists(), "an unchecked file is never in place");
+    assert!(
+        !out.join(val).exists(),
+        "an unchecked file is never in place"
+    );
 
     // The next run continues the partial file with a range request.
     let o = download(&lab, &server, out_s, &["--shards", "2"]);
@@ -257,8 +274,16 @@ fn complete_files_are_not_fetched_again_and_shards_0_is_val_only() {
     let before = server.seen().len();
     let o = download(&lab, &server, out, &["--shards", "2"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert_eq!(server.seen().len(), before, "nothing fetched when all is present");
-    assert!(text(&o.stderr).contains("3 present, 0 to fetch"), "{}", text(&o.stderr));
+    assert_eq!(
+        server.seen().len(),
+        before,
+        "nothing fetched when all is present"
+    );
+    assert!(
+        text(&o.stderr).contains("3 present, 0 to fetch"),
+        "{}",
+        text(&o.stderr)
+    );
 
     // doctor sees the set and its tokens.
     let doc = lab.ok(&["doctor", "--json"]);
@@ -294,14 +319,25 @@ fn truncated_or_corrupt_shards_are_refused_with_the_file_named() {
         server.put(name, bytes);
         let out = lab.path(case);
         // One file at a time: val (good) first, then the refused one.
-        let o = download(&lab, &server, out.to_str().unwrap(), &["--shards", "1", "--jobs", "1"]);
+        let o = download(
+            &lab,
+            &server,
+            out.to_str().unwrap(),
+            &["--shards", "1", "--jobs", "1"],
+        );
         assert!(!o.status.success());
         let e = text(&o.stderr);
         assert!(e.contains(name) && e.contains(why), "{e}");
         assert!(e.contains("not a valid shard"), "{e}");
-        assert!(!out.join(name).exists(), "a refused shard is not put in place");
+        assert!(
+            !out.join(name).exists(),
+            "a refused shard is not put in place"
+        );
         assert!(!out.join(format!("{name}.part")).exists());
-        assert!(out.join("fineweb_val_000000.bin").exists(), "the good file is kept");
+        assert!(
+            out.join("fineweb_val_000000.bin").exists(),
+            "the good file is kept"
+        );
     }
 }
 
@@ -309,7 +345,11 @@ fn truncated_or_corrupt_shards_are_refused_with_the_file_named() {
 fn an_unreachable_endpoint_names_the_url_and_the_way_out() {
     let lab = Lab::new();
     // A port nothing listens on.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let out = lab.path("fw");
     let e = lab.fails(&[
@@ -323,10 +363,7 @@ fn an_unreachable_endpoint_names_the_url_and_the_way_out() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        e.contains(&format!("cannot reach {url}/fineweb_")),
-        "{e}"
-    );
+    assert!(e.contains(&format!("cannot reach {url}/fineweb_")), "{e}");
     assert!(e.contains("--endpoint"), "{e}");
     let e = lab.fails(&["data", "download", "fineweb100B"]);
     assert!(e.contains("unknown dataset `fineweb100B`"), "{e}");

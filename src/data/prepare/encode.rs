@@ -165,3 +165,37 @@ pub fn encode_stream(
         result
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::prepare::input::{cut_text, Format};
+
+    #[test]
+    fn pieces_cut_at_line_starts_or_single_spaces_encode_to_the_whole_texts_tokens() {
+        let line = "Long line: it's 12 words, naïve café — 東京!  two  spaces\tand tabs; ";
+        let text = (line.repeat(40) + "\nnext line\n  indented\n\n").repeat(3);
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        let src = Source::bytes("t", text.as_bytes(), Format::Text);
+        let (tok, used) = train_bpe(&[src], "text", 400, 1 << 20).unwrap();
+        assert_eq!(used, text.len() as u64);
+        assert!(can_chunk(&tok));
+        // A text with line starts, and a long line with none (cut before single spaces).
+        for text in [text, &line.repeat(40)] {
+            let whole = tok.encode(text, false).unwrap().get_ids().to_vec();
+            for target in [7, 50, 333] {
+                let cut = Cutting {
+                    target,
+                    hard_max: 1 << 20,
+                };
+                let pieces = cut_text(text, cut);
+                assert!(pieces.len() > 2, "{target}");
+                let mut ids = Vec::new();
+                for p in pieces {
+                    ids.extend_from_slice(tok.encode(p, false).unwrap().get_ids());
+                }
+                assert_eq!(ids, whole, "target {target}");
+            }
+        }
+    }
+}

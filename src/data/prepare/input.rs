@@ -212,7 +212,7 @@ fn find_cut(b: &[u8], cut: Cutting, eof: bool) -> Option<usize> {
             return Some(p);
         }
     }
-    if b.len() >= cut.hard_max {
+    if b.len() > cut.hard_max {
         let mut p = cut.hard_max;
         while p > 1 && (b[p] & 0xc0) == 0x80 {
             p -= 1;
