@@ -12,6 +12,7 @@
 //! tokens (decided without knowing the total). The output folder is built beside its
 //! destination and renamed into place, so an interrupted run leaves nothing half-written.
 
+pub mod cut;
 pub mod encode;
 pub mod input;
 pub mod shards;
