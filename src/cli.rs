@@ -1,6 +1,5 @@
 //! The command line: no subcommand opens the lab; the subcommands run the same work headless.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{NormKind, TrainConfig};
-use crate::data::prepare::{self, PrepareOptions, TokenizerSpec};
+use crate::data::command::DataCommand;
 use crate::data::ShardLoader;
 use crate::model::weights::SeedOptions;
 use crate::runs::CheckpointRef;
@@ -53,7 +52,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a checkpoint as one .safetensors file that loads strictly into the seed's PyTorch GPT.
     Export(ExportArgs),
-    /// Token data: prepare shards from text, inspect shards, the embedded corpus.
+    /// Token data: prepare shards from text, download FineWeb shards, inspect shards, the embedded corpus.
     #[command(subcommand)]
     Data(DataCommand),
     /// The seed's whole experiment from a sweep config: train what is missing, evaluate the
@@ -184,41 +183,6 @@ pub struct ExportArgs {
     pub force: bool,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum DataCommand {
-    /// Tokenize text (.txt, .txt.gz or a folder of them) into train/val shards.
-    Prepare(PrepareArgs),
-    /// Prepare the embedded corpus if needed and print where it is.
-    Embedded,
-    /// Check shards and print their token counts.
-    Info {
-        /// A shard file or glob, e.g. 'data/fineweb10B/fineweb_val_*.bin'.
-        glob: String,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct PrepareArgs {
-    /// A .txt or .txt.gz file, or a folder of them.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// A tokenizer.json (e.g. GPT-2's), or train:VOCAB for a byte-level BPE trained on the input.
-    #[arg(long)]
-    pub tokenizer: String,
-    /// Output folder for the shards, tokenizer.json and dataset.toml.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Fraction of the tokens (at the end) that become the validation split.
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
-    /// Tokens per shard file.
-    #[arg(long, default_value_t = 100_000_000)]
-    pub shard_tokens: usize,
-    /// Replace an existing dataset in --out.
-    #[arg(long)]
-    pub force: bool,
-}
-
 pub fn run(cli: Cli) -> Result<ExitCode> {
     if let (Some(d), Some(_)) = (&cli.device, &cli.command) {
         bail!(
@@ -235,7 +199,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         })
         .map(|_| ExitCode::SUCCESS),
         Some(Command::Doctor { json }) => crate::doctor::run(json).map(|_| ExitCode::SUCCESS),
-        Some(Command::Data(cmd)) => run_data(cmd).map(|_| ExitCode::SUCCESS),
+        Some(Command::Data(cmd)) => crate::data::command::run(cmd).map(|_| ExitCode::SUCCESS),
         Some(Command::Train(a)) => run_train(a),
         Some(Command::Eval(a)) => run_eval(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Bench(a)) => run_bench(a).map(|_| ExitCode::SUCCESS),
@@ -502,68 +466,4 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         crate::bench::print(&r);
     }
     Ok(())
-}
-
-fn run_data(cmd: DataCommand) -> Result<()> {
-    match cmd {
-        DataCommand::Prepare(a) => {
-            let spec: TokenizerSpec = a.tokenizer.parse()?;
-            let docs = prepare::read_input(&a.input)?;
-            let mut opts = PrepareOptions::new(spec, a.out.clone());
-            opts.val_fraction = a.val_fraction;
-            opts.shard_tokens = a.shard_tokens;
-            opts.force = a.force;
-            opts.progress = std::io::stderr().is_terminal();
-            opts.verbose = true;
-            let ds = prepare::prepare(&docs, &opts)?;
-            print_dataset(&ds);
-            Ok(())
-        }
-        DataCommand::Embedded => {
-            let ds = crate::data::embedded::ensure_prepared()?;
-            print_dataset(&ds);
-            Ok(())
-        }
-        DataCommand::Info { glob } => {
-            let files = crate::data::expand_glob(&glob)?;
-            let mut total = 0usize;
-            for f in &files {
-                let shard = crate::data::Shard::open(f)?;
-                total += shard.len();
-                println!(
-                    "{}  {} tokens  max id {}",
-                    f.display(),
-                    shard.len(),
-                    shard
-                        .max_token()
-                        .map(|m| m.to_string())
-                        .unwrap_or_else(|| "-".into())
-                );
-            }
-            println!("{} shard(s), {total} tokens", files.len());
-            Ok(())
-        }
-    }
-}
-
-fn print_dataset(ds: &prepare::Dataset) {
-    let i = &ds.info;
-    println!("dataset      {}", ds.dir.display());
-    println!(
-        "tokenizer    {} (vocabulary {})",
-        ds.tokenizer_path().display(),
-        i.vocab_size
-    );
-    println!(
-        "train        {} tokens in {} shard(s): {}",
-        i.train_tokens,
-        i.train_shards.len(),
-        ds.train_glob()
-    );
-    println!(
-        "val          {} tokens in {} shard(s): {}",
-        i.val_tokens,
-        i.val_shards.len(),
-        ds.val_glob()
-    );
 }

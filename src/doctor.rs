@@ -30,6 +30,8 @@ pub struct DoctorReport {
     pub config_dir: String,
     pub checkpoint_dir: String,
     pub embedded_corpus: String,
+    /// Datasets found (the embedded corpus, ./data/*, the data dir's folders) and their tokens.
+    pub datasets: Vec<crate::data::catalog::DatasetSummary>,
 }
 
 pub fn report() -> DoctorReport {
@@ -79,6 +81,7 @@ pub fn report() -> DoctorReport {
         config_dir: crate::paths::config_dir().display().to_string(),
         checkpoint_dir: crate::paths::checkpoint_dir().display().to_string(),
         embedded_corpus: embedded,
+        datasets: crate::data::catalog::datasets(),
     }
 }
 
@@ -142,6 +145,10 @@ pub fn run(json: bool) -> Result<()> {
     ]);
     for (k, v) in rows {
         println!("{k:<16} {v}");
+    }
+    println!("datasets");
+    for d in &r.datasets {
+        println!("  {:<14} {}", d.name, d.describe());
     }
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Token data: the modded-nanogpt shard format, the seed's batch loader, tokenizing text
-//! into shards, and the corpus shipped with stacklab.
+//! into shards, downloading FineWeb shards, and the corpus shipped with stacklab.
 
+pub mod catalog;
+pub mod command;
+pub mod download;
 pub mod embedded;
 pub mod loader;
 pub mod prepare;

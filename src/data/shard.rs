@@ -45,7 +45,9 @@ pub fn read_header(path: &Path) -> Result<usize> {
     check_header(path, &header, size)
 }
 
-fn check_header(path: &Path, header: &[u8], file_size: u64) -> Result<usize> {
+/// Checks a shard header against the size of the whole file: the token count, or why the
+/// file is not a shard. `path` only names the file in the message.
+pub fn check_header(path: &Path, header: &[u8], file_size: u64) -> Result<usize> {
     let int = |i: usize| i32::from_le_bytes(header[4 * i..4 * i + 4].try_into().unwrap());
     let (magic, version, count) = (int(0), int(1), int(2));
     if magic != SHARD_MAGIC {
@@ -148,17 +150,20 @@ pub fn encode(tokens: &[u16]) -> Result<Vec<u8>> {
         );
     }
     let mut out = Vec::with_capacity(HEADER_BYTES + 2 * tokens.len());
-    let mut header = [0i32; HEADER_INTS];
-    header[0] = SHARD_MAGIC;
-    header[1] = SHARD_VERSION;
-    header[2] = tokens.len() as i32;
-    for h in header {
-        out.extend_from_slice(&h.to_le_bytes());
-    }
+    out.extend_from_slice(&header_bytes(tokens.len()));
     for t in tokens {
         out.extend_from_slice(&t.to_le_bytes());
     }
     Ok(out)
+}
+
+/// The 1,024-byte header of a shard of `count` tokens.
+pub fn header_bytes(count: usize) -> [u8; HEADER_BYTES] {
+    let mut out = [0u8; HEADER_BYTES];
+    out[0..4].copy_from_slice(&SHARD_MAGIC.to_le_bytes());
+    out[4..8].copy_from_slice(&SHARD_VERSION.to_le_bytes());
+    out[8..12].copy_from_slice(&(count as i32).to_le_bytes());
+    out
 }
 
 /// Writes a shard atomically (temporary file, then rename).

@@ -1,0 +1,415 @@
+//! `stacklab data prepare`: text in, tokenizer and modded-nanogpt shards out, streaming.
+//!
+//! The text is tokenized with an existing `tokenizer.json` (GPT-2's, say) or a byte-level
+//! BPE trained on the first `--train-sample-mb` of the input. Documents (text files, or the
+//! lines of JSON-lines files) are joined with the tokenizer's `<|endoftext|>` token when it
+//! has one. Files are read piece by piece, encoded on all cores and written to shards as
+//! they fill, so memory stays bounded for any input size.
+//!
+//! The validation split is either the last `--val-fraction` of the token stream (the
+//! default, 0.1: every token is first written to train shards, and once the total is known
+//! the tail is moved into val shards, streaming) or, with `--val-tokens N`, the first N
+//! tokens (decided without knowing the total). The output folder is built beside its
+//! destination and renamed into place, so an interrupted run leaves nothing half-written.
+
+pub mod cut;
+pub mod encode;
+pub mod input;
+pub mod shards;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+pub use encode::{can_chunk, train_bpe};
+pub use input::{document_from_bytes, list_inputs, Document, Format, Source};
+use shards::ShardWriter;
+
+pub const EOT: &str = "<|endoftext|>";
+pub const DATASET_FILE: &str = "dataset.toml";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Default bound on the text a BPE is trained on (`--train-sample-mb`).
+pub const DEFAULT_TRAIN_SAMPLE_MB: u64 = 256;
+
+/// Which tokenizer to use: `FILE.json` or `train:VOCAB`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenizerSpec {
+    File(PathBuf),
+    Train { vocab_size: usize },
+}
+
+impl std::str::FromStr for TokenizerSpec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(v) = s.strip_prefix("train:") {
+            let vocab_size: usize = v
+                .parse()
+                .with_context(|| format!("--tokenizer {s}: `{v}` is not a vocabulary size"))?;
+            // uint16 shards hold ids 0..=65,535: a vocabulary of up to 65,536 tokens.
+            if !(257..=65_536).contains(&vocab_size) {
+                bail!("--tokenizer {s}: vocabulary must be between 257 and 65,536 (uint16 shards)");
+            }
+            return Ok(TokenizerSpec::Train { vocab_size });
+        }
+        let p = PathBuf::from(s);
+        if !p.is_file() {
+            bail!("--tokenizer {s}: no such file (expected a tokenizer.json or train:VOCAB)");
+        }
+        Ok(TokenizerSpec::File(p))
+    }
+}
+
+/// How the validation split is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValSplit {
+    /// The last fraction of the token stream.
+    LastFraction(f64),
+    /// The first N tokens of the stream.
+    FirstTokens(usize),
+}
+
+fn last_fraction() -> String {
+    "last_fraction".into()
+}
+
+/// The summary written beside the shards.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatasetInfo {
+    pub tokenizer: String,
+    pub vocab_size: usize,
+    pub eot_token: Option<u32>,
+    pub train_tokens: usize,
+    pub val_tokens: usize,
+    pub train_shards: Vec<String>,
+    pub val_shards: Vec<String>,
+    pub sources: Vec<String>,
+    /// `val_tokens / (train_tokens + val_tokens)` as asked (`last_fraction`) or as it came out.
+    pub val_fraction: f64,
+    /// `last_fraction` (the val split is the end of the stream) or `first_tokens` (its start).
+    #[serde(default = "last_fraction")]
+    pub val_split: String,
+    /// The bound on the text the BPE was trained on, when it was trained here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_sample_mb: Option<u64>,
+    /// The bytes of text it was trained on (the first ones of the input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_sample_bytes: Option<u64>,
+    pub created_at: String,
+    pub stacklab_version: String,
+}
+
+/// A prepared dataset folder.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub dir: PathBuf,
+    pub info: DatasetInfo,
+}
+
+impl Dataset {
+    pub fn open(dir: &Path) -> Result<Dataset> {
+        let p = dir.join(DATASET_FILE);
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        let info = toml::from_str(&text)
+            .with_context(|| format!("{}: not a stacklab dataset summary", p.display()))?;
+        Ok(Dataset {
+            dir: dir.to_path_buf(),
+            info,
+        })
+    }
+    pub fn train_glob(&self) -> String {
+        self.dir.join("train_*.bin").display().to_string()
+    }
+    pub fn val_glob(&self) -> String {
+        self.dir.join("val_*.bin").display().to_string()
+    }
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join(&self.info.tokenizer)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    pub tokenizer: TokenizerSpec,
+    pub out: PathBuf,
+    pub val: ValSplit,
+    pub shard_tokens: usize,
+    /// The JSON field holding a document's text in `.jsonl` inputs.
+    pub text_field: String,
+    /// Train a BPE on at most this many MB (10^6 bytes) of text.
+    pub train_sample_mb: u64,
+    /// Replace an existing dataset in `out`.
+    pub force: bool,
+    /// Show a progress bar (when stderr is a terminal).
+    pub progress: bool,
+    /// Print one line per phase (when not showing a bar).
+    pub verbose: bool,
+}
+
+impl PrepareOptions {
+    pub fn new(tokenizer: TokenizerSpec, out: PathBuf) -> Self {
+        PrepareOptions {
+            tokenizer,
+            out,
+            val: ValSplit::LastFraction(0.1),
+            shard_tokens: 100_000_000,
+            text_field: "text".into(),
+            train_sample_mb: DEFAULT_TRAIN_SAMPLE_MB,
+            force: false,
+            progress: false,
+            verbose: false,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.val {
+            ValSplit::LastFraction(f) if !(f > 0.0 && f < 1.0) => {
+                bail!("--val-fraction {f}: expected a number between 0 and 1 (exclusive)")
+            }
+            ValSplit::FirstTokens(0) => bail!("--val-tokens must be at least 1"),
+            _ => {}
+        }
+        if self.shard_tokens == 0 {
+            bail!("--shard-tokens must be at least 1");
+        }
+        if self.shard_tokens > i32::MAX as usize {
+            bail!(
+                "--shard-tokens {}: a shard holds at most {} tokens",
+                self.shard_tokens,
+                i32::MAX
+            );
+        }
+        if self.train_sample_mb == 0 {
+            bail!("--train-sample-mb must be at least 1");
+        }
+        let out = &self.out;
+        if out.join(DATASET_FILE).exists() && !self.force {
+            bail!(
+                "{} already holds a dataset; pass --force to replace it",
+                out.display()
+            );
+        }
+        if out.exists() && !out.is_dir() {
+            bail!("--out {}: exists and is not a folder", out.display());
+        }
+        if out.is_dir() && !self.force && std::fs::read_dir(out)?.next().is_some() {
+            bail!(
+                "--out {}: the folder is not empty; pass --force to replace its contents",
+                out.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Tokenizes the sources and writes the dataset folder `opts.out`.
+pub fn prepare(sources: &[Source], opts: &PrepareOptions) -> Result<Dataset> {
+    opts.check()?;
+    let say = |msg: &str| {
+        if opts.verbose && !opts.progress {
+            eprintln!("{msg}");
+        }
+    };
+    let mut sample = None;
+    let tokenizer = match &opts.tokenizer {
+        TokenizerSpec::File(p) => Tokenizer::from_file(p)
+            .map_err(|e| anyhow::anyhow!("{}: not a usable tokenizer.json: {e}", p.display()))?,
+        TokenizerSpec::Train { vocab_size } => {
+            if opts.verbose {
+                eprintln!(
+                    "training a byte-level BPE with vocabulary {vocab_size} on the first {} MB of text",
+                    opts.train_sample_mb
+                );
+            }
+            let (tok, used) = train_bpe(
+                sources,
+                &opts.text_field,
+                *vocab_size,
+                opts.train_sample_mb * 1_000_000,
+            )?;
+            sample = Some(used);
+            tok
+        }
+    };
+    let vocab_size = tokenizer.get_vocab_size(true);
+    if vocab_size > 65_536 {
+        bail!("the tokenizer has {vocab_size} tokens; uint16 shards hold at most 65,536");
+    }
+
+    let (parent, name) = out_parts(&opts.out)?;
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let cleanup = TmpDir(tmp.clone());
+
+    let total_bytes: u64 = sources.iter().map(|s| s.size).sum();
+    let bar = opts.progress.then(|| {
+        let b = indicatif::ProgressBar::new(total_bytes);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "tokenizing {bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid progress template"),
+        );
+        b
+    });
+    let chunked = can_chunk(&tokenizer);
+    let cut = if chunked {
+        encode::PIECE
+    } else {
+        encode::WHOLE
+    };
+    let mut stream = input::TextStream::new(sources, cut, &opts.text_field);
+    if let Some(b) = &bar {
+        stream = stream.with_progress(b.clone());
+    }
+    say(&format!(
+        "tokenizing {} file(s), {total_bytes} bytes, on {} threads",
+        sources.len(),
+        rayon::current_num_threads()
+    ));
+    let started = std::time::Instant::now();
+    let s = opts.shard_tokens;
+    let mut train = ShardWriter::new(&tmp, "train", s);
+    let mut val = ShardWriter::new(&tmp, "val", s);
+    let names: Vec<String> = sources.iter().map(|x| x.name.clone()).collect();
+    let total = encode::encode_stream(&tokenizer, stream, &names, &mut |toks: &[u16]| {
+        let mut toks = toks;
+        if let ValSplit::FirstTokens(n) = opts.val {
+            let to_val = n.saturating_sub(val.total()).min(toks.len());
+            val.push(&toks[..to_val])?;
+            toks = &toks[to_val..];
+        }
+        train.push(toks)
+    })? as usize;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    say(&format!(
+        "{total} tokens in {secs:.1} s ({:.0} tokens/s)",
+        total as f64 / secs.max(1e-9)
+    ));
+    let (mut train_shards, mut n_train) = train.finish()?;
+    let (val_shards, n_val, val_fraction) = match opts.val {
+        ValSplit::LastFraction(f) => {
+            let n_val = ((total as f64) * f).round() as usize;
+            if n_val == 0 || n_val == total {
+                bail!("{total} tokens are too few to split with --val-fraction {f}");
+            }
+            n_train = total - n_val;
+            train_shards = shards::move_tail(&tmp, &train_shards, s, n_train, &mut val)?;
+            let (names, n) = val.finish()?;
+            (names, n, f)
+        }
+        ValSplit::FirstTokens(n) => {
+            let (names, got) = val.finish()?;
+            if got < n || n_train == 0 {
+                bail!("{total} tokens are too few to split with --val-tokens {n} (the first {n} tokens are the val split, the rest train)");
+            }
+            (names, got, got as f64 / total as f64)
+        }
+    };
+    say(&format!("wrote {n_train} train and {n_val} val tokens"));
+
+    tokenizer
+        .save(tmp.join(TOKENIZER_FILE), false)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.join(TOKENIZER_FILE).display()))?;
+    let info = DatasetInfo {
+        tokenizer: TOKENIZER_FILE.into(),
+        vocab_size,
+        eot_token: tokenizer.token_to_id(EOT),
+        train_tokens: n_train,
+        val_tokens: n_val,
+        train_shards,
+        val_shards,
+        sources: names,
+        val_fraction,
+        val_split: match opts.val {
+            ValSplit::LastFraction(_) => last_fraction(),
+            ValSplit::FirstTokens(_) => "first_tokens".into(),
+        },
+        train_sample_mb: sample.map(|_| opts.train_sample_mb),
+        train_sample_bytes: sample,
+        created_at: chrono::Local::now().to_rfc3339(),
+        stacklab_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    crate::paths::write_atomic(
+        &tmp.join(DATASET_FILE),
+        toml::to_string_pretty(&info)?.as_bytes(),
+    )?;
+    swap_into_place(&tmp, &opts.out, &parent, &name)?;
+    drop(cleanup);
+    Dataset::open(&opts.out)
+}
+
+fn out_parts(out: &Path) -> Result<(PathBuf, String)> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {}: not a folder name", out.display()))?
+        .to_string_lossy()
+        .into_owned();
+    Ok((parent, name))
+}
+
+/// Renames the finished folder `tmp` to `out`, replacing an old one.
+fn swap_into_place(tmp: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
+    if out.exists() {
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        std::fs::rename(out, &old)
+            .with_context(|| format!("cannot move the old {} aside", out.display()))?;
+        std::fs::rename(tmp, out).with_context(|| format!("cannot create {}", out.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else if let Err(e) = std::fs::rename(tmp, out) {
+        // Another process may have finished the same folder first.
+        if !out.join(DATASET_FILE).exists() {
+            return Err(e).with_context(|| format!("cannot create {}", out.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Removes a temporary folder when dropped (after a failure or a successful rename).
+struct TmpDir(PathBuf);
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_spec_parses_and_refuses() {
+        assert_eq!(
+            "train:512".parse::<TokenizerSpec>().unwrap(),
+            TokenizerSpec::Train { vocab_size: 512 }
+        );
+        // 65,536 tokens have ids 0..=65,535: the most a uint16 shard holds.
+        assert_eq!(
+            "train:65536".parse::<TokenizerSpec>().unwrap(),
+            TokenizerSpec::Train { vocab_size: 65_536 }
+        );
+        let e = "train:65537"
+            .parse::<TokenizerSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("between 257 and 65,536"), "{e}");
+        let e = "nope.json"
+            .parse::<TokenizerSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope.json: no such file"), "{e}");
+    }
+}
