@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod loader;
+pub mod prefetch;
 pub mod prepare;
 pub mod pyrandom;
 pub mod shard;
