@@ -27,6 +27,10 @@ pub use report::{print, print_parts};
 pub struct BenchReport {
     pub config: String,
     pub device: String,
+    /// How libtorch's CPU threads wait ([`crate::model::cpu`]).
+    pub cpu_wait_policy: String,
+    /// How freed CPU memory is kept ([`crate::model::cpu`]).
+    pub cpu_malloc: String,
     pub compute: String,
     /// Sequences per micro-batch.
     pub batch: i64,
@@ -241,6 +245,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     Ok(BenchReport {
         config: opts.config_name.clone(),
         device: crate::device::describe(device),
+        cpu_wait_policy: crate::model::cpu::omp_wait_policy(),
+        cpu_malloc: crate::model::cpu::malloc_policy().to_string(),
         compute: format!("{compute:?}"),
         batch: b,
         accum,

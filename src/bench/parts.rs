@@ -69,6 +69,10 @@ pub struct PartTiming {
 pub struct PartsReport {
     pub config: String,
     pub device: String,
+    /// How libtorch's CPU threads wait ([`crate::model::cpu`]).
+    pub cpu_wait_policy: String,
+    /// How freed CPU memory is kept ([`crate::model::cpu`]).
+    pub cpu_malloc: String,
     /// The training numerics (`forward`, `backward`, `muon`); evaluation is always fp32.
     pub compute: String,
     pub batch: i64,
@@ -233,6 +237,8 @@ pub fn run(opts: &BenchOptions) -> Result<PartsReport> {
     Ok(PartsReport {
         config: opts.config_name.clone(),
         device: crate::device::describe(device),
+        cpu_wait_policy: crate::model::cpu::omp_wait_policy(),
+        cpu_malloc: crate::model::cpu::malloc_policy().to_string(),
         compute: format!("{compute:?}"),
         batch: b,
         seq_len: t,

@@ -18,7 +18,10 @@ fn print_memory(peak: Option<f64>, kind: &str) {
 
 pub fn print(r: &BenchReport) {
     print_model(&r.config, r.n_layer, r.n_embd, r.vocab_size, r.parameters);
-    println!("device        {} | compute {}", r.device, r.compute);
+    println!(
+        "device        {} ({}) | compute {}",
+        r.device, r.cpu_wait_policy, r.compute
+    );
     println!("timed step    {} (--accum {})", r.timed, r.accum);
     println!(
         "steps         {} timed after {} warm-up",
@@ -50,8 +53,8 @@ pub fn print(r: &BenchReport) {
 pub fn print_parts(r: &PartsReport) {
     print_model(&r.config, r.n_layer, r.n_embd, r.vocab_size, r.parameters);
     println!(
-        "device        {} | training compute {} (evaluation fp32)",
-        r.device, r.compute
+        "device        {} ({}) | training compute {} (evaluation fp32)",
+        r.device, r.cpu_wait_policy, r.compute
     );
     println!(
         "batch         {} x {} tokens; each part {} calls timed after {} warm-up",
