@@ -114,7 +114,7 @@ impl<T: Send + 'static> Prefetcher<T> {
     }
 
     /// The next item, waiting for it if the thread has not produced it yet.
-    pub fn next(&mut self) -> Result<T> {
+    pub fn recv(&mut self) -> Result<T> {
         let rx = self.rx.as_ref().expect("the receiver lives until drop");
         rx.recv()
             .map_err(|_| anyhow!("the data prefetch thread stopped"))?
@@ -195,8 +195,7 @@ pub fn scoped<T: Send, R>(
         });
         let mut items = rx.iter();
         let out = consume(&mut items);
-        // Dropping the receiver (with the iterator) ends a producer still sending.
-        drop(items);
+        // Dropping the receiver ends a producer still sending.
         drop(rx);
         out
     })
@@ -218,17 +217,17 @@ mod tests {
             }
         });
         assert_eq!(
-            [p.next().unwrap(), p.next().unwrap(), p.next().unwrap()],
+            [p.recv().unwrap(), p.recv().unwrap(), p.recv().unwrap()],
             [1, 2, 3]
         );
-        assert_eq!(p.next().unwrap_err().to_string(), "out of data after 3");
-        assert!(p.next().unwrap_err().to_string().contains("stopped"));
+        assert_eq!(p.recv().unwrap_err().to_string(), "out of data after 3");
+        assert!(p.recv().unwrap_err().to_string().contains("stopped"));
     }
 
     #[test]
     fn an_endless_producer_stops_when_dropped() {
         let mut p = Prefetcher::spawn(1, || Ok(0u8));
-        assert_eq!(p.next().unwrap(), 0);
+        assert_eq!(p.recv().unwrap(), 0);
         drop(p); // joins the thread: the test would hang if it did not end
     }
 

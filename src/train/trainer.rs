@@ -218,7 +218,7 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
         let every = st.cfg.coconut.every;
         let coconut_step = every > 0 && (st.step + 1) % every == 0;
         let factor = lr_factor(st.step, total, warmup, warmdown);
-        let (train_loss, latent_loss) = forward_backward_step(st, coconut_step, steps.next()?)?;
+        let (train_loss, latent_loss) = forward_backward_step(st, coconut_step, steps.recv()?)?;
         if !train_loss.is_finite() {
             return fail(
                 st,
