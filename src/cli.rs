@@ -160,6 +160,10 @@ pub struct BenchArgs {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 5)]
     pub warmup: i64,
+    /// Time these stages on their own instead of full steps (repeatable or comma-separated):
+    /// forward, backward, muon, adamw, eval, stack-eval.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub part: Vec<crate::bench::Part>,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -451,7 +455,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     });
     let path = crate::config::resolve_config_path(&name)?;
     let config = TrainConfig::load(&path, &a.set)?;
-    let r = crate::bench::run(&crate::bench::BenchOptions {
+    let opts = crate::bench::BenchOptions {
         config,
         config_name: path.display().to_string(),
         batch: a.batch,
@@ -459,7 +463,18 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         steps: a.steps,
         warmup: a.warmup,
         device,
-    })?;
+        parts: a.part,
+    };
+    if !opts.parts.is_empty() {
+        let r = crate::bench::parts::run(&opts)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            crate::bench::print_parts(&r);
+        }
+        return Ok(());
+    }
+    let r = crate::bench::run(&opts)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

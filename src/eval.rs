@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use crate::data::prefetch::{self, HostBatch};
 use crate::data::ShardLoader;
 use crate::model::{Compute, Gpt};
 
@@ -14,6 +15,8 @@ use crate::model::{Compute, Gpt};
 pub trait LanguageModel {
     fn loss(&self, idx: &Tensor, targets: &Tensor, c: Compute) -> Tensor;
     fn vocab_size(&self) -> i64;
+    /// The residual stream's width (sizes evaluation batches).
+    fn width(&self) -> i64;
 }
 
 impl LanguageModel for Gpt {
@@ -22,6 +25,9 @@ impl LanguageModel for Gpt {
     }
     fn vocab_size(&self) -> i64 {
         self.cfg.vocab_size
+    }
+    fn width(&self) -> i64 {
+        self.cfg.n_embd
     }
 }
 
@@ -61,6 +67,12 @@ pub struct Scores {
 /// with every model, in batches of the loader's size and a smaller last one: each batch is
 /// read once and every model scores it. With `progress`, a bar (tokens, tokens/s, ETA) on
 /// stderr.
+///
+/// The loader is read on another thread, ahead of the device ([`crate::data::prefetch`]);
+/// on CUDA several of its batches go through the models in one forward
+/// ([`loader_batches_per_forward`]). Which tokens are scored depends only on the loader's
+/// batch size, as the seed's validation read them. The losses are summed on the device and
+/// read back once, at the end.
 pub fn evaluate_many(
     models: &[&dyn LanguageModel],
     loader: &mut ShardLoader,
@@ -88,40 +100,124 @@ pub fn evaluate_many(
         );
         bar
     });
-    let mut sums = vec![0.0f64; models.len()];
+    let group = models
+        .iter()
+        .map(|m| loader_batches_per_forward(device, m.width(), b, t))
+        .min()
+        .unwrap_or(1);
+    let min_vocab = models.iter().map(|m| m.vocab_size()).min().unwrap_or(0);
     let mut left = sequences;
-    tch::no_grad(|| -> Result<()> {
-        while left > 0 {
+    // Read on the prefetch thread: up to `group` loader batches as one chunk of host tensors,
+    // with where the chunk's largest token id came from when some model cannot embed it.
+    let produce = || -> Option<Result<Chunk>> {
+        if left == 0 {
+            return None;
+        }
+        let mut batches = Vec::new();
+        while left > 0 && batches.len() < group {
             let n = left.min(b);
-            let batch = loader.next_batch_of(n as usize).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot score {} tokens of {t}-token sequences: {e}",
-                    sequences * t
-                )
-            })?;
-            let (x, y) = batch.tensors(device);
-            for (m, sum) in models.iter().zip(sums.iter_mut()) {
-                check_vocab(batch.max_token(), m.vocab_size(), || loader_place(loader))?;
-                *sum += m.loss(&x, &y, Compute::Fp32).double_value(&[]) * (n * t) as f64;
+            match loader.next_batch_of(n as usize) {
+                Ok(batch) => {
+                    let max = batch.max_token();
+                    if max >= min_vocab {
+                        left = 0;
+                        let place = loader_place(loader);
+                        return Some(Ok(Chunk::OutOfVocab { max, place }));
+                    }
+                    batches.push(batch);
+                }
+                Err(e) => {
+                    return Some(Err(anyhow::anyhow!(
+                        "cannot score {} tokens of {t}-token sequences: {e}",
+                        sequences * t
+                    )))
+                }
             }
             left -= n;
-            crate::progress::emit("eval", (sequences - left) * t, sequences * t);
-            if let Some(bar) = &bar {
-                bar.inc((n * t) as u64);
-            }
         }
-        Ok(())
+        let scored = batches.iter().map(|x| (x.b * x.t) as i64).sum();
+        Some(Ok(Chunk::Tokens {
+            host: HostBatch::from_batches(&batches, device),
+            tokens: scored,
+        }))
+    };
+    let sums = tch::no_grad(|| {
+        prefetch::scoped(2, produce, |chunks| -> Result<Vec<Tensor>> {
+            let mut sums: Vec<Tensor> = models
+                .iter()
+                .map(|_| Tensor::zeros([], (Kind::Double, device)))
+                .collect();
+            let mut done = 0;
+            for chunk in chunks {
+                let (host, n) = match chunk? {
+                    Chunk::OutOfVocab { max, place } => {
+                        for m in models {
+                            check_vocab(max, m.vocab_size(), || place.clone())?;
+                        }
+                        bail!("token id {max} in {place} is outside a model's vocabulary");
+                    }
+                    Chunk::Tokens { host, tokens } => (host, tokens),
+                };
+                let (x, y) = host.to_device(device);
+                for (m, sum) in models.iter().zip(sums.iter_mut()) {
+                    // The mean of the chunk times its tokens, summed in fp64 (as on the host).
+                    *sum += m.loss(&x, &y, Compute::Fp32).to_kind(Kind::Double) * n as f64;
+                }
+                if let Some(bar) = &bar {
+                    bar.inc(n as u64);
+                }
+                done += n;
+                crate::progress::emit("eval", done, sequences * t);
+            }
+            Ok(sums)
+        })
     })?;
+    let scored = sequences * t;
+    let losses = sums
+        .iter()
+        .map(|s| s.double_value(&[]) / scored as f64)
+        .collect();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     crate::device::synchronize(device);
-    let scored = sequences * t;
     Ok(Scores {
-        losses: sums.iter().map(|s| s / scored as f64).collect(),
+        losses,
         tokens: scored,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// What the prefetch thread hands the evaluation loop.
+enum Chunk {
+    /// Loader batches as one, and the tokens they hold.
+    Tokens { host: HostBatch, tokens: i64 },
+    /// A batch with a token id some model's vocabulary lacks, and where it was read.
+    OutOfVocab { max: i64, place: String },
+}
+
+/// Activation bytes an fp32 evaluation forward keeps alive per token and unit of width (a
+/// generous bound: the residual stream, qkv, the MLP's 4C hidden and their temporaries).
+const EVAL_BYTES_PER_TOKEN_WIDTH: i64 = 64 * 4;
+/// Tokens per evaluation forward beyond which a GPU gains nothing from a larger batch.
+const EVAL_MAX_TOKENS_PER_FORWARD: i64 = 1 << 17;
+
+/// Loader batches (of `b` sequences of `t` tokens) per evaluation forward: one on the CPU
+/// (larger batches do not pay there); on CUDA as many as fit in
+/// [`EVAL_MAX_TOKENS_PER_FORWARD`] tokens and in a quarter of the device's free memory
+/// (NVML; one when it is unknown).
+pub fn loader_batches_per_forward(device: Device, width: i64, b: i64, t: i64) -> usize {
+    let Device::Cuda(i) = device else {
+        return 1;
+    };
+    let Some(g) = crate::device::nvml::gpu(i) else {
+        return 1;
+    };
+    let free = g.memory_total.saturating_sub(g.memory_used) as i64;
+    let per_batch = (b * t * width * EVAL_BYTES_PER_TOKEN_WIDTH).max(1);
+    let by_memory = free / 4 / per_batch;
+    let by_tokens = EVAL_MAX_TOKENS_PER_FORWARD / (b * t).max(1);
+    by_memory.min(by_tokens).max(1) as usize
 }
 
 /// Refuses token ids the model's embedding cannot look up; `place` says where they came from.

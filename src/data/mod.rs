@@ -6,6 +6,7 @@ pub mod command;
 pub mod download;
 pub mod embedded;
 pub mod loader;
+pub mod prefetch;
 pub mod prepare;
 pub mod pyrandom;
 pub mod shard;

@@ -90,10 +90,12 @@ impl Block {
         let (b, t, width) = x.size3().expect("attention input is (B, T, C)");
         let hd = width / self.n_head;
         let qkv = linear(x, &self.c_attn, c);
-        let shape = [b, t, self.n_head, hd];
-        let q = rope.apply(&qkv.narrow(2, 0, width).view(shape));
-        let k = rope.apply(&qkv.narrow(2, width, width).view(shape));
-        let v = qkv.narrow(2, 2 * width, width).view(shape);
+        let h = self.n_head;
+        // q and k rotated in one pass: their heads side by side, (B, T, 2·heads, hd).
+        let qk = rope.apply(&qkv.narrow(2, 0, 2 * width).view([b, t, 2 * h, hd]));
+        let q = qk.narrow(2, 0, h);
+        let k = qk.narrow(2, h, h);
+        let v = qkv.narrow(2, 2 * width, width).view([b, t, h, hd]);
         let y = Tensor::scaled_dot_product_attention(
             &q.transpose(1, 2),
             &k.transpose(1, 2),

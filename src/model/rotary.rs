@@ -9,6 +9,8 @@ pub struct RotaryTables {
     /// (1, T, 1, d/2), fp32.
     pub cos: Tensor,
     pub sin: Tensor,
+    /// `-sin`, negated once (negation is exact: the products are the seed's bits).
+    neg_sin: Tensor,
 }
 
 impl RotaryTables {
@@ -21,9 +23,11 @@ impl RotaryTables {
         let t = Tensor::arange(seq_len, opts);
         let f = t.outer(&inv_freq);
         let shape = [1, seq_len, 1, head_dim / 2];
+        let sin = f.sin().view(shape);
         RotaryTables {
             cos: f.cos().view(shape),
-            sin: f.sin().view(shape),
+            neg_sin: -&sin,
+            sin,
         }
     }
 
@@ -34,7 +38,7 @@ impl RotaryTables {
         let x1 = x.narrow(3, 0, d);
         let x2 = x.narrow(3, d, d);
         let y1 = &x1 * &self.cos + &x2 * &self.sin;
-        let y2 = &x1 * (-&self.sin) + &x2 * &self.cos;
+        let y2 = &x1 * &self.neg_sin + &x2 * &self.cos;
         Tensor::cat(&[y1, y2], 3).to_kind(x.kind())
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use super::checkpointing::checkpoint_if_finite;
@@ -18,6 +18,8 @@ use super::reporter::Reporter;
 use super::setup::{new_run, resume_run, State, TrainOptions};
 use super::{coconut, lr_factor, AdamW, Muon};
 use crate::config::CoconutMode;
+use crate::data::prefetch::{train_steps, Prefetcher, StepData};
+use crate::data::TrainStream;
 use crate::eval::{check_vocab, evaluate};
 use crate::model::Gpt;
 use crate::runs::checkpoint::ValPoint;
@@ -102,19 +104,38 @@ pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
     Ok((run_path, outcome))
 }
 
-/// One step's forward and backward passes over its micro-batches; returns the mean train
-/// loss and, on COCONUT steps, the mean latent loss.
-fn forward_backward_step(st: &mut State, coconut_step: bool) -> Result<(f64, Option<f64>)> {
-    let vocab = st.model.cfg.vocab_size;
-    let batches = st.train.next_step()?;
-    let seed_mode = coconut_step && st.cfg.coconut.mode == CoconutMode::Seed;
+/// The run's train stream read ahead on another thread, from where the run stands.
+fn prefetch_steps(st: &State) -> Result<Prefetcher<StepData>> {
+    let cfg = &st.cfg;
+    let mut stream = TrainStream::new(
+        st.train.files().to_vec(),
+        cfg.batch.micro_batch as usize,
+        cfg.model.seq_len as usize,
+        cfg.batch.ranks as usize,
+        cfg.batch.per_rank_micro_batches() as usize,
+    )
+    .context("data.train")?;
+    stream.restore(&st.train.state()).context("data.train")?;
+    let every = cfg.coconut.every;
     // The seed loaded the next batch between the two passes: its targets score the latents.
-    let next = if seed_mode {
-        Some(st.train.seed_next_batches(&batches)?)
-    } else {
-        None
-    };
-    for b in batches.iter().chain(next.iter().flatten()) {
+    let seed_mode = cfg.coconut.mode == CoconutMode::Seed;
+    Ok(train_steps(stream, st.step, st.device, move |step| {
+        seed_mode && every > 0 && step % every == 0
+    }))
+}
+
+/// One step's forward and backward passes over its micro-batches (read ahead in `data`);
+/// returns the mean train loss and, on COCONUT steps, the mean latent loss.
+fn forward_backward_step(
+    st: &mut State,
+    coconut_step: bool,
+    data: StepData,
+) -> Result<(f64, Option<f64>)> {
+    let vocab = st.model.cfg.vocab_size;
+    // The run's stream moves to where the prefetched step left it (checkpoints save it).
+    st.train.restore(&data.state_after)?;
+    let batches = &data.batches;
+    for b in batches.iter().chain(data.next_batches.iter().flatten()) {
         check_vocab(b.max_token(), vocab, || {
             format!(
                 "the train shards of step {} ({})",
@@ -126,9 +147,9 @@ fn forward_backward_step(st: &mut State, coconut_step: bool) -> Result<(f64, Opt
     // Losses stay on the device until the step ends: one synchronisation per step.
     let mut losses = Vec::with_capacity(batches.len());
     let mut latents = Vec::new();
-    for (k, batch) in batches.iter().enumerate() {
-        let (x, y) = batch.tensors(st.device);
-        let next_y = next.as_ref().map(|n| n[k].tensors(st.device).1);
+    for (k, host) in data.host.iter().enumerate() {
+        let (x, y) = host.to_device(st.device);
+        let next_y = data.next.as_ref().map(|n| n[k].to_device(st.device).1);
         let (l, latent) = coconut::forward_backward(
             &st.model,
             &x,
@@ -187,6 +208,7 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
         rep.line(&format!("step 0 val_loss {v:.4}"));
     }
 
+    let mut steps = prefetch_steps(st)?;
     let mut first = true;
     while st.step < total {
         if stop.load(Ordering::SeqCst) {
@@ -196,7 +218,7 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
         let every = st.cfg.coconut.every;
         let coconut_step = every > 0 && (st.step + 1) % every == 0;
         let factor = lr_factor(st.step, total, warmup, warmdown);
-        let (train_loss, latent_loss) = forward_backward_step(st, coconut_step)?;
+        let (train_loss, latent_loss) = forward_backward_step(st, coconut_step, steps.recv()?)?;
         if !train_loss.is_finite() {
             return fail(
                 st,

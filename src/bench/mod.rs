@@ -3,6 +3,9 @@
 //! with the device synchronised. The optimizer step is timed on its own too, so its share of
 //! a step is reported: with `accum = 1` (what the PyTorch reference script times) it weighs
 //! `accum` times more than in a training step of the same recipe.
+//!
+//! With `--part`, each named stage is timed on its own instead ([`parts`]): the training
+//! forward, its backward, Muon, AdamW, the evaluation forward and a two-model stack's.
 
 use std::time::Instant;
 
@@ -14,10 +17,20 @@ use crate::config::TrainConfig;
 use crate::model::{Compute, Gpt};
 use crate::train::{apply_optimizers, muon_kind, AdamW, Muon};
 
+pub mod parts;
+pub mod report;
+
+pub use parts::{Part, PartTiming, PartsReport};
+pub use report::{print, print_parts};
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub config: String,
     pub device: String,
+    /// How libtorch's CPU threads wait ([`crate::model::cpu`]).
+    pub cpu_wait_policy: String,
+    /// How freed CPU memory is kept ([`crate::model::cpu`]).
+    pub cpu_malloc: String,
     pub compute: String,
     /// Sequences per micro-batch.
     pub batch: i64,
@@ -60,6 +73,24 @@ pub struct BenchOptions {
     pub steps: i64,
     pub warmup: i64,
     pub device: Device,
+    /// Stages to time on their own instead of full steps (`--part`); empty: full steps.
+    pub parts: Vec<Part>,
+}
+
+impl BenchOptions {
+    /// The micro-batch size in use, after checking the numeric flags.
+    fn checked_batch(&self) -> Result<i64> {
+        let b = self.batch.unwrap_or(self.config.batch.micro_batch);
+        anyhow::ensure!(b > 0, "--batch {b}: must be at least 1");
+        anyhow::ensure!(self.accum > 0, "--accum {}: must be at least 1", self.accum);
+        anyhow::ensure!(self.steps > 0, "--steps {}: must be at least 1", self.steps);
+        anyhow::ensure!(
+            self.warmup >= 0,
+            "--warmup {}: must be 0 or more",
+            self.warmup
+        );
+        Ok(b)
+    }
 }
 
 /// FLOPs per token of a training step (nanoGPT's estimate): 6·parameters + 12·layers·width·T.
@@ -70,6 +101,67 @@ pub fn flops_per_token(params: i64, n_layer: i64, n_embd: i64, seq_len: i64) -> 
 struct Optimizers {
     adamw: AdamW,
     muon: Muon,
+}
+
+impl Optimizers {
+    fn new(cfg: &TrainConfig, model: &Gpt, compute: Compute) -> Optimizers {
+        Optimizers {
+            adamw: AdamW::new(&cfg.optimizer.adamw, &model.wte),
+            muon: Muon::new(
+                &cfg.optimizer.muon,
+                &model.block_matrices(),
+                muon_kind(compute),
+            ),
+        }
+    }
+}
+
+/// Synthetic inputs and targets (B, T) on the device, the same for every bench run.
+fn synthetic_batch(vocab: i64, b: i64, t: i64, device: Device) -> (Tensor, Tensor) {
+    tch::manual_seed(1234);
+    let tokens = Tensor::randint(vocab, [b, t + 1], (Kind::Int64, device));
+    (
+        tokens.narrow(1, 0, t).contiguous(),
+        tokens.narrow(1, 1, t).contiguous(),
+    )
+}
+
+/// Peak memory: device memory in use (NVML, sampled) on CUDA, peak RSS on the CPU.
+struct Memory {
+    device: Device,
+    peak_device: u64,
+}
+
+impl Memory {
+    fn new(device: Device) -> Memory {
+        Memory {
+            device,
+            peak_device: 0,
+        }
+    }
+
+    fn sample(&mut self) {
+        if let Device::Cuda(i) = self.device {
+            if let Some(g) = crate::device::nvml::gpu(i) {
+                self.peak_device = self.peak_device.max(g.memory_used);
+            }
+        }
+    }
+
+    /// The peak in GiB and what it measures.
+    fn report(&self) -> (Option<f64>, String) {
+        match self.device {
+            Device::Cuda(_) => (
+                (self.peak_device > 0).then(|| self.peak_device as f64 / crate::device::GIB),
+                "device memory in use (NVML, whole device, sampled after warm-up and at the end)"
+                    .to_string(),
+            ),
+            _ => (
+                crate::device::peak_rss_bytes().map(|b| b as f64 / crate::device::GIB),
+                "peak resident memory of the process".to_string(),
+            ),
+        }
+    }
 }
 
 /// Seconds of one step's micro-batches and of its optimizer step (the device synchronised
@@ -99,42 +191,18 @@ fn training_step(
     )
 }
 
+/// Times full training steps (what `bench` does without `--part`).
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let cfg = &opts.config;
     let device = opts.device;
-    let b = opts.batch.unwrap_or(cfg.batch.micro_batch);
-    anyhow::ensure!(b > 0, "--batch {b}: must be at least 1");
-    anyhow::ensure!(opts.accum > 0, "--accum {}: must be at least 1", opts.accum);
-    anyhow::ensure!(opts.steps > 0, "--steps {}: must be at least 1", opts.steps);
-    anyhow::ensure!(
-        opts.warmup >= 0,
-        "--warmup {}: must be 0 or more",
-        opts.warmup
-    );
+    let b = opts.checked_batch()?;
     let t = cfg.model.seq_len;
     let compute = Compute::for_training(device, cfg.precision);
     let mut model = Gpt::new(&cfg.model, cfg.seed, device);
     model.set_trainable(true);
-    let mut opt = Optimizers {
-        adamw: AdamW::new(&cfg.optimizer.adamw, &model.wte),
-        muon: Muon::new(
-            &cfg.optimizer.muon,
-            &model.block_matrices(),
-            muon_kind(compute),
-        ),
-    };
-    tch::manual_seed(1234);
-    let tokens = Tensor::randint(cfg.model.vocab_size, [b, t + 1], (Kind::Int64, device));
-    let x = tokens.narrow(1, 0, t).contiguous();
-    let y = tokens.narrow(1, 1, t).contiguous();
-    let mut peak_device_mem: u64 = 0;
-    let mut sample_memory = || {
-        if let Device::Cuda(i) = device {
-            if let Some(g) = crate::device::nvml::gpu(i) {
-                peak_device_mem = peak_device_mem.max(g.memory_used);
-            }
-        }
-    };
+    let mut opt = Optimizers::new(cfg, &model, compute);
+    let (x, y) = synthetic_batch(cfg.model.vocab_size, b, t, device);
+    let mut memory = Memory::new(device);
     let accum = opts.accum;
     let mut last = f64::NAN;
     for _ in 0..opts.warmup {
@@ -143,7 +211,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
             .double_value(&[]);
     }
     crate::device::synchronize(device);
-    sample_memory();
+    memory.sample();
     let (mut micro_s, mut opt_s) = (0.0, 0.0);
     let mut loss = None;
     for _ in 0..opts.steps {
@@ -159,7 +227,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     if let Some(l) = loss {
         last = l.double_value(&[]);
     }
-    sample_memory();
+    memory.sample();
     let params = model.num_parameters();
     let fpt = flops_per_token(params, cfg.model.n_layer, cfg.model.n_embd, t);
     let tok_s = (accum * b * t) as f64 / secs;
@@ -173,20 +241,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         },
         _ => (None, None),
     };
-    let (mem, mem_kind) = match device {
-        Device::Cuda(_) => (
-            (peak_device_mem > 0).then(|| peak_device_mem as f64 / crate::device::GIB),
-            "device memory in use (NVML, whole device, sampled after warm-up and at the end)"
-                .to_string(),
-        ),
-        _ => (
-            crate::device::peak_rss_bytes().map(|b| b as f64 / crate::device::GIB),
-            "peak resident memory of the process".to_string(),
-        ),
-    };
+    let (mem, mem_kind) = memory.report();
     Ok(BenchReport {
         config: opts.config_name.clone(),
         device: crate::device::describe(device),
+        cpu_wait_policy: crate::model::cpu::omp_wait_policy(),
+        cpu_malloc: crate::model::cpu::malloc_policy().to_string(),
         compute: format!("{compute:?}"),
         batch: b,
         accum,
@@ -215,45 +275,4 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         memory_kind: mem_kind,
         final_loss: last,
     })
-}
-
-pub fn print(r: &BenchReport) {
-    println!(
-        "config        {} ({} layers, width {}, vocab {}, {:.2} M parameters)",
-        r.config,
-        r.n_layer,
-        r.n_embd,
-        r.vocab_size,
-        r.parameters as f64 / 1e6
-    );
-    println!("device        {} | compute {}", r.device, r.compute);
-    println!("timed step    {} (--accum {})", r.timed, r.accum);
-    println!(
-        "steps         {} timed after {} warm-up",
-        r.steps, r.warmup_steps
-    );
-    println!(
-        "step          {:.1} ms: micro-batches {:.1} ms, optimizer {:.1} ms ({:.1} % of the step)",
-        r.step_ms,
-        r.micro_batches_ms,
-        r.optimizer_ms,
-        r.optimizer_share * 100.0
-    );
-    println!("tokens/s      {:.0}", r.tokens_per_s);
-    println!(
-        "model TFLOP/s {:.3} ({:.1} M FLOPs/token)",
-        r.model_tflops,
-        r.flops_per_token / 1e6
-    );
-    match (r.mfu, r.peak_tflops, &r.peak_source) {
-        (Some(m), Some(p), Some(s)) => {
-            println!("MFU           {:.1} % of {p} TFLOP/s ({s})", m * 100.0)
-        }
-        _ => println!("MFU           n/a (no known bf16 peak for this device)"),
-    }
-    match r.peak_memory_gib {
-        Some(m) => println!("peak memory   {m:.2} GiB ({})", r.memory_kind),
-        None => println!("peak memory   n/a"),
-    }
-    println!("final loss    {:.4}", r.final_loss);
 }

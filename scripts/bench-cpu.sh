@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# stacklab beside PyTorch eager fp32 on this CPU, at the same shape, in one run: REPS
+# repetitions, each timing training (a full step: forward, backward, AdamW + Muon) and
+# evaluation (no-grad forward and loss) with scripts/reference_gpt.py --fp32 and with
+# `stacklab bench` / `stacklab bench --part eval`. The order alternates between repetitions;
+# the table gives every run's tokens/s and the ratio stacklab / PyTorch of each repetition
+# (the two runs next to each other) and their median.
+#
+#   scripts/bench-cpu.sh                     configs/tiny.toml's shape, 3 repetitions
+#   REPS=5 STEPS=20 scripts/bench-cpu.sh
+#   SHAPE=anchor scripts/bench-cpu.sh        4 x 256, 4 heads, vocab 4096, seq 256, batch 8
+#                                            (the CPU anchor of ../shared/gpu/README.md)
+#   BIN=path/to/stacklab scripts/bench-cpu.sh   another build
+#   REF_SAME_RUNTIME=1 scripts/bench-cpu.sh  PyTorch with stacklab's CPU runtime settings too
+#                                            (OMP_WAIT_POLICY=PASSIVE, malloc thresholds via
+#                                            GLIBC_TUNABLES): what the code alone gains
+#
+# Needs the release binary (./lab.sh build) and the venv's torch (STACKLAB_VENV or ./.venv).
+# Both sides use their default CPU threads. Logs go to $OUT (default out/bench-cpu).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${STACKLAB_VENV:-$root/.venv}
+py=$venv/bin/python
+bin=${BIN:-$root/target/release/stacklab}
+reps=${REPS:-3}
+steps=${STEPS:-10}
+warmup=${WARMUP:-3}
+out=${OUT:-$root/out/bench-cpu}
+
+case "${SHAPE:-tiny}" in
+  tiny) layers=4 width=128 heads=4 vocab=4096 seq=128 batch=16 shape="configs/tiny.toml" ;;
+  anchor) layers=4 width=256 heads=4 vocab=4096 seq=256 batch=8 shape="the README's CPU anchor" ;;
+  *) echo "bench-cpu.sh: SHAPE must be tiny or anchor, not '$SHAPE'" >&2; exit 2 ;;
+esac
+[ -x "$bin" ] || { echo "bench-cpu.sh: $bin is missing: run ./lab.sh build first" >&2; exit 2; }
+[ -x "$py" ] || { echo "bench-cpu.sh: $py is missing: set STACKLAB_VENV to the venv with torch" >&2; exit 2; }
+mkdir -p "$out"
+
+ref_env=()
+if [ "${REF_SAME_RUNTIME:-0}" = 1 ]; then
+  ref_env=(env OMP_WAIT_POLICY=PASSIVE
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483647)
+fi
+ref=("${ref_env[@]}" "$py" "$root/scripts/reference_gpt.py" --device cpu --fp32 --layers "$layers" --width "$width"
+  --heads "$heads" --vocab "$vocab" --seq "$seq" --batch "$batch" --steps "$steps" --warmup "$warmup")
+lab=("$bin" bench --config tiny --device cpu --json --batch "$batch" --steps "$steps" --warmup "$warmup"
+  --set "model.n_layer=$layers" --set "model.n_embd=$width" --set "model.n_head=$heads"
+  --set "model.vocab_size=$vocab" --set "model.seq_len=$seq")
+
+run() { # name rep command...
+  local name=$1 rep=$2
+  shift 2
+  "$@" > "$out/$name.$rep.txt" 2> "$out/$name.$rep.err" \
+    || { echo "bench-cpu.sh: $name (repetition $rep) failed:" >&2; tail -5 "$out/$name.$rep.err" >&2; exit 1; }
+}
+
+cat /proc/loadavg > "$out/loadavg.before"
+for rep in $(seq 1 "$reps"); do
+  echo "repetition $rep/$reps ..." >&2
+  if [ $((rep % 2)) -eq 1 ]; then
+    run pytorch-train "$rep" "${ref[@]}"; run stacklab-train "$rep" "${lab[@]}"
+    run pytorch-eval "$rep" "${ref[@]}" --eval; run stacklab-eval "$rep" "${lab[@]}" --part eval
+  else
+    run stacklab-train "$rep" "${lab[@]}"; run pytorch-train "$rep" "${ref[@]}"
+    run stacklab-eval "$rep" "${lab[@]}" --part eval; run pytorch-eval "$rep" "${ref[@]}" --eval
+  fi
+done
+cat /proc/loadavg > "$out/loadavg.after"
+
+"$py" - "$out" "$reps" "$shape" "$layers" "$width" "$heads" "$vocab" "$seq" "$batch" "$steps" "$warmup" "${REF_SAME_RUNTIME:-0}" <<'PY'
+import json, re, statistics, sys
+out, reps, shape = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+layers, width, heads, vocab, seq, batch, steps, warmup, same = sys.argv[4:]
+
+def pytorch(name, rep):
+    txt = open(f"{out}/{name}.{rep}.txt").read()
+    m = re.search(r"RESULT .*threads=(\d+).* tok_s=([\d,]+)", txt)
+    return float(m.group(2).replace(",", "")), m.group(1)
+
+def stacklab(name, rep):
+    v = json.loads(open(f"{out}/{name}.{rep}.txt").read())
+    threads = re.search(r"\((\d+) threads?\)", v["device"]).group(1)
+    if "parts" in v:
+        return v["parts"][0]["tokens_per_s"], threads
+    return v["tokens_per_s"], threads
+
+load = open(f"{out}/loadavg.before").read().split()[:3], open(f"{out}/loadavg.after").read().split()[:3]
+print(f"shape: {shape}: {layers} layers, width {width}, {heads} heads, vocab {vocab}, seq {seq}, "
+      f"batch {batch}; fp32; {steps} timed steps after {warmup} warm-up; {reps} repetitions")
+print("pytorch runs with " + ("stacklab's CPU runtime settings (OMP_WAIT_POLICY=PASSIVE, malloc thresholds)"
+      if same == "1" else "its defaults") + f"; stacklab: {json.load(open(f'{out}/stacklab-train.1.txt')).get('cpu_wait_policy', 'not reported (libgomp default)')}")
+print(f"load average (1, 5, 15 min) before {' '.join(load[0])}, after {' '.join(load[1])}")
+cols = "".join(f"{'rep ' + str(r):>10}" for r in range(1, reps + 1))
+print(f"{'':<10}{'':<10}{cols}{'median':>10}")
+summary = []
+for what in ("train", "eval"):
+    p = [pytorch(f"pytorch-{what}", r) for r in range(1, reps + 1)]
+    s = [stacklab(f"stacklab-{what}", r) for r in range(1, reps + 1)]
+    ratios = [b[0] / a[0] for a, b in zip(p, s)]
+    fmt = lambda xs: "".join(f"{x:>10,.0f}" for x in xs)
+    print(f"{what:<10}{'pytorch':<10}{fmt(x for x, _ in p)}{statistics.median(x for x, _ in p):>10,.0f}  tok/s ({p[0][1]} threads)")
+    print(f"{'':<10}{'stacklab':<10}{fmt(x for x, _ in s)}{statistics.median(x for x, _ in s):>10,.0f}  tok/s ({s[0][1]} threads)")
+    print(f"{'':<10}{'ratio':<10}{''.join(f'{r:>10.2f}' for r in ratios)}{statistics.median(ratios):>10.2f}  stacklab / pytorch")
+    summary.append((what, statistics.median(ratios)))
+print("ratio stacklab / pytorch eager fp32 (median): " + ", ".join(f"{w} {r:.2f}x" for w, r in summary))
+PY
