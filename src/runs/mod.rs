@@ -1,9 +1,15 @@
 //! Run directories (config, metrics, status, log, checkpoints) and the checkpoint format.
 
 pub mod checkpoint;
+pub mod cli;
+pub mod control;
+pub mod disk;
+pub mod launch;
+pub mod listing;
 pub mod process;
 pub mod queue;
 pub mod registry;
+pub mod retention;
 pub mod run_dir;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta, CheckpointRef};
