@@ -257,10 +257,9 @@ pub fn gc(root: &Path, a: &GcArgs) -> Result<String> {
             bytes
         };
         out.push_str(&format!(
-            "{}: {} ({}): {verb} {} ({})\n",
+            "{}: {}: {verb} {} ({})\n",
             e.name,
             r.describe(),
-            phase.as_str(),
             names.join(", "),
             format_size(bytes)
         ));
@@ -283,10 +282,12 @@ pub fn gc(root: &Path, a: &GcArgs) -> Result<String> {
         freed += bytes;
     }
     let summary = format!(
-        "{}: {count} checkpoint(s) in {runs} run(s)",
+        "{} ({freed} bytes): {count} checkpoint(s) in {runs} run(s)",
         format_size(freed)
     );
-    if a.dry_run {
+    if count == 0 && freed == 0 {
+        out.push_str("nothing to remove: a run keeps every checkpoint unless its checkpoint_keep_last (or --keep-last) says otherwise\n");
+    } else if a.dry_run {
         out.push_str(&format!(
             "dry run: would free {summary}; nothing was removed\n"
         ));
