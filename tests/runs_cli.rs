@@ -500,10 +500,5 @@ fn a_queued_run_starts_when_the_training_before_it_ends_without_a_lab() {
         .unwrap()
         .contains("done: 6 steps"));
     // Neither is left marked as starting.
-    let reg = {
-        let mut r = stacklab::runs::registry::Registry::new(&root);
-        r.refresh();
-        r
-    };
-    assert!(stacklab::runs::launch::starting(&root, &reg).is_empty());
+    assert!(stacklab::runs::launch::starting(&root).is_empty());
 }

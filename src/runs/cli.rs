@@ -202,7 +202,7 @@ pub fn gc(root: &Path, a: &GcArgs) -> Result<String> {
         }
     }
     let lineages = Lineages::scan(root);
-    let starting = super::launch::starting(root, &reg);
+    let starting = super::launch::starting(root);
     let verb = if a.dry_run { "would remove" } else { "removed" };
     let mut out = String::new();
     let (mut freed, mut count, mut runs) = (0u64, 0usize, 0usize);

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use super::launch;
 use super::process;
 use super::queue::Queue;
-use super::registry::{Phase, Registry, RunEntry};
+use super::registry::{Phase, RunEntry};
 use super::retention::Lineages;
 
 /// Signals a run's training process, which must be running.
@@ -45,10 +45,15 @@ pub fn locate(root: &Path, run: &str) -> Result<(PathBuf, String)> {
     Ok((parent.to_path_buf(), name))
 }
 
-fn registry(root: &Path) -> Registry {
-    let mut reg = Registry::new(root);
-    reg.refresh();
-    reg
+/// The run folder `name` under `root`, read as the lab reads it (only that one).
+fn entry(root: &Path, name: &str) -> Result<RunEntry> {
+    let path = root.join(name);
+    if !path.is_dir() {
+        bail!("no run `{name}` in {}", root.display());
+    }
+    let mut e = RunEntry::new(&path);
+    e.refresh();
+    Ok(e)
 }
 
 /// What happened to a run `stop` was given.
@@ -66,30 +71,23 @@ pub struct Stopped {
 /// status yet is signalled by the pid and start time recorded at its start.
 pub fn stop_run(root: &Path, name: &str, kill: bool) -> Result<Stopped> {
     let signal = if kill { libc::SIGKILL } else { libc::SIGTERM };
-    let reg = registry(root);
     let done = |pid, device: Option<&str>| Stopped {
         name: name.to_string(),
         pid,
         killed: kill,
         device: device.map(String::from),
     };
-    if let Some(s) = launch::starting(root, &reg)
-        .into_iter()
-        .find(|s| s.name == name)
-    {
+    if let Some(s) = launch::starting(root).into_iter().find(|s| s.name == name) {
         process::signal_training(s.pid, s.start_time, signal)?;
         return Ok(done(s.pid, Some(&s.device)));
     }
     if Queue::new(root).contains(name) {
         bail!("{name} is queued, not running: nothing to stop (the lab's Runs pane takes it off the queue)");
     }
-    let e = reg
-        .get(name)
-        .with_context(|| format!("no run `{name}` in {}", root.display()))?;
-    let phase = e.phase();
-    match (&e.status, phase) {
+    let e = entry(root, name)?;
+    match (&e.status, e.phase()) {
         (Some(st), Phase::Running) => {
-            signal_run(e, signal)?;
+            signal_run(&e, signal)?;
             Ok(done(st.pid, st.device.as_deref()))
         }
         (_, Phase::Lost) => bail!(
@@ -132,16 +130,13 @@ pub fn remove_run(root: &Path, name: &str) -> Result<Removed> {
     if name.is_empty() || name.starts_with('.') || name.contains('/') {
         bail!("`{name}` is not a run name");
     }
-    let reg = registry(root);
-    if launch::starting(root, &reg).iter().any(|s| s.name == name) {
+    if launch::starting(root).iter().any(|s| s.name == name) {
         bail!("{name} is starting: stop it first (`stacklab stop {name}`); not removed");
     }
     if Queue::new(root).contains(name) {
         bail!("{name} is queued: take it off the queue first (the lab's Runs pane); not removed");
     }
-    let e = reg
-        .get(name)
-        .with_context(|| format!("no run `{name}` in {}", root.display()))?;
+    let e = entry(root, name)?;
     match e.phase() {
         Phase::Running | Phase::Starting => {
             let pid = e.status.as_ref().map(|s| s.pid).unwrap_or(0);

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::process;
 use super::queue::{self, Queue, QueuedRun};
-use super::registry::{Phase, Registry};
+use super::registry::{phase_of, Phase};
+use super::run_dir::RunDir;
 
 /// Where trainings started from the queue write their stdout and stderr (beside `.queue/`).
 pub const LAB_DIR: &str = ".lab";
@@ -53,40 +54,46 @@ fn read_markers(root: &Path) -> Vec<(PathBuf, Starting)> {
 }
 
 /// Whether the run's own status names this process (then the status tells its state).
-fn reported(reg: &Registry, s: &Starting) -> bool {
-    reg.get(&s.name)
-        .and_then(|e| e.status.as_ref())
-        .is_some_and(|st| st.pid == s.pid)
+fn reported(root: &Path, s: &Starting) -> bool {
+    RunDir::new(root.join(&s.name))
+        .read_status()
+        .is_ok_and(|st| st.pid == s.pid)
 }
 
 /// Trainings started from the queue whose process is alive and has not written its status.
-pub fn starting(root: &Path, reg: &Registry) -> Vec<Starting> {
+pub fn starting(root: &Path) -> Vec<Starting> {
     read_markers(root)
         .into_iter()
         .map(|(_, s)| s)
-        .filter(|s| process::is_alive_as(s.pid, s.start_time) && !reported(reg, s))
+        .filter(|s| process::is_alive_as(s.pid, s.start_time) && !reported(root, s))
         .collect()
 }
 
 /// Removes the records of starts that have reported or died.
-fn clear_stale(root: &Path, reg: &Registry) {
+fn clear_stale(root: &Path) {
     for (file, s) in read_markers(root) {
-        if !process::is_alive_as(s.pid, s.start_time) || reported(reg, &s) {
+        if !process::is_alive_as(s.pid, s.start_time) || reported(root, &s) {
             let _ = std::fs::remove_file(file);
         }
     }
 }
 
-/// Trainings per device: running runs (by their status) and ones starting.
-pub fn busy(root: &Path, reg: &Registry) -> HashMap<String, usize> {
+/// Trainings per device: running runs (by their status, the process checked) and ones
+/// starting.
+pub fn busy(root: &Path) -> HashMap<String, usize> {
     let mut busy = HashMap::new();
-    for e in reg.runs.values() {
-        if e.phase() == Phase::Running {
-            let d = e.device().unwrap_or("cpu").to_string();
-            *busy.entry(d).or_insert(0) += 1;
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if let Ok(st) = RunDir::new(e.path()).read_status() {
+            if phase_of(&st) == Phase::Running {
+                let d = st.device.unwrap_or_else(|| "cpu".into());
+                *busy.entry(d).or_insert(0) += 1;
+            }
         }
     }
-    for s in starting(root, reg) {
+    for s in starting(root) {
         *busy.entry(s.device).or_insert(0) += 1;
     }
     busy
@@ -129,11 +136,9 @@ pub fn start_ready(
     if waiting.is_empty() {
         return Vec::new();
     }
-    let mut reg = Registry::new(root);
-    reg.refresh();
-    clear_stale(root, &reg);
+    clear_stale(root);
     let mut started = Vec::new();
-    for q in queue::ready(&waiting, &busy(root, &reg), max_per_device) {
+    for q in queue::ready(&waiting, &busy(root), max_per_device) {
         if !queue.take(&q) {
             break;
         }
@@ -209,10 +214,8 @@ mod tests {
         assert_eq!(started.len(), 1);
         assert_eq!(started[0].0.name, "a");
         let mut child = started.pop().unwrap().1.unwrap();
-        let mut reg = Registry::new(root);
-        reg.refresh();
-        assert_eq!(starting(root, &reg).len(), 1);
-        assert_eq!(busy(root, &reg).get("cpu"), Some(&1));
+        assert_eq!(starting(root).len(), 1);
+        assert_eq!(busy(root).get("cpu"), Some(&1));
         // Still starting: b waits, whoever looks.
         assert!(start_ready(root, &exe, 1, None).is_empty());
         assert_eq!(queue.list().len(), 1);
@@ -230,8 +233,7 @@ mod tests {
             device: Some("cpu".into()),
         })
         .unwrap();
-        reg.refresh();
-        assert!(starting(root, &reg).is_empty());
+        assert!(starting(root).is_empty());
         let _ = child.kill();
         let _ = child.wait();
         let mut next = start_ready(root, &exe, 1, Some("cpu"));
@@ -247,7 +249,6 @@ mod tests {
             .map(|(_, s)| s.name)
             .collect();
         assert_eq!(markers, ["b"]);
-        reg.refresh();
-        assert!(starting(root, &reg).is_empty());
+        assert!(starting(root).is_empty());
     }
 }

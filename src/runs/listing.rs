@@ -132,7 +132,7 @@ pub fn list(root: &Path) -> Vec<RunFacts> {
     let mut reg = Registry::new(root);
     reg.refresh();
     let queued = Queue::new(root).list();
-    let starting = launch::starting(root, &reg);
+    let starting = launch::starting(root);
     facts(&reg, &queued, &starting, SystemTime::now())
 }
 

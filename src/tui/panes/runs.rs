@@ -287,7 +287,7 @@ impl RunsPane {
                 *busy.entry(c.device.clone()).or_insert(0) += 1;
             }
         }
-        for s in crate::runs::launch::starting(&self.root, &self.registry) {
+        for s in crate::runs::launch::starting(&self.root) {
             if self.child(&s.name).is_none() {
                 *busy.entry(s.device).or_insert(0) += 1;
             }
