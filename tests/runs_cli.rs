@@ -434,10 +434,13 @@ fn retention_during_training_keeps_the_last_every_kth_and_lineage_and_gc_frees_w
     assert_eq!(checkpoint_steps(&root.join("child")), ["step_000005"]);
     let again = lab.ok(&["gc", "--keep-last", "1", "--keep-every", "0"]);
     assert!(again.contains("nothing to remove"), "{again}");
-    let err = lab.fails(&["gc", "--keep-every", "5"]);
+    let err = lab.fails(&["gc", "--keep-last", "0", "--keep-every", "5"]);
+    assert!(err.contains("--keep-every 5 with --keep-last 0"), "{err}");
+    // child keeps every checkpoint: --keep-every alone cannot apply to it.
+    let out = lab.ok(&["gc", "--keep-every", "5", "child"]);
     assert!(
-        err.contains("--keep-every 5") && err.contains("--keep-last"),
-        "{err}"
+        out.contains("child: left alone: --keep-every 5") && out.contains("nothing to remove"),
+        "{out}"
     );
 }
 

@@ -173,16 +173,19 @@ fn retention_for(a: &GcArgs, run: &Path) -> Result<Retention> {
     if let Some(k) = a.keep_every {
         r.keep_every = k as i64;
     }
+    if r.keeps_all() && r.keep_every > 0 {
+        bail!(
+            "--keep-every {}: keeps every {}-th step besides the newest N, and this run keeps every checkpoint (no checkpoint_keep_last): give --keep-last N too",
+            r.keep_every,
+            r.keep_every
+        );
+    }
     Ok(r)
 }
 
 pub fn run_gc(a: GcArgs) -> Result<()> {
-    if let (Some(k), None | Some(0)) = (a.keep_every, a.keep_last) {
-        if k > 0 {
-            bail!(
-                "--keep-every {k}: keeps every {k}-th step besides the newest N; give --keep-last N too"
-            );
-        }
+    if let (Some(k @ 1..), Some(0)) = (a.keep_every, a.keep_last) {
+        bail!("--keep-every {k} with --keep-last 0 (keep every checkpoint) has no effect: give --keep-last N, N at least 1");
     }
     let root = root();
     let report = gc(&root, &a)?;
