@@ -61,6 +61,14 @@ pub enum Command {
     /// Why a stack fails at its seam: residual norms, logit lens, CKA and stitching, for the
     /// stack and each part alone on the same tokens (takes stack's flags).
     Inspect(crate::inspect::cli::InspectArgs),
+    /// Every run in the checkpoint dir: state, step, losses, tokens/s, age, size on disk.
+    Runs(crate::runs::cli::RunsArgs),
+    /// Stop a run gracefully (SIGTERM: it checkpoints, then ends stopped), or --kill it.
+    Stop(crate::runs::cli::StopArgs),
+    /// Remove a run that is neither running nor queued, with all its checkpoints.
+    Rm(crate::runs::cli::RmArgs),
+    /// Apply checkpoint retention to existing runs and report the space freed.
+    Gc(crate::runs::cli::GcArgs),
     /// What this installation sees: versions, libtorch, devices, folders.
     Doctor {
         /// One JSON object instead of a table.
@@ -211,6 +219,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Sweep(a)) => crate::sweep::cli::run(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Stack(a)) => crate::stack::cli::run(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Inspect(a)) => crate::inspect::cli::run(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Runs(a)) => crate::runs::cli::run_runs(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Stop(a)) => crate::runs::cli::run_stop(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Rm(a)) => crate::runs::cli::run_rm(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Gc(a)) => crate::runs::cli::run_gc(a).map(|_| ExitCode::SUCCESS),
     }
 }
 
@@ -238,7 +250,10 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         device,
         runs_root: crate::paths::checkpoint_dir(),
     };
-    let (run, outcome) = crate::train::train(&opts)?;
+    let result = crate::train::train(&opts);
+    // However it ended, its slot is free: the next queued run for its device starts.
+    crate::runs::launch::after_training(&crate::device::name(device));
+    let (run, outcome) = result?;
     println!("{}", run.display());
     Ok(match outcome {
         TrainOutcome::Done => ExitCode::SUCCESS,

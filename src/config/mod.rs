@@ -303,6 +303,12 @@ pub struct TrainConfig {
     pub seed: i64,
     /// Write a checkpoint every this many steps (and always at the end); 0: only at the end.
     pub checkpoint_every: i64,
+    /// Keep only the newest this many checkpoints (older ones are removed once a new one is
+    /// complete; ones another run's lineage names stay); 0 keeps every checkpoint.
+    pub checkpoint_keep_last: i64,
+    /// With `checkpoint_keep_last`, also keep every checkpoint whose step is a multiple of
+    /// this (e.g. for loss-curve studies); 0: none.
+    pub checkpoint_keep_every: i64,
     /// Print a progress line every this many steps when not on a terminal.
     pub log_every: i64,
     /// A checkpoint whose embedding/head `W` is copied and frozen (model 2 of a stack).
@@ -325,6 +331,8 @@ impl Default for TrainConfig {
         TrainConfig {
             seed: 0,
             checkpoint_every: 1000,
+            checkpoint_keep_last: 0,
+            checkpoint_keep_every: 0,
             log_every: 10,
             from_model: String::new(),
             init_from: String::new(),

@@ -316,3 +316,38 @@ fn set_data_embedded_switches_a_config_with_shard_globs_to_the_embedded_corpus()
         "{e}"
     );
 }
+
+#[test]
+fn retention_keys_default_to_keeping_all_and_are_checked() {
+    let c = parse(EMBEDDED).unwrap();
+    assert_eq!((c.checkpoint_keep_last, c.checkpoint_keep_every), (0, 0));
+    let c = parse(&format!(
+        "checkpoint_keep_last = 3\ncheckpoint_keep_every = 500\n{EMBEDDED}"
+    ))
+    .unwrap();
+    assert_eq!((c.checkpoint_keep_last, c.checkpoint_keep_every), (3, 500));
+    let e = parse_err(&format!("checkpoint_keep_last = -2\n{EMBEDDED}"));
+    assert_eq!(
+        e,
+        "test.toml: `checkpoint_keep_last`: must be 0 or more, found -2"
+    );
+    let e = parse_err(&format!("checkpoint_keep_every = \"10\"\n{EMBEDDED}"));
+    assert!(
+        e.contains("`checkpoint_keep_every`: expected an integer, found a string"),
+        "{e}"
+    );
+    let e = parse_err(&format!("checkpoint_keep_every = 100\n{EMBEDDED}"));
+    assert!(
+        e.contains("`checkpoint_keep_every`: 100 has no effect while checkpoint_keep_last = 0"),
+        "{e}"
+    );
+    let e = parse_err(&format!("checkpoint_keep_lst = 1\n{EMBEDDED}"));
+    assert!(e.contains("did you mean `checkpoint_keep_last`?"), "{e}");
+    let e = TrainConfig::from_toml_str(EMBEDDED, "test.toml", &["checkpoint_keep_last=-1".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--set checkpoint_keep_last=-1: `checkpoint_keep_last`"),
+        "{e}"
+    );
+}

@@ -85,11 +85,13 @@ impl TrainConfig {
                 return Err(err(source, key, format!("must be at least 1, found {v}")));
             }
         }
-        let non_negative: [(&str, i64); 6] = [
+        let non_negative: [(&str, i64); 8] = [
             ("schedule.warmup", self.schedule.warmup),
             ("schedule.warmdown", self.schedule.warmdown),
             ("eval.val_every", self.eval.val_every),
             ("checkpoint_every", self.checkpoint_every),
+            ("checkpoint_keep_last", self.checkpoint_keep_last),
+            ("checkpoint_keep_every", self.checkpoint_keep_every),
             ("coconut.every", self.coconut.every),
             ("log_every", self.log_every),
         ];
@@ -97,6 +99,16 @@ impl TrainConfig {
             if v < 0 {
                 return Err(err(source, key, format!("must be 0 or more, found {v}")));
             }
+        }
+        if self.checkpoint_keep_every > 0 && self.checkpoint_keep_last == 0 {
+            return Err(err(
+                source,
+                "checkpoint_keep_every",
+                format!(
+                    "{} has no effect while checkpoint_keep_last = 0 keeps every checkpoint: set checkpoint_keep_last = N too (keep the newest N, and every {}-th step)",
+                    self.checkpoint_keep_every, self.checkpoint_keep_every
+                ),
+            ));
         }
         let m = &self.model;
         let b = &self.batch;

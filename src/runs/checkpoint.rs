@@ -95,7 +95,8 @@ pub fn checkpoint_dir_name(step: i64) -> String {
     format!("step_{step:06}")
 }
 
-fn step_of(name: &str) -> Option<i64> {
+/// The step of a checkpoint folder name (`step_000100` is 100).
+pub fn step_of(name: &str) -> Option<i64> {
     name.strip_prefix("step_").and_then(|s| s.parse().ok())
 }
 

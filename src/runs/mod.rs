@@ -2,9 +2,15 @@
 
 pub mod catalog;
 pub mod checkpoint;
+pub mod cli;
+pub mod control;
+pub mod disk;
+pub mod launch;
+pub mod listing;
 pub mod process;
 pub mod queue;
 pub mod registry;
+pub mod retention;
 pub mod run_dir;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta, CheckpointRef};

@@ -3,14 +3,19 @@
 //! [`Registry`] watches the folder: each refresh looks at file sizes and modification times
 //! and reads only what changed (new metric lines from where it stopped, a rewritten status),
 //! so twenty runs with hundreds of checkpoints cost a few `stat` calls a tick. It only reads:
-//! a corrupt or half-written folder is listed with the reason and never modified.
+//! a corrupt or half-written folder is listed with the reason and never modified. A run's
+//! size on disk is summed when its folder changes (each checkpoint once: they never change
+//! after they are renamed into place), plus the files that grow (metrics, log, status).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::run_dir::{MetricsRow, RunDir, RunState, RunStatus, CONFIG_FILE, STATUS_FILE};
+use super::disk;
+use super::run_dir::{
+    MetricsRow, RunDir, RunState, RunStatus, CONFIG_FILE, LOG_FILE, METRICS_FILE, STATUS_FILE,
+};
 
 /// What a run is doing, as shown to a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,6 +74,8 @@ struct Stamp {
     ino: u64,
     len: u64,
     modified: Option<SystemTime>,
+    /// Bytes on disk.
+    bytes: u64,
 }
 
 fn stamp(p: &Path) -> Option<Stamp> {
@@ -78,6 +85,7 @@ fn stamp(p: &Path) -> Option<Stamp> {
         ino: m.ino(),
         len: m.len(),
         modified: m.modified().ok(),
+        bytes: disk::allocated(&m),
     })
 }
 
@@ -93,9 +101,16 @@ pub struct RunEntry {
     pub config: Option<toml::Table>,
     pub metrics: Vec<MetricsRow>,
     pub checkpoints: usize,
+    /// Bytes the folder takes on disk.
+    pub size_bytes: u64,
     /// When the status was last written.
     pub updated: Option<SystemTime>,
     metrics_offset: u64,
+    /// Bytes of everything but the growing files, as of the folder's last change.
+    fixed_bytes: u64,
+    /// Sizes of sub-folders by name and inode (a checkpoint never changes once in place).
+    folder_bytes: HashMap<(String, u64), u64>,
+    log_stamp: Option<Stamp>,
     status_stamp: Option<Stamp>,
     metrics_stamp: Option<Stamp>,
     config_stamp: Option<Stamp>,
@@ -158,7 +173,7 @@ impl RunEntry {
         let mut changed = false;
         let status_path = self.path.join(STATUS_FILE);
         let config_path = self.path.join(CONFIG_FILE);
-        let metrics_path = self.path.join(super::run_dir::METRICS_FILE);
+        let metrics_path = self.path.join(METRICS_FILE);
 
         let s = stamp(&status_path);
         if s != self.status_stamp {
@@ -195,6 +210,19 @@ impl RunEntry {
             self.dir_stamp = d;
             changed = true;
             self.checkpoints = RunDir::new(&self.path).checkpoints().len();
+            self.fixed_bytes = self.sum_fixed_bytes();
+        }
+        let l = stamp(&self.path.join(LOG_FILE));
+        changed |= l != self.log_stamp;
+        self.log_stamp = l;
+        let size = self.fixed_bytes
+            + [s, m, l, d]
+                .iter()
+                .map(|x| x.map(|x| x.bytes).unwrap_or(0))
+                .sum::<u64>();
+        if size != self.size_bytes {
+            self.size_bytes = size;
+            changed = true;
         }
         self.problem = match (&self.status, c.is_some(), s.is_some()) {
             (_, false, false) => Some("not a run: no config.toml or status.json".into()),
@@ -216,6 +244,43 @@ impl RunEntry {
             changed = true;
         }
         changed
+    }
+
+    /// Bytes of the folder's entries but the folder itself, status, metrics and log (which
+    /// change without the folder changing). Checkpoint folders are summed once; hidden
+    /// ones (being written or removed) every time.
+    fn sum_fixed_bytes(&mut self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mut total = 0;
+        let mut seen = HashMap::new();
+        for e in std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if [STATUS_FILE, METRICS_FILE, LOG_FILE].contains(&name.as_str()) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else {
+                continue;
+            };
+            if !m.is_dir() {
+                total += disk::allocated(&m);
+                continue;
+            }
+            let key = (name, m.ino());
+            let bytes = match self.folder_bytes.get(&key) {
+                Some(b) => *b,
+                None => disk::disk_size(&e.path()),
+            };
+            if !key.0.starts_with('.') {
+                seen.insert(key, bytes);
+            }
+            total += bytes;
+        }
+        self.folder_bytes = seen;
+        total
     }
 
     fn read_new_metrics(&mut self, path: &Path) {

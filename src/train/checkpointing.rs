@@ -1,8 +1,11 @@
 //! A training state into a checkpoint folder (see `runs::checkpoint` for the format and its
-//! crash safety): the weights, the optimizer state, and the metadata a resume needs.
+//! crash safety): the weights, the optimizer state, and the metadata a resume needs. Once a
+//! checkpoint is complete, the run's retention (`checkpoint_keep_last`,
+//! `checkpoint_keep_every`) removes older ones (see `runs::retention`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::Result;
 
@@ -10,6 +13,8 @@ use super::reporter::Reporter;
 use super::setup::{weights_finite, State};
 use crate::model::weights::wte_hash;
 use crate::runs::checkpoint::{self, CheckpointMeta, OptimizerTensors};
+use crate::runs::disk::format_size;
+use crate::runs::retention::{self, Lineages, Retention};
 
 pub fn write_checkpoint(st: &mut State) -> Result<PathBuf> {
     let mut muon = BTreeMap::new();
@@ -63,5 +68,47 @@ pub fn checkpoint_if_finite(st: &mut State, rep: &Reporter) -> Result<()> {
     }
     let p = write_checkpoint(st)?;
     rep.line(&format!("checkpoint {}", p.display()));
+    apply_retention(st, rep);
     Ok(())
+}
+
+/// Checkpoints kept for a lineage that were already reported (said once per training).
+static REPORTED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Removes the checkpoints the run's retention no longer keeps (after the new one is
+/// complete). A checkpoint another run's lineage names is kept and said so; a removal that
+/// fails is logged and does not stop the training.
+fn apply_retention(st: &State, rep: &Reporter) {
+    let r = Retention::of_config(&st.cfg);
+    if r.keeps_all() {
+        return;
+    }
+    let root = st.run.path.parent().unwrap_or(&st.run.path);
+    let plan = retention::plan(&st.run.path, &r, &Lineages::scan(root));
+    for (ck, why) in &plan.kept_for_lineage {
+        if REPORTED
+            .lock()
+            .map(|mut s| s.insert(ck.clone()))
+            .unwrap_or(true)
+        {
+            let msg = format!("retention: kept {} because {why} names it", ck.display());
+            st.run.log(&msg);
+            rep.line(&msg);
+        }
+    }
+    for removal in &plan.remove {
+        match crate::runs::disk::remove_dir_safely(&removal.path) {
+            Ok(bytes) => st.run.log(&format!(
+                "retention ({}): removed {} ({})",
+                r.describe(),
+                removal.path.display(),
+                format_size(bytes)
+            )),
+            Err(e) => {
+                let msg = format!("retention: {e:#}");
+                st.run.log(&msg);
+                rep.line(&msg);
+            }
+        }
+    }
 }

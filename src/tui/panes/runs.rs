@@ -287,6 +287,11 @@ impl RunsPane {
                 *busy.entry(c.device.clone()).or_insert(0) += 1;
             }
         }
+        for s in crate::runs::launch::starting(&self.root) {
+            if self.child(&s.name).is_none() {
+                *busy.entry(s.device).or_insert(0) += 1;
+            }
+        }
         busy
     }
 
@@ -300,7 +305,7 @@ impl RunsPane {
             changed = true;
             self.queued.retain(|x| x.name != q.name);
             let args = q.train_args(&self.root);
-            match process::spawn_detached(&self.exe, &args, &output_log(&self.root, &q.name)) {
+            match crate::runs::launch::spawn_request(&self.root, &self.exe, &q) {
                 Ok(child) => {
                     tracing::info!(run = %q.name, pid = child.id(), ?args, "started a training");
                     self.message =
@@ -409,6 +414,7 @@ impl RunsPane {
                         .and_then(|e| e.updated)
                         .and_then(|u| now.duration_since(u).ok())
                         .map(|d| d.as_secs_f64()),
+                    size_bytes: e.map(|e| e.size_bytes),
                     pinned: self.pinned.contains(n),
                 }
             })
@@ -682,10 +688,12 @@ impl RunsPane {
 
     /// Signals a run's training: by its status (pid and start time), or our child's pid.
     fn signal(&mut self, name: &str, sig: i32) -> anyhow::Result<()> {
-        if let Some(st) = self.registry.get(name).and_then(|e| e.status.as_ref()) {
-            if self.registry.get(name).map(|e| e.phase()) == Some(Phase::Running) {
-                return process::signal_training(st.pid, st.start_time, sig);
-            }
+        if let Some(e) = self
+            .registry
+            .get(name)
+            .filter(|e| e.phase() == Phase::Running)
+        {
+            return crate::runs::control::signal_run(e, sig);
         }
         // Our child that has not written its status yet: its pid cannot be reused before
         // we reap it.
@@ -717,7 +725,7 @@ impl RunsPane {
                 if phase.is_active() || phase == Phase::Corrupt {
                     return self.notify(format!("{n} is {}: not deleted", phase.as_str()), true);
                 }
-                let r = std::fs::remove_dir_all(self.root.join(&n));
+                let r = crate::runs::control::remove_run(&self.root, &n).map(|_| ());
                 let _ = std::fs::remove_file(output_log(&self.root, &n));
                 match r {
                     Ok(()) => self.notify(format!("deleted {n}"), false),

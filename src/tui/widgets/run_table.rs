@@ -1,4 +1,5 @@
-//! The list of runs: state, step / total, last losses, tokens/s, age.
+//! The list of runs: state, step / total, last losses, tokens/s, age and, when the width
+//! allows, size on disk.
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
@@ -7,6 +8,7 @@ use ratatui::widgets::{Row, Table, TableState};
 use ratatui::Frame;
 
 use super::{block, clip, selected_style};
+use crate::runs::disk::format_size;
 use crate::runs::registry::Phase;
 use crate::tui::series;
 use crate::tui::theme::Theme;
@@ -23,8 +25,16 @@ pub struct RunRow {
     pub tokens_per_s: Option<f64>,
     /// Seconds since the run last wrote its status.
     pub age_s: Option<f64>,
+    /// Bytes the run's folder takes on disk (none for a queued run without a folder).
+    pub size_bytes: Option<u64>,
     pub pinned: bool,
 }
+
+/// Widths from which the table adds columns: train loss and tokens/s from `WIDE`, size
+/// from `SIZED_NARROW` (narrow) and `SIZED_WIDE` (wide).
+pub const WIDE: u16 = 78;
+pub const SIZED_NARROW: u16 = 56;
+pub const SIZED_WIDE: u16 = 86;
 
 pub fn phase_color(phase: Phase, theme: &Theme) -> ratatui::style::Color {
     match phase {
@@ -54,19 +64,23 @@ pub fn draw(
     title: &str,
     theme: &Theme,
 ) {
-    let wide = area.width >= 78;
-    let header: Vec<&str> = if wide {
+    let wide = area.width >= WIDE;
+    let sized = area.width >= if wide { SIZED_WIDE } else { SIZED_NARROW };
+    let mut header: Vec<&str> = if wide {
         vec!["run", "state", "step", "train", "val", "tok/s", "age"]
     } else {
         vec!["run", "state", "step", "val", "age"]
     };
+    if sized {
+        header.push("size");
+    }
     let header = Row::new(header).style(
         Style::default()
             .fg(theme.accent)
             .add_modifier(Modifier::BOLD),
     );
     let name_w = (area.width as usize)
-        .saturating_sub(if wide { 62 } else { 38 })
+        .saturating_sub(if wide { 62 } else { 38 } + if sized { 6 } else { 0 })
         .clamp(8, 40);
     let body: Vec<Row> = rows
         .iter()
@@ -90,7 +104,7 @@ pub fn draw(
                 "-".into()
             };
             let age = r.age_s.map(age).unwrap_or_else(|| "-".into());
-            let cells: Vec<Span> = if wide {
+            let mut cells: Vec<Span> = if wide {
                 vec![
                     name,
                     state,
@@ -109,10 +123,14 @@ pub fn draw(
                     Span::styled(age, Style::default().fg(theme.dim)),
                 ]
             };
+            if sized {
+                let size = r.size_bytes.map(format_size).unwrap_or_else(|| "-".into());
+                cells.push(Span::styled(size, Style::default().fg(theme.dim)));
+            }
             Row::new(cells)
         })
         .collect();
-    let widths: Vec<Constraint> = if wide {
+    let mut widths: Vec<Constraint> = if wide {
         vec![
             Constraint::Min(8),
             Constraint::Length(8),
@@ -131,6 +149,9 @@ pub fn draw(
             Constraint::Length(4),
         ]
     };
+    if sized {
+        widths.push(Constraint::Length(5));
+    }
     let table = if rows.is_empty() {
         Table::new(
             vec![Row::new(vec![Span::styled(
@@ -163,6 +184,7 @@ mod tests {
                 val_loss: Some(4.7321),
                 tokens_per_s: Some(15230.0),
                 age_s: Some(7200.0),
+                size_bytes: Some(13 * 1024 * 1024),
                 pinned: true,
             },
             RunRow {
@@ -174,6 +196,7 @@ mod tests {
                 val_loss: None,
                 tokens_per_s: Some(812.0),
                 age_s: Some(3.0),
+                size_bytes: Some(300 * 1024),
                 pinned: false,
             },
             RunRow {
@@ -185,6 +208,7 @@ mod tests {
                 val_loss: None,
                 tokens_per_s: None,
                 age_s: None,
+                size_bytes: None,
                 pinned: false,
             },
         ]
@@ -223,6 +247,38 @@ mod tests {
             s.contains("model2") && s.contains("120/300") && !s.contains("tok/s"),
             "{s}"
         );
+        assert!(
+            line(&s, "model1").contains("2h   13M ") && line(&s, "broken").contains(" -    -  "),
+            "size after age when 60 wide:\n{s}"
+        );
+        // Wide enough for every column; the size goes where there is no room for it.
+        let mut table = |w| {
+            render(w, 8, |f| {
+                draw(
+                    f,
+                    f.area(),
+                    &rows(),
+                    &mut st,
+                    "runs",
+                    &Theme::shipped_default(),
+                )
+            })
+        };
+        let s = table(90);
+        assert!(
+            s.contains("tok/s") && s.contains("size") && line(&s, "model2").contains("300K"),
+            "{s}"
+        );
+        let s = table(80);
+        assert!(
+            s.contains("tok/s") && !s.contains("size") && !s.contains("13M"),
+            "{s}"
+        );
+        let s = table(50);
+        assert!(
+            s.contains("model2") && !s.contains("size") && !s.contains("13M"),
+            "{s}"
+        );
         let s = render(60, 5, |f| {
             draw(
                 f,
@@ -234,5 +290,11 @@ mod tests {
             )
         });
         assert!(s.contains("no runs: n starts one"), "{s}");
+    }
+
+    fn line<'a>(s: &'a str, name: &str) -> &'a str {
+        s.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no {name}:\n{s}"))
     }
 }

@@ -1,0 +1,307 @@
+//! `stacklab runs`, `stop`, `rm` and `gc`: the lab's run management, headless.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::control;
+use super::disk::format_size;
+use super::listing::{self, RunFacts};
+use super::registry::{Phase, Registry};
+use super::retention::{self, Lineages, Retention};
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// One JSON object (schema stacklab.runs/1) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The run: a name in the checkpoint dir, or a run folder.
+    pub run: String,
+    /// SIGKILL instead of SIGTERM: it ends at once, without checkpointing its current step.
+    #[arg(long)]
+    pub kill: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The run: a name in the checkpoint dir, or a run folder.
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Say what would be removed and the space it would free; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep the newest N checkpoints of each run, instead of its checkpoint_keep_last.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Also keep every step divisible by K, instead of its checkpoint_keep_every.
+    #[arg(long, value_name = "K")]
+    pub keep_every: Option<u32>,
+    /// Only these runs (default: every run in the checkpoint dir).
+    pub runs: Vec<String>,
+}
+
+fn root() -> std::path::PathBuf {
+    crate::paths::checkpoint_dir()
+}
+
+pub fn run_runs(a: RunsArgs) -> Result<()> {
+    let root = root();
+    let runs = listing::list(&root);
+    if a.json {
+        let out = serde_json::json!({
+            "schema": listing::SCHEMA,
+            "checkpoint_dir": root.display().to_string(),
+            "runs": runs,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    print!("{}", table(&root, &runs));
+    Ok(())
+}
+
+/// The runs as the lab's table has them, with a size column and, for unreadable folders,
+/// the reason.
+pub fn table(root: &Path, runs: &[RunFacts]) -> String {
+    if runs.is_empty() {
+        return format!("no runs in {}\n", root.display());
+    }
+    let mut rows = vec![[
+        "run", "state", "step", "train", "val", "tok/s", "age", "size", "",
+    ]
+    .map(String::from)];
+    for r in runs {
+        let step = if r.total_steps > 0 {
+            format!("{}/{}", r.step, r.total_steps)
+        } else {
+            "-".into()
+        };
+        rows.push([
+            r.name.clone(),
+            r.state.clone(),
+            step,
+            crate::tui::series::loss(r.train_loss),
+            crate::tui::series::loss(r.val_loss),
+            crate::tui::series::rate(r.tokens_per_s),
+            r.age_s
+                .map(crate::tui::widgets::run_table::age)
+                .unwrap_or_else(|| "-".into()),
+            if r.path.is_empty() {
+                "-".into()
+            } else {
+                format_size(r.size_bytes)
+            },
+            r.problem.clone().unwrap_or_default(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let total: u64 = runs.iter().map(|r| r.size_bytes).sum();
+    let mut out = format!("runs in {}\n", root.display());
+    for r in &rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i == 8 {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{} run(s), {} on disk\n",
+        runs.len(),
+        format_size(total)
+    ));
+    out
+}
+
+pub fn run_stop(a: StopArgs) -> Result<()> {
+    let (root, name) = control::locate(&root(), &a.run)?;
+    let s = control::stop_run(&root, &name, a.kill)?;
+    if !s.killed {
+        println!(
+            "stopping {name} (SIGTERM to pid {}): it finishes its step, writes a checkpoint and ends stopped",
+            s.pid
+        );
+        return Ok(());
+    }
+    println!(
+        "killed {name} (SIGKILL to pid {}): it ends without a checkpoint of its current step and shows as lost; resume it with `stacklab train --resume {}`",
+        s.pid,
+        root.join(&name).display()
+    );
+    // Its slot is free: the next queued run for its device starts, as when a training ends.
+    if control::wait_gone(s.pid, std::time::Duration::from_secs(5)) {
+        if let Some(d) = &s.device {
+            super::launch::start_next(&root, d);
+        }
+    }
+    Ok(())
+}
+
+pub fn run_rm(a: RmArgs) -> Result<()> {
+    let (root, name) = control::locate(&root(), &a.run)?;
+    let r = control::remove_run(&root, &name)?;
+    println!(
+        "removed {name} ({}, {} freed)",
+        r.path.display(),
+        format_size(r.bytes)
+    );
+    for n in &r.named_by {
+        eprintln!("note: {n}: that lineage now names a removed checkpoint");
+    }
+    Ok(())
+}
+
+fn retention_for(a: &GcArgs, run: &Path) -> Result<Retention> {
+    let mut r = Retention::of_run(run)?;
+    if let Some(n) = a.keep_last {
+        r.keep_last = n as i64;
+    }
+    if let Some(k) = a.keep_every {
+        r.keep_every = k as i64;
+    }
+    if r.keeps_all() && r.keep_every > 0 {
+        bail!(
+            "--keep-every {}: keeps every {}-th step besides the newest N, and this run keeps every checkpoint (no checkpoint_keep_last): give --keep-last N too",
+            r.keep_every,
+            r.keep_every
+        );
+    }
+    Ok(r)
+}
+
+pub fn run_gc(a: GcArgs) -> Result<()> {
+    if let (Some(k @ 1..), Some(0)) = (a.keep_every, a.keep_last) {
+        bail!("--keep-every {k} with --keep-last 0 (keep every checkpoint) has no effect: give --keep-last N, N at least 1");
+    }
+    let root = root();
+    let report = gc(&root, &a)?;
+    print!("{report}");
+    Ok(())
+}
+
+/// Applies retention to the runs under `root` (or only `a.runs`) and clears leftovers of
+/// interrupted writes and removals; returns the report. Running and unreadable runs are
+/// left alone.
+pub fn gc(root: &Path, a: &GcArgs) -> Result<String> {
+    let mut reg = Registry::new(root);
+    reg.refresh();
+    for n in &a.runs {
+        if reg.get(n).is_none() {
+            bail!("no run `{n}` in {}", root.display());
+        }
+    }
+    let lineages = Lineages::scan(root);
+    let starting = super::launch::starting(root);
+    let verb = if a.dry_run { "would remove" } else { "removed" };
+    let mut out = String::new();
+    let (mut freed, mut count, mut runs) = (0u64, 0usize, 0usize);
+    let mut leftovers = retention::leftovers(root);
+    for e in reg.runs.values() {
+        if !a.runs.is_empty() && !a.runs.contains(&e.name) {
+            continue;
+        }
+        let phase = e.phase();
+        if phase.is_active() || starting.iter().any(|s| s.name == e.name) {
+            out.push_str(&format!(
+                "{}: running, left alone (its training applies its own retention)\n",
+                e.name
+            ));
+            continue;
+        }
+        if phase == Phase::Corrupt {
+            out.push_str(&format!(
+                "{}: not a readable run, left alone ({})\n",
+                e.name,
+                e.problem.clone().unwrap_or_default()
+            ));
+            continue;
+        }
+        leftovers.extend(retention::leftovers(&e.path));
+        let r = match retention_for(a, &e.path) {
+            Ok(r) => r,
+            Err(err) => {
+                out.push_str(&format!("{}: left alone: {err:#}\n", e.name));
+                continue;
+            }
+        };
+        let plan = retention::plan(&e.path, &r, &lineages);
+        for (ck, why) in &plan.kept_for_lineage {
+            out.push_str(&format!(
+                "{}: kept {}: {why} names it\n",
+                e.name,
+                file_name(ck)
+            ));
+        }
+        if plan.remove.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = plan.remove.iter().map(|r| file_name(&r.path)).collect();
+        let bytes = if a.dry_run {
+            plan.bytes()
+        } else {
+            let (bytes, errors) = retention::apply(&plan);
+            for err in errors {
+                out.push_str(&format!("{}: {err}\n", e.name));
+            }
+            bytes
+        };
+        out.push_str(&format!(
+            "{}: {}: {verb} {} ({})\n",
+            e.name,
+            r.describe(),
+            names.join(", "),
+            format_size(bytes)
+        ));
+        freed += bytes;
+        count += plan.remove.len();
+        runs += 1;
+    }
+    for l in leftovers {
+        let bytes = super::disk::disk_size(&l);
+        if !a.dry_run {
+            if let Err(err) = std::fs::remove_dir_all(&l) {
+                out.push_str(&format!("cannot remove {}: {err}\n", l.display()));
+                continue;
+            }
+        }
+        out.push_str(&format!(
+            "{verb} {} (left by an interrupted write or removal)\n",
+            l.display()
+        ));
+        freed += bytes;
+    }
+    let summary = format!(
+        "{} ({freed} bytes): {count} checkpoint(s) in {runs} run(s)",
+        format_size(freed)
+    );
+    if count == 0 && freed == 0 {
+        out.push_str("nothing to remove: a run keeps every checkpoint unless its checkpoint_keep_last (or --keep-last) says otherwise\n");
+    } else if a.dry_run {
+        out.push_str(&format!(
+            "dry run: would free {summary}; nothing was removed\n"
+        ));
+    } else {
+        out.push_str(&format!("freed {summary}\n"));
+    }
+    Ok(out)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
