@@ -32,13 +32,7 @@ use crate::tui::widgets::{dialog, form, log_view, loss_chart, progress, run_tabl
 
 /// Lines of a log kept in memory.
 pub const LOG_CAP: usize = 2000;
-/// Where the lab puts the output of the trainings it starts (beside `.queue/`).
-pub const LAB_DIR: &str = ".lab";
-
-/// The file a training started by the lab writes its stdout and stderr to.
-pub fn output_log(root: &Path, name: &str) -> PathBuf {
-    root.join(LAB_DIR).join(format!("{name}.out"))
-}
+pub use crate::runs::launch::{output_log, LAB_DIR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sort {
@@ -116,6 +110,9 @@ pub struct RunsPane {
     queue: Queue,
     pub queued: Vec<QueuedRun>,
     children: Vec<Spawned>,
+    /// Trainings started from the queue by another process (an ending training, another
+    /// lab) that have not written their status yet.
+    started_elsewhere: Vec<String>,
     /// Visible run names, in list order.
     pub order: Vec<String>,
     pub table: TableState,
@@ -159,6 +156,7 @@ impl RunsPane {
             queue: Queue::new(root),
             queued: Vec::new(),
             children: Vec::new(),
+            started_elsewhere: Vec::new(),
             order: Vec::new(),
             table: TableState::default(),
             selected: None,
@@ -196,6 +194,11 @@ impl RunsPane {
                 Some(st) if st.pid == c.child.id() => e.phase(),
                 _ => Phase::Starting,
             },
+            (Some(e), None)
+                if e.status.is_none() && self.started_elsewhere.iter().any(|n| n == name) =>
+            {
+                Phase::Starting
+            }
             (Some(e), None) => e.phase(),
             (None, Some(_)) => Phase::Starting,
             (None, None) => Phase::Corrupt,
@@ -220,6 +223,12 @@ impl RunsPane {
             changed = true;
         }
         self.queued = queued;
+        let elsewhere: Vec<String> = crate::runs::launch::starting(&self.root)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        changed |= elsewhere != self.started_elsewhere;
+        self.started_elsewhere = elsewhere;
         changed |= self.start_ready();
         changed |= self.sync_log();
         // Ages and the ETA move while something runs: redraw once a second then.
