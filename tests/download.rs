@@ -192,6 +192,8 @@ fn an_interrupted_download_resumes_to_identical_files() {
         "a broken transfer without retries fails"
     );
     let e = text(&o.stderr);
+    // For people reading the run (`-- --nocapture`): what a user sees.
+    eprintln!("--- interrupted run\n{}{e}", text(&o.stdout));
     assert!(e.contains("cannot download fineweb_val_000000.bin"), "{e}");
     assert!(e.contains("next run continues from there"), "{e}");
     assert_eq!(
@@ -208,6 +210,7 @@ fn an_interrupted_download_resumes_to_identical_files() {
     // The next run continues the partial file with a range request.
     let o = download(&lab, &server, out_s, &["--shards", "2"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    eprintln!("--- resumed run\n{}{}", text(&o.stdout), text(&o.stderr));
     let seen = server.seen();
     assert!(
         seen.contains(&Seen {

@@ -253,6 +253,7 @@ pub fn draw(p: &mut InspectPane, f: &mut Frame, area: Rect, theme: &Theme) {
         f.render_widget(
             Paragraph::new(text)
                 .style(Style::default().fg(theme.dim))
+                .wrap(Wrap { trim: true })
                 .block(block("Inspect", theme)),
             body,
         );
