@@ -298,7 +298,7 @@ fn every_subcommand_refuses_bad_input_by_name_without_panic_or_leftovers() {
         case("export: --checkpoint that does not exist", &["export", "--checkpoint", "nope", "--out", "m.safetensors"], &["--checkpoint", "checkpoint `nope` not found"]),
         // data
         p("data prepare: --input that does not exist", &["--input", "no-such.txt", "--tokenizer", "train:300"], &["--input no-such.txt: no such file or folder"]),
-        p("data prepare: --tokenizer train:10", &["--input", "in.txt", "--tokenizer", "train:10"], &["--tokenizer train:10: vocabulary must be between 257 and 65,535"]),
+        p("data prepare: --tokenizer train:10", &["--input", "in.txt", "--tokenizer", "train:10"], &["--tokenizer train:10: vocabulary must be between 257 and 65,536"]),
         p("data prepare: --tokenizer a missing file", &["--input", "in.txt", "--tokenizer", "no.json"], &["--tokenizer no.json: no such file"]),
         p("data prepare: --val-fraction 2", &["--input", "in.txt", "--tokenizer", "train:300", "--val-fraction", "2"], &["--val-fraction 2: expected a number between 0 and 1"]),
         p("data prepare: --shard-tokens 0", &["--input", "in.txt", "--tokenizer", "train:300", "--shard-tokens", "0"], &["--shard-tokens must be at least 1"]),

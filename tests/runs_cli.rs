@@ -481,9 +481,16 @@ fn a_queued_run_starts_when_the_training_before_it_ends_without_a_lab() {
     let (q, child) = started.pop().unwrap();
     assert_eq!(q.name, "first");
     let mut first = Training(child.unwrap());
+    // Held while the queue is looked at, so it cannot end (and take the slot's next
+    // request) before `runs` lists the waiting one.
+    let pid = first.0.id() as i32;
+    // SAFETY: signals to the training this test started (it leads its own group).
+    unsafe { libc::kill(-pid, libc::SIGSTOP) };
     let waiting: Vec<String> = queue.list().into_iter().map(|q| q.name).collect();
     assert_eq!(waiting, ["second"]);
     let listed = lab.ok(&["runs", "--json"]);
+    // SAFETY: as above.
+    unsafe { libc::kill(-pid, libc::SIGCONT) };
     assert!(
         listed.contains("\"name\":\"second\"") && listed.contains("\"state\":\"queued\""),
         "{listed}"

@@ -65,11 +65,16 @@ impl Tmux {
         lab_running: bool,
         ok: impl Fn(&str) -> bool,
     ) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
         loop {
             let s = self.screen();
             if ok(&s) {
                 return s;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}:\n{s}"
+            );
             if lab_running && exited(&s) {
                 panic!("the lab ended while waiting for {what}:\n{s}");
             }
@@ -310,6 +315,13 @@ fn the_lab_marks_two_checkpoints_evaluates_their_stack_and_inspects_the_seam() {
     let configs = lab.path("configs");
     std::fs::create_dir_all(&configs).unwrap();
     common::train_pair(&lab);
+    // The lab's results file is in the data dir, shared by the tests: count what is there.
+    let results = common::shared_data_dir().join("lab").join("stacks.csv");
+    let (rows, _) = stacklab::tui::panes::builder::results::load(&results).unwrap();
+    let (one, two) = (
+        format!("Results · {}", rows.len() + 1),
+        format!("Results · {}", rows.len() + 2),
+    );
     let (t, _) = open_lab(&lab, &configs, 130, 42);
     t.wait("the lab", None, true, |s| s.contains("2 Checkpoints"));
     t.keys(&["2"]);
@@ -334,7 +346,7 @@ fn the_lab_marks_two_checkpoints_evaluates_their_stack_and_inspects_the_seam() {
     });
     t.keys(&["e"]);
     t.wait("the first result", None, true, |s| {
-        s.contains("Results · 1") && s.lines().any(|l| l.contains("m1:0..1 | m2:1..2"))
+        s.contains(&one) && s.lines().any(|l| l.contains("m1:0..1 | m2:1..2"))
     });
     // use_last_layer on: m1 keeps its last block; evaluate again.
     t.keys(&["l"]);
@@ -343,7 +355,7 @@ fn the_lab_marks_two_checkpoints_evaluates_their_stack_and_inspects_the_seam() {
     });
     t.keys(&["e"]);
     let s = t.wait("the second result", None, true, |s| {
-        s.contains("Results · 2") && s.lines().any(|l| l.contains("m1:0..2 | m2:1..2"))
+        s.contains(&two) && s.lines().any(|l| l.contains("m1:0..2 | m2:1..2"))
     });
     keep_screen("stack-builder", &s);
     t.keys(&["i"]);
