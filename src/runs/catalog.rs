@@ -80,22 +80,6 @@ pub struct Catalog {
     pub tree: Vec<Node>,
 }
 
-/// Bytes of a file, or of every file in a folder (not following links).
-pub fn size_on_disk(p: &Path) -> u64 {
-    let Ok(m) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if !m.is_dir() {
-        return m.len();
-    }
-    std::fs::read_dir(p)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| size_on_disk(&e.path()))
-        .sum()
-}
-
 fn info_of_meta(meta: &CheckpointMeta) -> CkptInfo {
     CkptInfo {
         n_layer: meta.model.n_layer,
@@ -186,7 +170,7 @@ fn native(path: &Path, label: String, kind: Kind, run: Option<String>) -> Entry 
         label,
         kind,
         run,
-        size_bytes: size_on_disk(path),
+        size_bytes: super::disk::disk_size(path),
         info: Checkpoint::open(path)
             .map(|c| info_of_meta(&c.meta))
             .map_err(|e| format!("{e:#}")),
@@ -238,7 +222,7 @@ impl Catalog {
                 if p.extension().map(|e| e == "safetensors").unwrap_or(false) {
                     loose.push(entries.len());
                     entries.push(Entry {
-                        size_bytes: size_on_disk(&p),
+                        size_bytes: super::disk::disk_size(&p),
                         info: seed_file_info(&p).map_err(|e| format!("{e:#}")),
                         path: p,
                         label: name,

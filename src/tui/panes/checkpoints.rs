@@ -58,16 +58,6 @@ fn folder_stamp(root: &Path) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
     v
 }
 
-fn human_bytes(n: u64) -> String {
-    let n = n as f64;
-    for (unit, size) in [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)] {
-        if n >= size {
-            return format!("{:.1} {unit}", n / size);
-        }
-    }
-    format!("{n} B")
-}
-
 fn matches(node: &Node, catalog: &Catalog, filter: &str) -> bool {
     let f = filter.to_lowercase();
     node.label.to_lowercase().contains(&f)
@@ -266,7 +256,10 @@ impl CheckpointsPane {
                 }
             }
         }
-        rows.push(("size on disk".into(), human_bytes(e.size_bytes)));
+        rows.push((
+            "size on disk".into(),
+            crate::runs::disk::format_size(e.size_bytes),
+        ));
         let sha = self.sha.lock().expect("sha cache").get(&e.path).cloned();
         rows.push((
             "sha256".into(),
