@@ -84,7 +84,7 @@ fn every_part_is_timed_on_its_own() {
     assert_eq!(v["batch"], 2);
     assert_eq!(v["seq_len"], 128);
     // Nothing in the environment chose a wait policy or tuned malloc: stacklab's settings.
-    assert_eq!(v["cpu_wait_policy"], "OMP_WAIT_POLICY=PASSIVE");
+    assert_eq!(v["cpu_wait_policy"], "GOMP_SPINCOUNT=10000");
     assert!(
         v["cpu_malloc"]
             .as_str()
