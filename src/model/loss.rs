@@ -43,28 +43,40 @@ pub fn lm_loss_chunked(
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let grad_hidden = grads.then(|| Tensor::empty([n, width], (Kind::Float, device)));
         let want_w = grads && wte.requires_grad();
-        let mut grad_wte = want_w.then(|| Tensor::zeros([v, width], (Kind::Float, device)));
+        let mut grad_wte: Option<Tensor> = None;
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
             let hc = h.narrow(0, start, len).to_kind(c.kind());
             let yc = y.narrow(0, start, len).unsqueeze(1);
             let logits = hc.matmul(&w.tr()).to_kind(Kind::Float);
-            let lse = logits.logsumexp([1i64].as_slice(), true);
-            let picked = logits.gather(1, &yc, false);
-            loss_sum += (&lse - picked).sum(Kind::Float);
+            // One fused row-wise pass, as the seed's cross_entropy (log_softmax, then nll).
+            let log_p = logits.log_softmax(1, Kind::Float);
+            drop(logits);
+            loss_sum -= log_p.gather(1, &yc, false).sum(Kind::Float);
             if let Some(gh) = &grad_hidden {
-                // softmax - onehot, scaled for the mean, in place over the logits.
-                let mut p = logits;
-                let _ = p.g_sub_(&lse).exp_();
+                // softmax - onehot, scaled for the mean, in place over the log-probabilities.
+                let mut p = log_p;
+                let _ = p.exp_();
                 let _ =
                     p.scatter_add_(1, &yc, &Tensor::full([len, 1], -1.0, (Kind::Float, device)));
                 let _ = p.g_mul_scalar_(1.0 / n as f64);
                 let pc = p.to_kind(c.kind());
-                gh.narrow(0, start, len)
-                    .copy_(&pc.matmul(&w).to_kind(Kind::Float));
-                if let Some(gw) = grad_wte.as_mut() {
-                    let _ = gw.g_add_(&pc.tr().matmul(&hc).to_kind(Kind::Float));
+                let mut rows = gh.narrow(0, start, len);
+                match c {
+                    // Straight into the rows of d hidden, no temporary.
+                    Compute::Fp32 => drop(pc.matmul_out(&rows, &w)),
+                    Compute::Bf16 => drop(rows.copy_(&pc.matmul(&w).to_kind(Kind::Float))),
+                }
+                if want_w {
+                    let part = pc.tr().matmul(&hc).to_kind(Kind::Float);
+                    grad_wte = Some(match grad_wte.take() {
+                        None => part,
+                        Some(mut acc) => {
+                            acc += part;
+                            acc
+                        }
+                    });
                 }
             }
             start += len;
