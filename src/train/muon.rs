@@ -71,12 +71,10 @@ impl Muon {
         let lr = self.cfg.lr * lr_factor;
         let mu = self.cfg.momentum;
         tch::no_grad(|| {
-            let mut updates: Vec<Option<Tensor>> = Vec::with_capacity(params.len());
             let mut groups: BTreeMap<(i64, i64), Vec<(Part, Tensor)>> = BTreeMap::new();
             for (i, p) in params.iter().enumerate() {
                 let g = p.grad();
                 if !g.defined() {
-                    updates.push(None);
                     continue;
                 }
                 let buf = &mut self.momentum[i];
@@ -110,20 +108,17 @@ impl Muon {
                     };
                     groups.entry((rows, cols)).or_default().push((part, g));
                 }
-                updates.push(Some(p.zeros_like()));
             }
             for (_, items) in groups {
                 let stacked = Tensor::stack(&items.iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
                 let ortho = newton_schulz(&stacked, self.cfg.ns_steps, self.ns_kind);
+                // Each part's update added straight into its rows: `p += (-lr·s)·X`, the
+                // same two roundings as building the whole update first.
                 for (j, (part, _)) in items.iter().enumerate() {
-                    let u = updates[part.param].as_mut().expect("has an update");
                     let x = ortho.get(j as i64).to_kind(Kind::Float) * (-lr * part.scale);
-                    u.narrow(0, part.row0, part.rows).copy_(&x);
-                }
-            }
-            for (p, u) in params.iter().zip(updates) {
-                if let Some(u) = u {
-                    let _ = p.shallow_clone().g_add_(&u);
+                    let _ = params[part.param]
+                        .narrow(0, part.row0, part.rows)
+                        .g_add_(&x);
                 }
             }
         });
