@@ -125,12 +125,13 @@ fn prefetch_steps(st: &State) -> Result<Prefetcher<StepData>> {
 }
 
 /// One step's forward and backward passes over its micro-batches (read ahead in `data`);
-/// returns the mean train loss and, on COCONUT steps, the mean latent loss.
+/// returns the mean train loss and, on COCONUT steps, the mean latent loss, as scalars
+/// still on the device (reading them waits for the device).
 fn forward_backward_step(
     st: &mut State,
     coconut_step: bool,
     data: StepData,
-) -> Result<(f64, Option<f64>)> {
+) -> Result<(Tensor, Option<Tensor>)> {
     let vocab = st.model.cfg.vocab_size;
     // The run's stream moves to where the prefetched step left it (checkpoints save it).
     st.train.restore(&data.state_after)?;
@@ -144,7 +145,8 @@ fn forward_backward_step(
             )
         })?;
     }
-    // Losses stay on the device until the step ends: one synchronisation per step.
+    // Losses stay on the device until the step's update is queued: one synchronisation
+    // per step, after the optimizers, so the device never idles waiting for the host.
     let mut losses = Vec::with_capacity(batches.len());
     let mut latents = Vec::new();
     for (k, host) in data.host.iter().enumerate() {
@@ -161,7 +163,7 @@ fn forward_backward_step(
         losses.push(l);
         latents.extend(latent);
     }
-    let mean = |v: &[Tensor]| Tensor::stack(v, 0).mean(Kind::Float).double_value(&[]);
+    let mean = |v: &[Tensor]| Tensor::stack(v, 0).mean(Kind::Float);
     Ok((mean(&losses), (!latents.is_empty()).then(|| mean(&latents))))
 }
 
@@ -218,7 +220,12 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
         let every = st.cfg.coconut.every;
         let coconut_step = every > 0 && (st.step + 1) % every == 0;
         let factor = lr_factor(st.step, total, warmup, warmdown);
-        let (train_loss, latent_loss) = forward_backward_step(st, coconut_step, steps.recv()?)?;
+        let (loss, latent) = forward_backward_step(st, coconut_step, steps.recv()?)?;
+        apply_optimizers(&st.model, st.adamw.as_mut(), &mut st.muon, factor, accum);
+        // The step's one wait for the device. A non-finite loss fails the run here: its
+        // update is never checkpointed (checkpoints are written only from finite weights).
+        let train_loss = loss.double_value(&[]);
+        let latent_loss = latent.map(|l| l.double_value(&[]));
         if !train_loss.is_finite() {
             return fail(
                 st,
@@ -229,7 +236,6 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
                 ),
             );
         }
-        apply_optimizers(&st.model, st.adamw.as_mut(), &mut st.muon, factor, accum);
         crate::device::synchronize(st.device);
         let step_s = t0.elapsed().as_secs_f64();
         st.step += 1;
