@@ -27,7 +27,7 @@ pub struct Cli {
     /// The lab's theme: default, light, high-contrast, a user theme's name, or a .toml file.
     #[arg(long, value_name = "NAME|FILE")]
     pub theme: Option<String>,
-    /// Draw the lab's charts without Braille (for fonts that lack it).
+    /// Draw the lab in ASCII only: borders, charts, gauges (for terminals without Unicode).
     #[arg(long)]
     pub ascii: bool,
     /// Let the lab take mouse input (off: the terminal's own selection works).

@@ -14,7 +14,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use stacklab::runs::catalog::Catalog;
-use stacklab::tui::action::{Action, Handled};
+use stacklab::tui::action::{Action, Event, Handled};
+use stacklab::tui::app::App;
 use stacklab::tui::jobs::Waker;
 use stacklab::tui::panes::builder::BuilderPane;
 use stacklab::tui::panes::checkpoints::CheckpointsPane;
@@ -464,4 +465,45 @@ fn inspect_pane_draws_the_report_with_the_seam_marked() {
         small.contains("seam m1 -> m2 =") && !small.contains('█'),
         "{small}"
     );
+
+    // The whole lab in ASCII mode: every pane with content (the lineage tree, a two-part
+    // stack, this report), at a normal and the minimum size, holds nothing but ASCII; and
+    // the tab bar at 60 columns still shows every pane's number and the active title.
+    let mut tree = CheckpointsPane::new(&f.lab.checkpoints(), Waker::none());
+    tree.update(&Action::Tick);
+    let results = f.lab.path("lab/stacks.csv");
+    let mut b = BuilderPane::new(&f.lab.checkpoints(), &f.exe, "cpu", &results, Waker::none());
+    b.update(&Action::SendToBuilder(vec![step(&f, "m1"), step(&f, "m2")]));
+    let mut app = App::new(
+        vec![Box::new(tree), Box::new(b), Box::new(p)],
+        ascii(),
+        "lab.log".into(),
+    );
+    for pane in ["Checkpoints", "Stack", "Inspect"] {
+        for (w, h) in [(140, 44), (60, 20)] {
+            let s = app_screen(&mut app, w, h);
+            assert!(s.is_ascii(), "{pane} at {w}x{h} is not ASCII:\n{s}");
+            let tabs = s.lines().next().unwrap();
+            assert!(tabs.contains(&format!(" {pane} ")), "{tabs}");
+            for n in ["1", "2", "3"] {
+                assert!(tabs.contains(&format!(" {n} ")), "{tabs}");
+            }
+        }
+        app.handle_event(Event::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)));
+    }
+    let s = app_screen(&mut app, 140, 44);
+    assert!(
+        s.lines().nth(1).unwrap().starts_with("+ Checkpoints"),
+        "{s}"
+    );
+}
+
+fn app_screen(app: &mut App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|fr| app.draw(fr)).unwrap();
+    let buf = t.backend().buffer().clone();
+    (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -289,8 +289,8 @@ fn runs_pane_at_the_minimum_size_below_it_and_in_ascii() {
     let s = screen(&mut app, 60, 20);
     assert!(s.contains("model1") && s.contains("done"), "{s}");
     assert!(
-        !has_braille(&s) && s.contains('•'),
-        "ASCII mode draws charts without Braille:\n{s}"
+        !has_braille(&s) && s.contains('*') && s.is_ascii(),
+        "ASCII mode draws the screen, its charts included, in ASCII:\n{s}"
     );
     assert!(s.contains("? help"), "{s}");
     let s = screen(&mut app, 59, 20);
@@ -625,4 +625,60 @@ fn lab_settings_and_themes_are_checked_with_clear_errors() {
     // With good settings, the lab still needs a terminal.
     let e = run(&["--theme", "light", "--ascii"]);
     assert!(e.contains("the lab needs a terminal"), "{e}");
+}
+
+/// The tab bar fits the terminal: at full width the name and every title; at the minimum
+/// width every pane's number stays visible and the active pane keeps its title.
+#[test]
+fn the_tab_bar_fits_five_panes_at_the_minimum_width() {
+    use stacklab::tui::jobs::Waker;
+    use stacklab::tui::panes::builder::BuilderPane;
+    use stacklab::tui::panes::checkpoints::CheckpointsPane;
+    use stacklab::tui::panes::inspect::InspectPane;
+    use stacklab::tui::panes::overview::Overview;
+    let fx = Fixture::new();
+    let exe = PathBuf::from("/nonexistent/stacklab");
+    let panes: Vec<Box<dyn stacklab::tui::panes::Pane>> = vec![
+        Box::new(fx.pane(false)),
+        Box::new(CheckpointsPane::new(&fx.root(), Waker::none())),
+        Box::new(BuilderPane::new(
+            &fx.root(),
+            &exe,
+            "cpu",
+            &fx.dir.path().join("stacks.csv"),
+            Waker::none(),
+        )),
+        Box::new(InspectPane::new(
+            &exe,
+            "cpu",
+            &fx.dir.path().join("figures"),
+            Waker::none(),
+        )),
+        Box::new(Overview::gather(tch::Device::Cpu, None)),
+    ];
+    let mut app = App::new(panes, Theme::shipped_default(), "lab.log".into());
+    let tabs = |app: &mut App, w: u16| screen(app, w, 24).lines().next().unwrap().to_string();
+    let wide = tabs(&mut app, 120);
+    for want in [
+        "stacklab",
+        "1 Runs",
+        "2 Checkpoints",
+        "3 Stack",
+        "4 Inspect",
+        "5 Overview",
+    ] {
+        assert!(wide.contains(want), "{want}: {wide}");
+    }
+    for active in 0..5 {
+        let narrow = tabs(&mut app, 60);
+        let titles = ["Runs", "Checkpoints", "Stack", "Inspect", "Overview"];
+        assert!(
+            narrow.contains(&format!(" {} {} ", active + 1, titles[active])),
+            "{narrow}"
+        );
+        for n in 1..=5 {
+            assert!(narrow.contains(&format!(" {n} ")), "pane {n}: {narrow}");
+        }
+        key(&mut app, KeyCode::Tab);
+    }
 }

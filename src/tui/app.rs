@@ -134,7 +134,64 @@ impl App {
         self.dirty = true;
     }
 
+    /// Draws the frame; in ASCII mode every cell is then rewritten in ASCII.
     pub fn draw(&mut self, f: &mut Frame) {
+        self.draw_frame(f);
+        if self.theme.ascii {
+            super::ascii::to_ascii(f.buffer_mut());
+        }
+    }
+
+    /// The tab bar's spans, fitted to `width`: the name, then every pane's number and title;
+    /// when that is too wide the name goes, then the titles of the panes not shown (the
+    /// active pane keeps its title).
+    fn tab_spans(&self, width: u16) -> Vec<Span<'static>> {
+        let theme = &self.theme;
+        let brand = Span::styled(
+            " stacklab ",
+            Style::default()
+                .fg(theme.accent)
+                .add_modifier(Modifier::BOLD),
+        );
+        let tabs = |short: bool| -> Vec<Span<'static>> {
+            self.panes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let active = i == self.active;
+                    let label = if short && !active {
+                        format!(" {} ", i + 1)
+                    } else {
+                        format!(" {} {} ", i + 1, p.title())
+                    };
+                    let style = if active {
+                        super::widgets::selected_style(theme).fg(theme.accent)
+                    } else {
+                        Style::default().fg(theme.dim)
+                    };
+                    Span::styled(label, style)
+                })
+                .collect()
+        };
+        let fits = |spans: &[Span]| spans.iter().map(Span::width).sum::<usize>() <= width as usize;
+        let full = tabs(false);
+        let mut with_brand = vec![brand.clone()];
+        with_brand.extend(full.iter().cloned());
+        if fits(&with_brand) {
+            return with_brand;
+        }
+        if fits(&full) {
+            return full;
+        }
+        let mut short = vec![brand];
+        short.extend(tabs(true));
+        if fits(&short) {
+            return short;
+        }
+        tabs(true)
+    }
+
+    fn draw_frame(&mut self, f: &mut Frame) {
         let area = f.area();
         let theme = &self.theme;
         if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
@@ -147,21 +204,7 @@ impl App {
             Constraint::Length(1),
         ])
         .areas(area);
-        let mut spans = vec![Span::styled(
-            " stacklab ",
-            Style::default()
-                .fg(theme.accent)
-                .add_modifier(Modifier::BOLD),
-        )];
-        for (i, p) in self.panes.iter().enumerate() {
-            let label = format!(" {} {} ", i + 1, p.title());
-            let style = if i == self.active {
-                super::widgets::selected_style(theme).fg(theme.accent)
-            } else {
-                Style::default().fg(theme.dim)
-            };
-            spans.push(Span::styled(label, style));
-        }
+        let spans = self.tab_spans(tabs.width);
         f.render_widget(Paragraph::new(Line::from(spans)), tabs);
         self.panes[self.active].draw(f, body, theme);
         let pane_keys = self.panes[self.active].status_keys();

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! theme = "default"           # or light, high-contrast, a user theme's name, a file
-//! ascii = false               # charts without Braille
+//! ascii = false               # the whole screen in ASCII
 //! max_concurrent_runs = 1     # trainings at once per device; further starts wait as queued
 //!
 //! [chart]

@@ -9,6 +9,7 @@
 
 pub mod action;
 pub mod app;
+pub mod ascii;
 pub mod config;
 pub mod jobs;
 pub mod panes;
