@@ -77,10 +77,7 @@ mod tests {
             let xf = x.to_kind(Kind::Float);
             let (x1, x2) = (xf.narrow(3, 0, 8), xf.narrow(3, 8, 8));
             let seed = Tensor::cat(
-                &[
-                    &x1 * &r.cos + &x2 * &r.sin,
-                    -&x1 * &r.sin + &x2 * &r.cos,
-                ],
+                &[&x1 * &r.cos + &x2 * &r.sin, -&x1 * &r.sin + &x2 * &r.cos],
                 3,
             )
             .to_kind(x.kind());
