@@ -44,7 +44,7 @@ fn inv_freq(head_dim: i64) -> Tensor {
 
 /// Every tensor of the seed's GPT state dict for `model`, by name (without the prefix).
 pub fn seed_state_dict(model: &Gpt, origin: &str) -> Result<BTreeMap<String, Tensor>> {
-    if model.custom_layout().is_some() {
+    if !model.is_plain() {
         bail!(
             "{origin}: its blocks carry their own attention scales, head counts or boundary norms (a stack): the seed's GPT class has one of each for all blocks and cannot hold it"
         );

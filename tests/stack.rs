@@ -907,6 +907,25 @@ fn trained_models_stack_in_one_pass_that_agrees_with_eval() {
         .unwrap();
     assert_eq!(meta["model"]["n_layer"].as_integer(), Some(3));
     assert_eq!(meta["blocks"][2]["attn_scale"].as_float(), Some(0.5));
+    // Trained on, its blocks still say where they came from.
+    let trained: Vec<&str> = meta["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["source"].as_str().unwrap_or(""))
+        .collect();
+    let saved_meta: toml::Table = std::fs::read_to_string(saved.join("meta.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stacked: Vec<&str> = saved_meta["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(trained, stacked);
+    assert!(stacked.iter().all(|s| s.contains(':')), "{stacked:?}");
     // Its step-0 validation, on the same tokens, is the stack's loss.
     let first: Value = serde_json::from_str(
         std::fs::read_to_string(run.join("metrics.jsonl"))

@@ -65,6 +65,10 @@ pub struct Block {
     /// A norm applied to the residual stream before the block: a stack boundary's
     /// `norm_inter_model` (`none` inside a model).
     pub pre_norm: NormKind,
+    /// Where the block came from (`model:block`) when it was stacked; empty inside a plain
+    /// model. Kept through loading and training, so checkpoints of runs trained from a
+    /// stack still say which block is which.
+    pub source: String,
 }
 
 /// What a block needs besides its weights, as checkpoints of stacks (and of runs trained
@@ -136,6 +140,7 @@ impl Block {
             n_head: self.n_head,
             attn_scale: self.attn_scale,
             pre_norm: self.pre_norm,
+            source: self.source.clone(),
         }
     }
 
@@ -148,7 +153,7 @@ impl Block {
             attn_scale: self.attn_scale,
             n_head: self.n_head,
             pre_norm: self.pre_norm,
-            source: String::new(),
+            source: self.source.clone(),
         }
     }
 
@@ -240,6 +245,7 @@ impl Gpt {
                 n_head: cfg.n_head,
                 attn_scale: scale,
                 pre_norm: NormKind::None,
+                source: String::new(),
             })
             .collect();
         let mut m = Gpt {
@@ -264,14 +270,20 @@ impl Gpt {
         }
     }
 
-    /// The per-block layout, or `None` when every block is what `cfg` implies (a plain
-    /// model: its depth's attention scale, the config's heads, no boundary norm).
-    pub fn custom_layout(&self) -> Option<Vec<BlockLayout>> {
+    /// Whether every block computes what `cfg` implies (its depth's attention scale, the
+    /// config's heads, no boundary norm): a model the seed's GPT class can hold.
+    pub fn is_plain(&self) -> bool {
         let plain = attn_scale_for(self.cfg.n_layer);
-        let uniform = self.blocks.iter().all(|b| {
+        self.blocks.iter().all(|b| {
             b.attn_scale == plain && b.n_head == self.cfg.n_head && b.pre_norm == NormKind::None
-        });
-        (!uniform).then(|| self.blocks.iter().map(Block::layout).collect())
+        })
+    }
+
+    /// The per-block layout, or `None` for a plain model whose blocks carry no source
+    /// labels (see [`Gpt::is_plain`]).
+    pub fn custom_layout(&self) -> Option<Vec<BlockLayout>> {
+        let labelled = self.blocks.iter().any(|b| !b.source.is_empty());
+        (!self.is_plain() || labelled).then(|| self.blocks.iter().map(Block::layout).collect())
     }
 
     pub fn to_device(&mut self, device: Device) {

@@ -202,6 +202,7 @@ pub fn model_from_tensors_with_layout(
             n_head: l.n_head,
             attn_scale: l.attn_scale,
             pre_norm: l.pre_norm,
+            source: l.source.clone(),
         });
     }
     if let Some((name, t)) = tensors.iter().next() {

@@ -181,6 +181,7 @@ pub fn assemble(parts: &[PartView], norms: &StackNorms, seq_len: i64) -> Stack {
                 n_head: b.n_head,
                 attn_scale: b.attn_scale,
                 pre_norm,
+                source: format!("{}:{j}", p.label),
             });
             sources.push(BlockSource {
                 label: p.label.to_string(),
@@ -210,15 +211,7 @@ pub fn assemble(parts: &[PartView], norms: &StackNorms, seq_len: i64) -> Stack {
 impl Stack {
     /// Every block's scale, heads, boundary norm and source, as a saved stack records them.
     pub fn layout(&self) -> Vec<BlockLayout> {
-        self.model
-            .blocks
-            .iter()
-            .zip(&self.sources)
-            .map(|(b, s)| BlockLayout {
-                source: format!("{}:{}", s.label, s.block),
-                ..b.layout()
-            })
-            .collect()
+        self.model.blocks.iter().map(Block::layout).collect()
     }
 }
 
