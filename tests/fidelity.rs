@@ -234,6 +234,79 @@ fn training_from_seed_weights_follows_the_seeds_pytorch_loop() {
     assert_eq!(order, want_order);
 }
 
+/// The CUDA numerics (bf16 matmuls and attention, fp32 residual, norms and loss, Newton-Schulz
+/// in bf16), run on the CPU with `precision = "bf16"`, against the seed's loop under bf16
+/// autocast from the same weights and data (`make_reference.py train-bf16`): every step's
+/// loss within bf16 noise, stated as a bound relative to how far bf16 moves the loss from
+/// fp32 in PyTorch itself.
+#[test]
+fn bf16_training_follows_the_seeds_loop_under_autocast_within_bf16_noise() {
+    let lab = Lab::new();
+    let cfg = lab.write(
+        "ref-bf16.toml",
+        &reference_train_config("").replace("precision = \"fp32\"", "precision = \"bf16\""),
+    );
+    lab.ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "ref-bf16",
+        "--device",
+        "cpu",
+    ]);
+    let losses = |file: &str| -> Vec<f64> {
+        read_json(&fixtures().join(file))["train_losses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let (torch_bf16, torch_fp32) = (
+        losses("reference_train_bf16.json"),
+        losses("reference_train.json"),
+    );
+    let run = lab.checkpoints().join("ref-bf16");
+    let got: Vec<f64> = read_json_lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter_map(|r| r["train_loss"].as_f64())
+        .collect();
+    assert_eq!(got.len(), torch_bf16.len());
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("compute Bf16"), "{log}");
+    for i in 0..got.len() {
+        let ours = (got[i] - torch_bf16[i]).abs();
+        let bf16_shift = (torch_bf16[i] - torch_fp32[i]).abs();
+        eprintln!(
+            "step {}: stacklab bf16 {:.6} PyTorch bf16 {:.6} fp32 {:.6}: |ours - bf16| {ours:.2e}, |bf16 - fp32| {bf16_shift:.2e}",
+            i + 1,
+            got[i],
+            torch_bf16[i],
+            torch_fp32[i]
+        );
+        // bf16 keeps 8 bits: a loss near 6 is resolved to about 6 * 2^-8 = 0.023 per
+        // rounding; the two bf16 runs round in different places, so they may differ by as
+        // much as bf16 differs from fp32, but not by more than a few times that.
+        assert!(
+            ours <= 3.0 * bf16_shift.max(2e-4),
+            "step {}: stacklab bf16 {} vs PyTorch bf16 {} (PyTorch fp32 {})",
+            i + 1,
+            got[i],
+            torch_bf16[i],
+            torch_fp32[i]
+        );
+    }
+    // And it is a bf16 run, not an fp32 one: it leaves the fp32 losses by more than the fp32
+    // comparison's 1e-5.
+    assert!(
+        got.iter()
+            .zip(&torch_fp32)
+            .any(|(g, w)| (g - w).abs() / w.abs() > 1e-5),
+        "{got:?} equals the fp32 losses"
+    );
+}
+
 #[test]
 fn resume_restores_every_ranks_position() {
     // Two ranks over the reference shards, stopped mid-run and resumed: the same losses.
