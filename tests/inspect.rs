@@ -27,13 +27,8 @@ fn reference_model() -> Gpt {
 
 fn block_copy(b: &Block, pre_norm: NormKind) -> Block {
     Block {
-        c_attn: b.c_attn.shallow_clone(),
-        attn_proj: b.attn_proj.shallow_clone(),
-        c_fc: b.c_fc.shallow_clone(),
-        mlp_proj: b.mlp_proj.shallow_clone(),
-        n_head: b.n_head,
-        attn_scale: b.attn_scale,
         pre_norm,
+        ..b.shallow_clone()
     }
 }
 

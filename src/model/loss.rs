@@ -65,8 +65,10 @@ pub fn lm_loss_chunked(
                 let mut rows = gh.narrow(0, start, len);
                 match c {
                     // Straight into the rows of d hidden, no temporary.
-                    Compute::Fp32 => drop(pc.matmul_out(&rows, &w)),
-                    Compute::Bf16 => drop(rows.copy_(&pc.matmul(&w).to_kind(Kind::Float))),
+                    Compute::Fp32 => {
+                        let _ = pc.matmul_out(&rows, &w);
+                    }
+                    Compute::Bf16 => rows.copy_(&pc.matmul(&w).to_kind(Kind::Float)),
                 }
                 if want_w {
                     let part = pc.tr().matmul(&hc).to_kind(Kind::Float);
