@@ -4,11 +4,14 @@
 
 pub mod cka;
 pub mod cli;
+mod collect;
+mod latent;
 pub mod lens;
 pub mod norms;
 pub mod plot;
 pub mod report;
 pub mod run;
+mod seam;
 pub mod stitch;
 
 pub use report::InspectReport;

@@ -7,14 +7,15 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::cka::Cka;
-use super::lens::{self, LensAccumulator};
-use super::norms::{self, percentiles, PointCollector};
+use super::collect::{read_batches, rows_without_pos0, Collected};
+use super::latent::latent;
+use super::norms::{self, percentiles};
 use super::report::*;
-use super::stitch::{AdamOnMap, Affine, LeastSquares};
+use super::seam::{cka_over, stitched_loss, train_map};
+use super::stitch::{Affine, LeastSquares};
 use crate::config::NormKind;
 use crate::data::ShardLoader;
-use crate::model::{apply_norm, Compute, Gpt, Ropes};
+use crate::model::{apply_norm, Compute, Gpt};
 
 /// One part of the stack, and the model it comes from run alone.
 pub struct PartInput {
@@ -43,194 +44,7 @@ pub struct InspectOptions {
     pub device: Device,
 }
 
-const C: Compute = Compute::Fp32;
-
-/// A batch's rows at one point, position 0 left out: (B·(T-1), C).
-fn rows_without_pos0(x: &Tensor) -> Tensor {
-    let (b, t, c) = x.size3().expect("(B, T, C)");
-    x.narrow(1, 1, t - 1).reshape([b * (t - 1), c])
-}
-
-struct Collected {
-    points: Vec<PointCollector>,
-    lens: Vec<LensAccumulator>,
-    /// Per point, the probe's rows (position 0 left out), one tensor per batch.
-    rows: Vec<Vec<Tensor>>,
-}
-
-impl Collected {
-    fn new(n_points: usize) -> Collected {
-        Collected {
-            points: vec![PointCollector::default(); n_points],
-            lens: vec![LensAccumulator::default(); n_points],
-            rows: (0..n_points).map(|_| Vec::new()).collect(),
-        }
-    }
-
-    fn add(&mut self, model: &Gpt, x: &Tensor, y: &Tensor, keep_rows: bool) -> Vec<Tensor> {
-        let pts = model.points(x, C);
-        for (r, p) in pts.iter().enumerate() {
-            let input = (r > 0).then(|| apply_norm(&pts[r - 1], model.blocks[r - 1].pre_norm));
-            self.points[r].add(p, input.as_ref());
-            if keep_rows {
-                self.rows[r].push(rows_without_pos0(p));
-            }
-        }
-        lens::add_batch(
-            &mut self.lens,
-            &pts,
-            &model.wte,
-            model.cfg.norm_lm_head,
-            x,
-            y,
-        );
-        pts
-    }
-
-    fn report(&self, labels: &[(String, Option<i64>)], edges: &[f64]) -> Vec<PointReport> {
-        self.points
-            .iter()
-            .enumerate()
-            .map(|(r, c)| PointReport {
-                r,
-                model: labels[r].0.clone(),
-                block: labels[r].1,
-                rms: percentiles(&c.rms),
-                rms_pos0: c.rms_pos0.iter().sum::<f64>() / c.rms_pos0.len().max(1) as f64,
-                hist: c.hist(edges),
-                update_ratio: c.update_ratio(),
-                cos_prev: c.cos_summary(),
-                lens: self.lens[r].summary(),
-            })
-            .collect()
-    }
-}
-
-fn cka_over(x: &[Tensor], y: &[Tensor]) -> Cka {
-    let mut c = Cka::new(x[0].size()[1], y[0].size()[1], x[0].device());
-    for (a, b) in x.iter().zip(y) {
-        c.add(a, b);
-    }
-    c
-}
-
-/// The stack from block `from` on, fed `x` in place of that block's boundary norm; returns
-/// the final hidden state (after `norm_lm_head`).
-fn forward_from(stack: &Gpt, x: &Tensor, from: usize) -> Tensor {
-    let mut ropes = Ropes::new(x.size()[1], x.device());
-    let mut h = x.shallow_clone();
-    for (i, b) in stack.blocks[from..].iter().enumerate() {
-        h = if i == 0 {
-            b.forward_body(&h, ropes.for_block(b), C)
-        } else {
-            b.forward(&h, ropes.for_block(b), C)
-        };
-    }
-    apply_norm(&h, stack.cfg.norm_lm_head)
-}
-
-fn stitched_loss(stack: &Gpt, raw: &Tensor, from: usize, map: &Affine, y: &Tensor) -> f64 {
-    let h = forward_from(stack, &map.apply(raw), from);
-    stack.lm_loss(&h, y, C, false).loss.double_value(&[])
-}
-
-fn read_batches(
-    loader: &mut ShardLoader,
-    tokens: i64,
-    what: &str,
-) -> Result<Vec<(Tensor, Tensor)>> {
-    let t = loader.seq_len() as i64;
-    let b = loader.batch_size() as i64;
-    let mut left = tokens / t;
-    if left == 0 {
-        bail!("{what}: {tokens} tokens are less than one sequence of {t}");
-    }
-    loader.set_wrapping(false);
-    loader.reset()?;
-    let mut out = Vec::new();
-    while left > 0 {
-        let n = left.min(b);
-        let batch = loader
-            .next_batch_of(n as usize)
-            .map_err(|e| anyhow::anyhow!("{what}: cannot read {tokens} tokens: {e}"))?;
-        out.push((batch.inputs, batch.targets, n));
-        left -= n;
-    }
-    Ok(out
-        .into_iter()
-        .map(|(i, tg, n)| {
-            let shape = [n, t];
-            (
-                Tensor::from_slice(&i).view(shape),
-                Tensor::from_slice(&tg).view(shape),
-            )
-        })
-        .collect())
-}
-
-fn stats(t: &Tensor) -> ActivationStats {
-    let t = t.to_kind(Kind::Double);
-    ActivationStats {
-        mean: t.mean(Kind::Double).double_value(&[]),
-        std: t.std(true).double_value(&[]),
-        min: t.min().double_value(&[]),
-        max: t.max().double_value(&[]),
-    }
-}
-
-/// The seed's latent metrics on (up to) the first 1,024 probe tokens.
-fn latent(input: &InspectInput, x: &Tensor) -> LatentReport {
-    let (b, t) = (x.size()[0], x.size()[1]);
-    let rows = (1024 / t).clamp(1, b);
-    let x = x.narrow(0, 0, rows);
-    let mut acts: Vec<(String, Vec<(&'static str, Tensor)>)> = Vec::new();
-    for p in &input.parts {
-        let m = &p.model;
-        let pts = m.points(&x, C);
-        let l = pts.len() - 1;
-        let c = m.cfg.n_embd;
-        let flat = |t: &Tensor| t.reshape([-1, c]);
-        let head = |t: &Tensor| flat(&apply_norm(t, m.cfg.norm_lm_head));
-        acts.push((
-            p.label.clone(),
-            vec![
-                ("in", flat(&pts[0])),
-                ("first", flat(&pts[1])),
-                ("last", head(&pts[l - 1])),
-                ("out", head(&pts[l])),
-            ],
-        ));
-    }
-    let mut rep = LatentReport {
-        tokens: (rows * t) as usize,
-        ..Default::default()
-    };
-    for (label, a) in &acts {
-        rep.stats.insert(
-            label.clone(),
-            a.iter().map(|(k, v)| (k.to_string(), stats(v))).collect(),
-        );
-    }
-    let cos = |a: &Tensor, b: &Tensor| {
-        Tensor::cosine_similarity(a, b, 1, 1e-8)
-            .mean(Kind::Double)
-            .double_value(&[])
-    };
-    for (i, (la, a)) in acts.iter().enumerate() {
-        for (j, (lb, b)) in acts.iter().enumerate().skip(i) {
-            for (ka, va) in a {
-                for (kb, vb) in b {
-                    if i == j && ka >= kb {
-                        continue;
-                    }
-                    rep.cosine
-                        .insert(format!("{la}.{ka}~{lb}.{kb}"), cos(va, vb));
-                }
-            }
-        }
-    }
-    rep
-}
+pub(super) const C: Compute = Compute::Fp32;
 
 /// Runs the inspection. `val` gives the probe (from the start of the val shards); `train`
 /// the tokens the stitches are fitted on.
@@ -481,44 +295,6 @@ pub fn inspect(
         notes,
         seconds: start.elapsed().as_secs_f64(),
     })
-}
-
-/// Trains the seam's affine map on the language-modelling loss (Adam, everything else
-/// frozen), from the least-squares fit, cycling through the train tokens.
-fn train_map(
-    stack: &Gpt,
-    after: usize,
-    fit: &[(Tensor, Tensor)],
-    start: &Affine,
-    opts: &InspectOptions,
-) -> Affine {
-    let dev = opts.device;
-    let mut map = Affine {
-        a: start.a.detach().copy().set_requires_grad(true),
-        b: start.b.detach().copy().set_requires_grad(true),
-    };
-    let mut adam = AdamOnMap::new(&map, opts.stitch_lr);
-    for step in 0..opts.stitch_steps {
-        let (x, y) = &fit[step as usize % fit.len()];
-        let (x, y) = (x.to_device(dev), y.to_device(dev));
-        let raw = tch::no_grad(|| stack.points(&x, C)[after].shallow_clone());
-        let h = forward_from(stack, &map.apply(&raw), after);
-        let v = stack.cfg.vocab_size;
-        let logits = h.matmul(&stack.wte.tr());
-        let loss = logits.reshape([-1, v]).cross_entropy_loss::<Tensor>(
-            &y.reshape([-1]),
-            None,
-            tch::Reduction::Mean,
-            -100,
-            0.0,
-        );
-        loss.backward();
-        adam.step(&mut map);
-    }
-    Affine {
-        a: map.a.detach(),
-        b: map.b.detach(),
-    }
 }
 
 /// The stacked blocks' labels, for callers that print a block list.

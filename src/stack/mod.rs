@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cli;
 pub mod eval;
 pub mod results;
+pub mod selection;
 pub mod spec;
 
 pub use assemble::{assemble, PartView, Stack};

@@ -1,0 +1,233 @@
+//! The Runs pane's trainings: ticking (reaping children, starting queued runs, following
+//! the selected log), resuming, signalling and what a confirmed dialog does.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::{output_log, Confirm, LogSource, Overlay, RunsPane, Spawned, LOG_CAP};
+use crate::runs::process;
+use crate::runs::queue::{self, QueuedRun, Request};
+use crate::runs::registry::Phase;
+use crate::tui::widgets::log_view::LogTail;
+
+impl RunsPane {
+    /// Checks the run folders, the queue and the children; starts queued runs that have a
+    /// slot. Returns whether anything shown changed.
+    pub fn tick(&mut self) -> bool {
+        let mut changed = self.reap();
+        changed |= self.registry.refresh();
+        let queued = self.queue.list();
+        if queued
+            .iter()
+            .map(|q| &q.name)
+            .ne(self.queued.iter().map(|q| &q.name))
+        {
+            changed = true;
+        }
+        self.queued = queued;
+        let elsewhere: Vec<String> = crate::runs::launch::starting(&self.root)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        changed |= elsewhere != self.started_elsewhere;
+        self.started_elsewhere = elsewhere;
+        changed |= self.start_ready();
+        changed |= self.sync_log();
+        // Ages and the ETA move while something runs: redraw once a second then.
+        let second = self
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let active = self.order.iter().any(|n| self.phase(n).is_active());
+        if active && second != self.last_second {
+            changed = true;
+        }
+        self.last_second = second;
+        if changed {
+            self.rebuild_order();
+        }
+        changed
+    }
+
+    /// Waits for children that ended, so none is left a zombie.
+    fn reap(&mut self) -> bool {
+        let mut changed = false;
+        let mut i = 0;
+        while i < self.children.len() {
+            match self.children[i].child.try_wait() {
+                Ok(None) => i += 1,
+                Ok(Some(status)) => {
+                    let c = self.children.remove(i);
+                    changed = true;
+                    let has_status = self
+                        .registry
+                        .get(&c.name)
+                        .is_some_and(|e| e.status.is_some());
+                    if !status.success() && status.code() != Some(130) && !has_status {
+                        let out = std::fs::read_to_string(output_log(&self.root, &c.name))
+                            .unwrap_or_default();
+                        let last = out
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("no output");
+                        self.message = Some((format!("{} did not start: {last}", c.name), true));
+                    }
+                    tracing::info!(run = %c.name, %status, "training process ended");
+                }
+                Err(_) => {
+                    self.children.remove(i);
+                }
+            }
+        }
+        changed
+    }
+
+    /// Trainings running per device: running runs, and our children that have not said so yet.
+    fn busy(&self) -> HashMap<String, usize> {
+        let mut busy = HashMap::new();
+        for e in self.registry.runs.values() {
+            if e.phase() == Phase::Running {
+                let d = e.device().unwrap_or(&self.device).to_string();
+                *busy.entry(d).or_insert(0) += 1;
+            }
+        }
+        for c in &self.children {
+            if self.registry.get(&c.name).map(|e| e.phase()) != Some(Phase::Running) {
+                *busy.entry(c.device.clone()).or_insert(0) += 1;
+            }
+        }
+        for s in crate::runs::launch::starting(&self.root) {
+            if self.child(&s.name).is_none() {
+                *busy.entry(s.device).or_insert(0) += 1;
+            }
+        }
+        busy
+    }
+
+    fn start_ready(&mut self) -> bool {
+        let ready = queue::ready(&self.queued, &self.busy(), self.lab.max_concurrent_runs);
+        let mut changed = false;
+        for q in ready {
+            if !self.queue.take(&q) {
+                continue;
+            }
+            changed = true;
+            self.queued.retain(|x| x.name != q.name);
+            let args = q.train_args(&self.root);
+            match crate::runs::launch::spawn_request(&self.root, &self.exe, &q) {
+                Ok(child) => {
+                    tracing::info!(run = %q.name, pid = child.id(), ?args, "started a training");
+                    self.message =
+                        Some((format!("started {} (pid {})", q.name, child.id()), false));
+                    self.children.push(Spawned {
+                        name: q.name.clone(),
+                        device: q.device.clone(),
+                        child,
+                    });
+                }
+                Err(e) => self.message = Some((format!("cannot start {}: {e:#}", q.name), true)),
+            }
+        }
+        changed
+    }
+
+    fn log_path(&self) -> Option<PathBuf> {
+        let name = self.selected.as_deref()?;
+        Some(match self.log_source {
+            LogSource::Train => self.root.join(name).join(crate::runs::run_dir::LOG_FILE),
+            LogSource::Output => output_log(&self.root, name),
+        })
+    }
+
+    /// Follows the selected run's log (a new tail when the selection or source changed).
+    pub(super) fn sync_log(&mut self) -> bool {
+        let path = self
+            .log_path()
+            .unwrap_or_else(|| PathBuf::from("(no run selected)"));
+        let mut changed = false;
+        if path != self.log.path {
+            let search = std::mem::take(&mut self.log.search);
+            self.log = LogTail::new(&path, LOG_CAP);
+            self.log.search = search;
+            changed = true;
+        }
+        changed | self.log.refresh()
+    }
+
+    pub(super) fn resume(&mut self, name: &str) {
+        let phase = self.phase(name);
+        if !phase.resumable() {
+            return self.notify(
+                format!(
+                    "{name} is {}: only stopped, failed or lost runs resume",
+                    phase.as_str()
+                ),
+                true,
+            );
+        }
+        let q = QueuedRun::new(name, &self.device, Request::Resume);
+        match self.queue.push(&q) {
+            Ok(_) => self.notify(format!("{name}: resume queued"), false),
+            Err(e) => self.notify(format!("{e:#}"), true),
+        }
+        self.tick();
+    }
+
+    /// Signals a run's training: by its status (pid and start time), or our child's pid.
+    fn signal(&mut self, name: &str, sig: i32) -> anyhow::Result<()> {
+        if let Some(e) = self
+            .registry
+            .get(name)
+            .filter(|e| e.phase() == Phase::Running)
+        {
+            return crate::runs::control::signal_run(e, sig);
+        }
+        // Our child that has not written its status yet: its pid cannot be reused before
+        // we reap it.
+        let c = self
+            .child(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} is not running"))?;
+        process::signal_training(c.child.id(), None, sig)
+    }
+
+    pub(super) fn confirmed(&mut self, c: Confirm) {
+        match c {
+            Confirm::Stop(n) => match self.signal(&n, libc::SIGTERM) {
+                Ok(()) => self.notify(
+                    format!("{n}: stopping (it checkpoints, then ends stopped)"),
+                    false,
+                ),
+                Err(e) => self.notify(format!("{e:#}"), true),
+            },
+            Confirm::Kill(n) => self.overlay = Some(Overlay::Confirm(Confirm::KillSure(n))),
+            Confirm::KillSure(n) => match self.signal(&n, libc::SIGKILL) {
+                Ok(()) => self.notify(
+                    format!("{n}: killed (resumable from its last checkpoint)"),
+                    false,
+                ),
+                Err(e) => self.notify(format!("{e:#}"), true),
+            },
+            Confirm::Delete(n) => {
+                let phase = self.phase(&n);
+                if phase.is_active() || phase == Phase::Corrupt {
+                    return self.notify(format!("{n} is {}: not deleted", phase.as_str()), true);
+                }
+                let r = crate::runs::control::remove_run(&self.root, &n).map(|_| ());
+                let _ = std::fs::remove_file(output_log(&self.root, &n));
+                match r {
+                    Ok(()) => self.notify(format!("deleted {n}"), false),
+                    Err(e) => self.notify(format!("cannot delete {n}: {e}"), true),
+                }
+                self.pinned.retain(|p| p != &n);
+            }
+            Confirm::Cancel(n) => match self.queue.remove(&n) {
+                Ok(()) => self.notify(format!("{n}: taken off the queue"), false),
+                Err(e) => self.notify(format!("{e:#}"), true),
+            },
+        }
+        self.tick();
+    }
+}
