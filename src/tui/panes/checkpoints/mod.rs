@@ -9,19 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent};
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Modifier, Style};
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::layout::Rect;
 use ratatui::Frame;
-use tui_tree_widget::{Tree, TreeItem, TreeState};
+use tui_tree_widget::TreeState;
+
+mod view;
 
 use super::Pane;
 use crate::runs::catalog::{Catalog, Entry, Node};
 use crate::tui::action::{Action, Handled};
 use crate::tui::jobs::Waker;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::{self, block, clip};
 
 /// How often the folder is read again without a change of its run folders' times.
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
@@ -136,58 +134,6 @@ impl CheckpointsPane {
         keep(&self.catalog.tree, &self.catalog, &self.filter)
     }
 
-    fn items(&self, nodes: &[Node], theme: &Theme) -> Vec<TreeItem<'static, String>> {
-        nodes
-            .iter()
-            .filter_map(|n| {
-                let mut spans = Vec::new();
-                if let Some(i) = n.entry {
-                    let e = &self.catalog.entries[i];
-                    match self.marks.iter().position(|m| *m == e.path) {
-                        Some(k) => spans.push(Span::styled(
-                            format!("[{}] ", k + 1),
-                            Style::default()
-                                .fg(theme.accent)
-                                .add_modifier(Modifier::BOLD),
-                        )),
-                        None => spans.push(Span::raw("    ")),
-                    }
-                    spans.push(Span::styled(
-                        n.label.clone(),
-                        Style::default().fg(theme.text),
-                    ));
-                    match &e.info {
-                        Ok(info) => {
-                            if let Some(v) = info.last_val_loss {
-                                spans.push(Span::styled(
-                                    format!("  val {v:.4}"),
-                                    Style::default().fg(theme.dim),
-                                ));
-                            }
-                        }
-                        Err(_) => spans.push(Span::styled(
-                            "  unreadable",
-                            Style::default().fg(theme.error),
-                        )),
-                    }
-                } else {
-                    spans.push(Span::styled(
-                        n.label.clone(),
-                        Style::default()
-                            .fg(theme.accent)
-                            .add_modifier(Modifier::BOLD),
-                    ));
-                }
-                let text = Line::from(spans);
-                if n.children.is_empty() {
-                    Some(TreeItem::new_leaf(n.id.clone(), text))
-                } else {
-                    TreeItem::new(n.id.clone(), text, self.items(&n.children, theme)).ok()
-                }
-            })
-            .collect()
-    }
-
     /// Starts hashing the selected checkpoint's weights if not known yet.
     fn want_sha(&self, path: &Path) {
         let mut map = self.sha.lock().expect("sha cache");
@@ -208,67 +154,6 @@ impl CheckpointsPane {
             sha.lock().expect("sha cache").insert(path, Some(v));
             waker.wake();
         });
-    }
-
-    fn details(&self, e: &Entry) -> Vec<(String, String)> {
-        let mut rows = vec![("path".to_string(), e.path.display().to_string())];
-        match &e.info {
-            Err(why) => rows.push(("unreadable".into(), why.clone())),
-            Ok(i) => {
-                let heads = i.n_head.map(|h| format!(", {h} heads")).unwrap_or_default();
-                rows.push((
-                    "shape".into(),
-                    format!(
-                        "{} layers x {} wide{heads}, vocab {}{}",
-                        i.n_layer,
-                        i.n_embd,
-                        i.vocab_size,
-                        if i.stacked { " (stacked blocks)" } else { "" }
-                    ),
-                ));
-                let norms = match (&i.norm_wte, &i.norm_lm_head) {
-                    (Some(w), Some(h)) => format!("norm_wte {w}, norm_lm_head {h}"),
-                    _ => "unknown (a seed file: give them when stacking)".into(),
-                };
-                rows.push(("trained norms".into(), norms));
-                let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or("-".into());
-                rows.push(("seed".into(), opt(i.seed)));
-                rows.push((
-                    "step".into(),
-                    format!("{} / {}", opt(i.step), opt(i.total_steps)),
-                ));
-                rows.push(("tokens seen".into(), opt(i.tokens_seen)));
-                rows.push((
-                    "last val loss".into(),
-                    i.last_val_loss
-                        .map(|v| format!("{v:.4}"))
-                        .unwrap_or("-".into()),
-                ));
-                rows.push(("created".into(), i.created.clone().unwrap_or("-".into())));
-                rows.push((
-                    "parent (W)".into(),
-                    i.from_model
-                        .clone()
-                        .unwrap_or("none (trains its own W)".into()),
-                ));
-                if let Some(init) = &i.init_from {
-                    rows.push(("init_from".into(), init.clone()));
-                }
-            }
-        }
-        rows.push((
-            "size on disk".into(),
-            crate::runs::disk::format_size(e.size_bytes),
-        ));
-        let sha = self.sha.lock().expect("sha cache").get(&e.path).cloned();
-        rows.push((
-            "sha256".into(),
-            match sha {
-                Some(Some(s)) => s,
-                _ => "computing...".into(),
-            },
-        ));
-        rows
     }
 
     fn toggle_mark(&mut self) {
@@ -388,116 +273,7 @@ impl Pane for CheckpointsPane {
     }
 
     fn draw(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let narrow = area.width < 100;
-        let [list_area, info_area] = if narrow {
-            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area)
-        } else {
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area)
-        };
-        let nodes = self.visible();
-        if self.state.selected().is_empty() {
-            if let Some(n) = nodes.first() {
-                self.state.select(vec![n.id.clone()]);
-            }
-        }
-        let items = self.items(&nodes, theme);
-        let mut title = format!("Checkpoints · {}", self.catalog.entries.len());
-        if self.filtering || !self.filter.is_empty() {
-            title.push_str(&format!(" · /{}", self.filter));
-            if self.filtering {
-                title.push('_');
-            }
-        }
-        if !self.marks.is_empty() {
-            title.push_str(&format!(" · {} marked", self.marks.len()));
-        }
-        if items.is_empty() {
-            let text = if self.catalog.entries.is_empty() {
-                format!(
-                    "no checkpoints in {} yet: train a run (Runs pane, n)",
-                    self.root.display()
-                )
-            } else {
-                "nothing matches the filter (Esc clears it)".to_string()
-            };
-            f.render_widget(
-                Paragraph::new(text)
-                    .style(Style::default().fg(theme.dim))
-                    .wrap(Wrap { trim: true })
-                    .block(block(&title, theme)),
-                list_area,
-            );
-        } else if let Ok(tree) = Tree::new(&items) {
-            let (open, closed) = if theme.ascii {
-                ("v ", "> ")
-            } else {
-                ("▼ ", "▶ ")
-            };
-            let tree = tree
-                .block(block(&title, theme))
-                .highlight_style(widgets::selected_style(theme))
-                .node_open_symbol(open)
-                .node_closed_symbol(closed)
-                .node_no_children_symbol("  ");
-            f.render_stateful_widget(tree, list_area, &mut self.state);
-        }
-        let sel = self.selected().cloned();
-        let mut lines = Vec::new();
-        if let Some(e) = &sel {
-            self.want_sha(&e.path);
-            let w = info_area.width.saturating_sub(18) as usize;
-            for (k, v) in self.details(e) {
-                let style = if k == "unreadable" {
-                    Style::default().fg(theme.error)
-                } else {
-                    Style::default().fg(theme.text)
-                };
-                lines.push(Line::from(vec![
-                    Span::styled(format!("{k:<14} "), Style::default().fg(theme.dim)),
-                    Span::styled(
-                        if k == "unreadable" {
-                            v
-                        } else {
-                            clip(&v, w.max(8))
-                        },
-                        style,
-                    ),
-                ]));
-            }
-        } else {
-            lines.push(Line::styled(
-                "select a checkpoint for its facts",
-                Style::default().fg(theme.dim),
-            ));
-        }
-        if !self.marks.is_empty() {
-            lines.push(Line::raw(""));
-            lines.push(Line::styled(
-                "marked (bottom of the stack first):",
-                Style::default().fg(theme.dim),
-            ));
-            for (i, m) in self.marks.iter().enumerate() {
-                let label = self
-                    .catalog
-                    .find(m)
-                    .map(|e| e.label.clone())
-                    .unwrap_or_else(|| m.display().to_string());
-                lines.push(Line::styled(
-                    format!(" {}. {label}", i + 1),
-                    Style::default().fg(theme.accent),
-                ));
-            }
-        }
-        if let Some(m) = &self.message {
-            lines.push(Line::raw(""));
-            lines.push(Line::styled(m.clone(), Style::default().fg(theme.warn)));
-        }
-        f.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(block("Selected", theme)),
-            info_area,
-        );
+        self.draw_pane(f, area, theme);
     }
 
     fn keys(&self) -> Vec<(String, String)> {
