@@ -50,6 +50,25 @@ impl Tmux {
         self.keys(&["Enter"]);
     }
 
+    /// Clears the screen and waits until it is clear, so a later wait never reads the
+    /// previous lab's exit line (under load the shell may run `clear` only after the next
+    /// screen capture).
+    fn clear(&self) {
+        self.line("clear");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            let s = self.screen();
+            if !exited(&s) && !s.contains("clear") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for the screen to clear:\n{s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     fn format(&self, f: &str) -> String {
         self.cmd(&["display-message", "-p", "-t", "lab", f])
             .trim()
@@ -218,7 +237,7 @@ fn the_lab_starts_a_training_that_survives_quit_and_sighup() {
     );
 
     // Reopened, the lab finds the training and shows it running (pid and start time match).
-    t.line("clear");
+    t.clear();
     t.line(&open);
     t.wait("the re-attached run", Some(&run), true, |s| {
         s.lines()
@@ -246,7 +265,7 @@ fn the_lab_starts_a_training_that_survives_quit_and_sighup() {
     );
 
     // Reopen, let the training go on, and watch it finish.
-    t.line("clear");
+    t.clear();
     t.line(&open);
     t.wait("the run again", Some(&run), true, |s| s.contains(short));
     signal(pid, libc::SIGCONT);
@@ -405,14 +424,14 @@ fn sigterm_sigint_a_panic_and_a_vanished_terminal_all_end_the_lab_cleanly() {
         signal(t.lab_pid(), sig);
         t.wait(name, None, false, exited);
         assert_restored(&t, name);
-        t.line("clear");
+        t.clear();
         t.line(&open);
     }
     // A panic inside the terminal: restored, the message shown, exit status 101.
     t.wait("the lab", None, true, |s| s.contains("1 Runs"));
     t.keys(&["q"]);
     t.wait("the lab to quit", None, false, exited);
-    t.line("clear");
+    t.clear();
     t.line(&format!(
         "{}=1 '{}' --device cpu; echo LAB-EXIT=$?",
         stacklab::tui::FAULT_PANIC_ENV,
@@ -427,7 +446,7 @@ fn sigterm_sigint_a_panic_and_a_vanished_terminal_all_end_the_lab_cleanly() {
 
     // The terminal vanishes without a SIGHUP reaching the lab (SIGHUP blocked): it notices
     // its input hung up and exits instead of spinning.
-    t.line("clear");
+    t.clear();
     t.line(&format!(
         "python3 -c 'import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP]); os.execv(sys.argv[1], sys.argv[1:])' '{}' --device cpu",
         common::bin()
