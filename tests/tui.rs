@@ -484,6 +484,134 @@ fn the_new_run_form_checks_the_config_before_queueing() {
     assert!(line_of(&s, &q.name[..10]).contains("queued"), "{s}");
 }
 
+/// The config the form shows (`config < NAME >`).
+fn form_config(s: &str) -> String {
+    let l = line_of(s, "config <");
+    let (_, rest) = l.split_once("config < ").unwrap();
+    rest.split(" >").next().unwrap().to_string()
+}
+
+fn queued_sets(root: &Path, name: &str) -> Vec<String> {
+    let queued = Queue::new(root).list();
+    match &queued
+        .iter()
+        .find(|q| q.name == name)
+        .expect("queued")
+        .request
+    {
+        Request::New { sets, .. } => sets.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The form lists training configs only (a sweep definition is for `stacklab sweep`), offers
+/// the device's usual config first and then the last one started, and a shorter run keeps the
+/// config's warmup and warmdown fractions instead of failing on a warmdown longer than itself.
+#[test]
+fn the_new_run_form_offers_training_configs_and_keeps_the_schedule_fractions() {
+    let fx = Fixture::new();
+    let d = fx.dir.path();
+    std::fs::write(d.join("aaa.toml"), "seed = 1\n").unwrap();
+    std::fs::write(
+        d.join("tiny.toml"),
+        "seed = 0\n[schedule]\nsteps = 300\nwarmup = 30\nwarmdown = 90\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("sweep-x.toml"),
+        "name = \"x\"\ntrain_config = \"tiny\"\n",
+    )
+    .unwrap();
+    let mut app = fx.app(false, ColorMode::TrueColor);
+    key(&mut app, KeyCode::Char('n'));
+    let s = screen(&mut app, 100, 30);
+    assert_eq!(
+        form_config(&s),
+        "tiny",
+        "the CPU's usual config first:\n{s}"
+    );
+    let mut offered = vec![];
+    for _ in 0..4 {
+        key(&mut app, KeyCode::Right);
+        offered.push(form_config(&screen(&mut app, 100, 30)));
+    }
+    assert_eq!(
+        offered,
+        ["aaa", "tiny", "aaa", "tiny"],
+        "no sweep among the choices"
+    );
+    // 60 of the config's 300 steps: warmup 30 -> 6, warmdown 90 -> 18.
+    for _ in 0..6 {
+        key(&mut app, KeyCode::Tab);
+    }
+    for c in "60".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let s = screen(&mut app, 100, 30);
+    assert!(!s.contains("new run ─"), "queued:\n{s}");
+    let name = Queue::new(&fx.root())
+        .list()
+        .into_iter()
+        .find(|q| q.name.starts_with("tiny-"))
+        .expect("queued")
+        .name;
+    assert_eq!(
+        queued_sets(&fx.root(), &name),
+        [
+            "schedule.steps=60",
+            "schedule.warmup=6",
+            "schedule.warmdown=18"
+        ]
+    );
+    let cfg =
+        stacklab::config::TrainConfig::load(&d.join("tiny.toml"), &queued_sets(&fx.root(), &name))
+            .unwrap();
+    assert_eq!(
+        (
+            cfg.schedule.steps,
+            cfg.schedule.warmup,
+            cfg.schedule.warmdown
+        ),
+        (60, 6, 18)
+    );
+    // Next time the form starts on the config last started.
+    key(&mut app, KeyCode::Char('n'));
+    key(&mut app, KeyCode::Right);
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(form_config(&screen(&mut app, 100, 30)), "aaa");
+    key(&mut app, KeyCode::Esc);
+
+    // lab.toml's choice, and a note when it names no training config.
+    for (want, note) in [("aaa", false), ("sweep-x", true)] {
+        let lab = LabConfig {
+            new_run_config: Some(want.to_string()),
+            ..LabConfig::default()
+        };
+        let mut pane = RunsPane::new(&fx.root(), d, "cuda:0", lab, false);
+        pane.exe = PathBuf::from("/nonexistent/stacklab");
+        let mut app = App::new(
+            vec![Box::new(pane)],
+            Theme::shipped_default(),
+            "/data/logs/lab.*.log".into(),
+        );
+        key(&mut app, KeyCode::Char('n'));
+        let s = screen(&mut app, 120, 30);
+        if note {
+            // No gpt2-small-seed here either: the first config.
+            assert_eq!(form_config(&s), "aaa", "{s}");
+            assert!(
+                s.contains("lab.toml: `new_run_config`: no training config `sweep-x`"),
+                "{s}"
+            );
+        } else {
+            assert_eq!(form_config(&s), want, "{s}");
+            assert!(!s.contains("new_run_config"), "{s}");
+        }
+    }
+}
+
 /// A stand-in for `stacklab train`: writes a running status with its pid, then sleeps.
 fn fake_trainer(dir: &Path, root: &Path) -> PathBuf {
     let script = dir.join("fake-train.sh");

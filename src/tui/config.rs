@@ -4,6 +4,8 @@
 //! theme = "default"           # or light, high-contrast, a user theme's name, a file
 //! ascii = false               # the whole screen in ASCII
 //! max_concurrent_runs = 1     # trainings at once per device; further starts wait as queued
+//! new_run_config = "tiny"     # the config the new-run form offers first (default: tiny on
+//!                             # the CPU, gpt2-small-seed on a GPU, when they exist)
 //!
 //! [chart]
 //! ema = 0.6                   # smoothing, 0 (none) to 0.99
@@ -29,6 +31,8 @@ pub struct LabConfig {
     pub theme: Option<String>,
     pub ascii: bool,
     pub max_concurrent_runs: usize,
+    /// The config (a name in the config dir) the new-run form offers first.
+    pub new_run_config: Option<String>,
     pub chart: ChartDefaults,
     pub keys: BTreeMap<String, String>,
 }
@@ -66,6 +70,7 @@ impl Default for LabConfig {
             theme: None,
             ascii: false,
             max_concurrent_runs: 1,
+            new_run_config: None,
             chart: ChartDefaults::default(),
             keys: BTreeMap::new(),
         }

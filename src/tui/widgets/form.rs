@@ -98,6 +98,24 @@ impl Form {
         }
     }
 
+    /// Chooses `option` in the choice field `key`; false (nothing changed) when the field
+    /// has no such option.
+    pub fn select(&mut self, key: &str, option: &str) -> bool {
+        let Some(f) = self.fields.iter_mut().find(|f| f.key == key) else {
+            return false;
+        };
+        match &mut f.value {
+            Value::Choice(o, i) => match o.iter().position(|x| x == option) {
+                Some(j) => {
+                    *i = j;
+                    true
+                }
+                None => false,
+            },
+            Value::Text(_) => false,
+        }
+    }
+
     pub fn handle_key(&mut self, k: KeyEvent) -> FormResult {
         let n = self.fields.len();
         match k.code {
@@ -214,6 +232,12 @@ mod tests {
         assert_eq!(form.get("config"), "micro");
         assert_eq!(form.handle_key(key(KeyCode::Left)), FormResult::Changed);
         assert_eq!(form.get("config"), "tiny");
+        assert!(form.select("config", "micro"));
+        assert_eq!(form.get("config"), "micro");
+        assert!(!form.select("config", "gpt2"), "no such option");
+        assert!(!form.select("name", "micro"), "not a choice");
+        assert_eq!((form.get("config"), form.get("name")), ("micro", "tiny-1"));
+        assert!(form.select("config", "tiny"));
         form.handle_key(key(KeyCode::Tab));
         form.handle_key(key(KeyCode::Backspace));
         form.handle_key(key(KeyCode::Char('9')));

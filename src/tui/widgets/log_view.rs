@@ -150,8 +150,13 @@ pub fn draw(f: &mut Frame, area: Rect, title: &str, log: &LogTail, theme: &Theme
         title.push_str(&format!(" · /{}", log.search));
     }
     let body = if lines.is_empty() {
+        let note = if log.path.as_os_str().is_empty() {
+            "no run selected".to_string()
+        } else {
+            format!("{} is empty or missing", log.path.display())
+        };
         vec![Line::from(Span::styled(
-            format!("{} is empty or missing", log.path.display()),
+            note,
             Style::default().fg(theme.dim),
         ))]
     } else {

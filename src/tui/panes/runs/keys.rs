@@ -27,6 +27,7 @@ impl RunsPane {
                         let f = form.clone();
                         match self.submit_new(&f) {
                             Ok(name) => {
+                                self.last_config = Some(f.get("config").to_string());
                                 self.selected = Some(name.clone());
                                 self.notify(format!("{name}: queued"), false);
                                 self.tick();

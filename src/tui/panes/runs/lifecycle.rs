@@ -144,9 +144,7 @@ impl RunsPane {
 
     /// Follows the selected run's log (a new tail when the selection or source changed).
     pub(super) fn sync_log(&mut self) -> bool {
-        let path = self
-            .log_path()
-            .unwrap_or_else(|| PathBuf::from("(no run selected)"));
+        let path = self.log_path().unwrap_or_default();
         let mut changed = false;
         if path != self.log.path {
             let search = std::mem::take(&mut self.log.search);

@@ -122,6 +122,8 @@ pub struct RunsPane {
     pub log: LogTail,
     pub log_source: LogSource,
     pub overlay: Option<Overlay>,
+    /// The config of the last run started from the new-run form (offered first next time).
+    pub last_config: Option<String>,
     pub message: Option<(String, bool)>,
     /// A fixed "now" (tests); the clock otherwise.
     pub now: Option<SystemTime>,
@@ -165,6 +167,7 @@ impl RunsPane {
             log: LogTail::new(Path::new(""), LOG_CAP),
             log_source: LogSource::Train,
             overlay: None,
+            last_config: None,
             message: None,
             now: None,
             last_second: 0,

@@ -7,17 +7,8 @@ use crate::tui::widgets::form::{Field, Form};
 
 impl RunsPane {
     pub(super) fn new_run_form(&self) -> Form {
-        let mut configs: Vec<String> = std::fs::read_dir(&self.config_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let p = e.path();
-                let stem = p.file_stem()?.to_string_lossy().into_owned();
-                (p.extension()? == "toml" && stem != "lab").then_some(stem)
-            })
-            .collect();
-        configs.sort();
+        let configs = training_configs(&self.config_dir);
+        let (first, note) = self.first_config(&configs);
         let mut models = vec!["(config's)".to_string(), "none".to_string()];
         models.extend(
             self.registry
@@ -40,13 +31,49 @@ impl RunsPane {
                 Field::choice("from_model", "from_model", models, ""),
                 Field::choice("norm_wte", "norm_wte", norms(), ""),
                 Field::choice("norm_lm_head", "norm_lm_head", norms(), ""),
-                Field::text("steps", "steps", "", "(config's)"),
+                Field::text(
+                    "steps",
+                    "steps",
+                    "",
+                    "(config's; warmup/warmdown scale along)",
+                ),
                 Field::text("coconut", "coconut.every", "", "(config's)"),
             ],
         );
+        if let Some(c) = first {
+            form.select("config", &c);
+        }
+        form.error = note;
         let name = self.default_name(form.get("config"));
         form.set_text("name", &name);
         form
+    }
+
+    /// The config the form offers first: the one last started from this lab, else
+    /// lab.toml's `new_run_config`, else the device's usual one (`tiny`, the embedded
+    /// default, on the CPU; `gpt2-small-seed` on a GPU) when it exists. A `new_run_config`
+    /// that names no config comes back with a note saying so.
+    fn first_config(&self, configs: &[String]) -> (Option<String>, Option<String>) {
+        let has = |c: &str| configs.iter().any(|x| x == c);
+        if let Some(c) = self.last_config.as_deref().filter(|c| has(c)) {
+            return (Some(c.to_string()), None);
+        }
+        let mut note = None;
+        if let Some(c) = self.lab.new_run_config.as_deref() {
+            if has(c) {
+                return (Some(c.to_string()), None);
+            }
+            note = Some(format!(
+                "lab.toml: `new_run_config`: no training config `{c}` in {}",
+                self.config_dir.display()
+            ));
+        }
+        let usual = if self.device.starts_with("cuda") {
+            "gpt2-small-seed"
+        } else {
+            "tiny"
+        };
+        (has(usual).then(|| usual.to_string()), note)
     }
 
     pub(super) fn default_name(&self, config: &str) -> String {
@@ -100,6 +127,12 @@ impl RunsPane {
             }
         }
         let path = self.config_dir.join(format!("{config}.toml"));
+        if let Some(steps) = sets.iter().find_map(|s| s.strip_prefix("schedule.steps=")) {
+            let steps: i64 = steps.parse().unwrap_or(0);
+            let base =
+                crate::config::TrainConfig::load(&path, &[]).map_err(|e| format!("{e:#}"))?;
+            sets.extend(scaled_schedule(&base.schedule, steps));
+        }
         crate::config::TrainConfig::load(&path, &sets).map_err(|e| format!("{e:#}"))?;
         let q = QueuedRun::new(
             &name,
@@ -112,4 +145,44 @@ impl RunsPane {
         self.queue.push(&q).map_err(|e| format!("{e:#}"))?;
         Ok(name)
     }
+}
+
+/// The training configs in `dir` by name, sorted: every `*.toml` but `lab.toml` and the sweep
+/// definitions (a top-level `train_config` key), which `stacklab sweep` runs instead. A file
+/// that is not valid TOML stays listed, so choosing it shows its error.
+pub(super) fn training_configs(dir: &std::path::Path) -> Vec<String> {
+    let mut configs: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            let stem = p.file_stem()?.to_string_lossy().into_owned();
+            if p.extension()? != "toml" || stem == "lab" {
+                return None;
+            }
+            let sweep = std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .is_some_and(|t| t.contains_key("train_config"));
+            (!sweep).then_some(stem)
+        })
+        .collect();
+    configs.sort();
+    configs
+}
+
+/// `--set`s that keep the config's warmup and warmdown the same fractions of a run of
+/// `steps` steps instead of `base.steps` (the seed's schedule is a fraction of the run: a
+/// shorter run from the form should not fail on a warmdown longer than itself).
+pub(super) fn scaled_schedule(base: &crate::config::ScheduleConfig, steps: i64) -> Vec<String> {
+    if base.steps <= 0 || steps <= 0 || steps == base.steps {
+        return Vec::new();
+    }
+    let scale = |n: i64| ((n as f64 * steps as f64 / base.steps as f64).round() as i64).min(steps);
+    [("warmup", base.warmup), ("warmdown", base.warmdown)]
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(key, n)| format!("schedule.{key}={}", scale(n)))
+        .collect()
 }
