@@ -93,14 +93,23 @@ impl CheckpointsPane {
                     "step".into(),
                     format!("{} / {}", opt(i.step), opt(i.total_steps)),
                 ));
-                rows.push(("tokens seen".into(), opt(i.tokens_seen)));
+                rows.push((
+                    "tokens seen".into(),
+                    i.tokens_seen.map(count).unwrap_or("-".into()),
+                ));
                 rows.push((
                     "last val loss".into(),
                     i.last_val_loss
                         .map(|v| format!("{v:.4}"))
                         .unwrap_or("-".into()),
                 ));
-                rows.push(("created".into(), i.created.clone().unwrap_or("-".into())));
+                rows.push((
+                    "created".into(),
+                    i.created
+                        .as_deref()
+                        .map(|c| when(c, chrono::Local::now()))
+                        .unwrap_or("-".into()),
+                ));
                 rows.push((
                     "parent (W)".into(),
                     i.from_model
@@ -238,5 +247,65 @@ impl CheckpointsPane {
                 .block(block("Selected", theme)),
             info_area,
         );
+    }
+}
+
+/// `1,228,800 (1.23 M)`: exact, and at a glance.
+fn count(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if n < 0 { "-" } else { "" };
+    let a = n.unsigned_abs() as f64;
+    let short = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .iter()
+        .find(|(unit, _)| a >= *unit)
+        .map(|(unit, name)| format!(" ({sign}{:.2} {name})", a / unit))
+        .unwrap_or_default();
+    format!("{sign}{grouped}{short}")
+}
+
+/// An RFC 3339 time as local `2026-11-29 20:36:17 (5m ago)`; anything else as written.
+fn when(rfc3339: &str, now: chrono::DateTime<chrono::Local>) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => {
+            let t = t.with_timezone(&chrono::Local);
+            let ago = (now - t).num_seconds() as f64;
+            format!(
+                "{} ({} ago)",
+                t.format("%Y-%m-%d %H:%M:%S"),
+                crate::tui::widgets::run_table::age(ago)
+            )
+        }
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_times_read_at_a_glance() {
+        assert_eq!(count(1_228_800), "1,228,800 (1.23 M)");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(4_096), "4,096 (4.10 k)");
+        assert_eq!(count(10_485_760_000), "10,485,760,000 (10.49 G)");
+        let t = "2026-11-29T20:36:17.177139124+00:00";
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T20:41:20+00:00")
+            .unwrap()
+            .with_timezone(&chrono::Local);
+        let local = chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        assert_eq!(when(t, now), format!("{local} (5m ago)"));
+        assert_eq!(when("yesterday", now), "yesterday");
     }
 }
