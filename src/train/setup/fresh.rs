@@ -1,0 +1,223 @@
+//! A new run's state: the initial model (fresh, `init_from`'s weights, `from_model`'s `W`),
+//! the state at step 0, and the checks made before the run folder is created.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tch::Device;
+
+use super::{config_err, muon_kind, open_data, State, TrainOptions};
+use crate::config::TrainConfig;
+use crate::data::{DataSource, ShardLoader, TrainStream};
+use crate::model::weights::{wte_hash, SeedOptions};
+use crate::model::{Compute, Gpt};
+use crate::runs::checkpoint::{InitLineage, Lineage};
+use crate::runs::run_dir::{RunDir, RunState};
+use crate::runs::CheckpointRef;
+use crate::train::{AdamW, Muon};
+
+fn valid_run_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.starts_with('.')
+        || name.contains('/')
+        || name.contains('\\')
+        || name.chars().any(|c| c.is_control())
+    {
+        bail!("run name `{name}` is not usable as a folder name (no '/', no leading '.')");
+    }
+    Ok(())
+}
+
+/// The model a new run starts from: fresh, or `init_from`'s weights (shape adopted from the
+/// checkpoint, norms from the config), then `W` from `from_model`, frozen.
+pub(super) struct Initial {
+    model: Gpt,
+    from_model: Option<Lineage>,
+    init_from: Option<InitLineage>,
+    notes: Vec<String>,
+}
+
+pub(super) fn initial_model(cfg: &mut TrainConfig, device: Device) -> Result<Initial> {
+    let mut notes = Vec::new();
+    let (mut model, init_from) = if cfg.init_from.is_empty() {
+        (Gpt::new(&cfg.model, cfg.seed, device), None)
+    } else {
+        let r = CheckpointRef::resolve(&cfg.init_from).context("init_from")?;
+        let opts = SeedOptions {
+            n_head: Some(cfg.model.n_head),
+            norm_wte: Some(cfg.model.norm_wte),
+            norm_lm_head: Some(cfg.model.norm_lm_head),
+            seq_len: Some(cfg.model.seq_len),
+        };
+        let m = r
+            .load_model(&opts, device)
+            .with_context(|| format!("init_from `{}`", cfg.init_from))?;
+        let m_cfg = &m.cfg;
+        for (key, was, now) in [
+            ("model.vocab_size", cfg.model.vocab_size, m_cfg.vocab_size),
+            ("model.n_embd", cfg.model.n_embd, m_cfg.n_embd),
+            ("model.n_layer", cfg.model.n_layer, m_cfg.n_layer),
+            ("model.n_head", cfg.model.n_head, m_cfg.n_head),
+        ] {
+            if was != now {
+                notes.push(format!(
+                    "{key} = {now} from init_from `{}` (the config said {was})",
+                    cfg.init_from
+                ));
+            }
+        }
+        cfg.model.vocab_size = m_cfg.vocab_size;
+        cfg.model.n_embd = m_cfg.n_embd;
+        cfg.model.n_layer = m_cfg.n_layer;
+        cfg.model.n_head = m_cfg.n_head;
+        let lineage = InitLineage {
+            name: r.name(),
+            sha256: r.sha256()?,
+        };
+        (m, Some(lineage))
+    };
+    let mut from_model = None;
+    if !cfg.from_model.is_empty() {
+        let parent_ref = CheckpointRef::resolve(&cfg.from_model).context("from_model")?;
+        let parent_wte = parent_ref.load_wte(device).context("from_model")?;
+        let (pv, pc) = (parent_wte.size()[0], parent_wte.size()[1]);
+        if (pv, pc) != (cfg.model.vocab_size, cfg.model.n_embd) {
+            return Err(config_err(
+                "from_model",
+                format!(
+                    "`{}` has a {pv} x {pc} W, but this model has model.vocab_size = {} and model.n_embd = {}",
+                    cfg.from_model, cfg.model.vocab_size, cfg.model.n_embd
+                ),
+            ));
+        }
+        if let CheckpointRef::Native(p) = &parent_ref {
+            if p.meta.seed == cfg.seed {
+                notes.push(format!(
+                    "warning: from_model `{}` was trained with seed = {} too: the blocks start identical to its blocks and the train shards are read in the same order, which is rarely what a stacking experiment wants (set seed to another value)",
+                    cfg.from_model, cfg.seed
+                ));
+            }
+        }
+        if init_from.is_some() && !model.wte.equal(&parent_wte) {
+            notes.push(format!(
+                "W comes from from_model `{}` (frozen), not from init_from `{}`",
+                cfg.from_model, cfg.init_from
+            ));
+        }
+        from_model = Some(Lineage {
+            name: parent_ref.name(),
+            wte_sha256: wte_hash(&parent_wte),
+        });
+        model.wte = parent_wte;
+    }
+    model.cfg = cfg.model.clone();
+    Ok(Initial {
+        model,
+        from_model,
+        init_from,
+        notes,
+    })
+}
+
+/// A state at step 0 for `cfg` in `run` (a new run, or one restarted before its first
+/// checkpoint).
+pub(super) fn fresh_state(
+    cfg: TrainConfig,
+    init: Initial,
+    data: (TrainStream, ShardLoader, DataSource),
+    run: RunDir,
+    device: Device,
+) -> Result<State> {
+    let (train, val, source) = data;
+    let compute = Compute::for_training(device, cfg.precision);
+    let mut model = init.model;
+    let frozen = init.from_model.is_some();
+    model.set_trainable(!frozen);
+    let adamw = (!frozen).then(|| AdamW::new(&cfg.optimizer.adamw, &model.wte));
+    let muon = Muon::new(
+        &cfg.optimizer.muon,
+        &model.block_matrices(),
+        muon_kind(compute),
+    );
+    run.log(&format!(
+        "data {} | train shards in {} order: {}",
+        source.description,
+        cfg.data.shard_order.as_str(),
+        train.state().shard_order.join(", ")
+    ));
+    for n in &init.notes {
+        run.log(n);
+        eprintln!("{n}");
+    }
+    if let Some(l) = &init.from_model {
+        run.log(&format!(
+            "W copied from {} (sha256 {}) and frozen",
+            l.name, l.wte_sha256
+        ));
+    }
+    if let Some(l) = &init.init_from {
+        run.log(&format!(
+            "weights start from {} (sha256 {})",
+            l.name, l.sha256
+        ));
+    }
+    let config_toml = cfg.to_toml_string();
+    Ok(State {
+        cfg,
+        run,
+        device,
+        compute,
+        model,
+        adamw,
+        muon,
+        train,
+        val,
+        step: 0,
+        tokens_seen: 0,
+        time_before: 0.0,
+        started: Instant::now(),
+        val_history: Vec::new(),
+        from_model: init.from_model,
+        init_from: init.init_from,
+        config_toml,
+        last_checkpoint_step: None,
+    })
+}
+
+pub fn new_run(opts: &TrainOptions) -> Result<State> {
+    let mut cfg = opts.config.clone().context("a new run needs a config")?;
+    if cfg.batch.devices != 1 {
+        return Err(config_err(
+            "batch.devices",
+            format!("{}: training on several devices is not supported yet; set batch.devices = 1 (one device reproduces the global batch by accumulation, batch.ranks emulates the seed's ranks' data)", cfg.batch.devices),
+        ));
+    }
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => format!(
+            "{}-{}",
+            opts.config_name,
+            chrono::Local::now().format("%Y%m%d-%H%M%S")
+        ),
+    };
+    valid_run_name(&name)?;
+    let path = opts.runs_root.join(&name);
+    if path.exists() {
+        bail!(
+            "run `{name}` already exists at {}: choose another --name, or continue it with --resume {}",
+            path.display(),
+            path.display()
+        );
+    }
+    // Everything that can refuse the run happens before its folder exists.
+    let init = initial_model(&mut cfg, opts.device)?;
+    let data = open_data(&cfg)?;
+    std::fs::create_dir_all(&path)
+        .with_context(|| format!("cannot create run folder {}", path.display()))?;
+    let run = RunDir::new(&path);
+    crate::paths::write_atomic(&run.config_path(), cfg.to_toml_string().as_bytes())?;
+    run.log(&format!("new run `{name}`"));
+    let st = fresh_state(cfg, init, data, run, opts.device)?;
+    st.status(RunState::Running, "starting")?;
+    Ok(st)
+}

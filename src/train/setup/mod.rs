@@ -1,0 +1,144 @@
+//! Everything a training loop needs, built and checked before the first step: the data
+//! (per-rank train streams, val loader), the model (fresh, `init_from`, `W` from
+//! `from_model`), the optimizers, and the run directory. A new run is checked completely
+//! before its folder is created, so a refused config leaves nothing on disk.
+//!
+//! This file holds the options, the state and the data; a new run is built in `fresh.rs`, a
+//! resumed one in `resume.rs`.
+
+mod fresh;
+mod resume;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use tch::{Device, Kind};
+
+use super::{AdamW, Muon};
+use crate::config::{ConfigError, TrainConfig};
+use crate::data::{expand_glob, ordered_shards, DataSource, ShardLoader, TrainStream};
+use crate::model::{Compute, Gpt};
+use crate::runs::checkpoint::{InitLineage, Lineage, ValPoint};
+use crate::runs::run_dir::{RunDir, RunState, RunStatus};
+
+pub use fresh::new_run;
+pub use resume::resume_run;
+
+pub struct TrainOptions {
+    /// A new run's config (ignored when resuming: the run's own config is used).
+    pub config: Option<TrainConfig>,
+    /// Name for a new run; default `<config name>-<date>-<time>`.
+    pub name: Option<String>,
+    /// The config's name, for the default run name.
+    pub config_name: String,
+    /// Continue this run directory from its latest checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Stop (with a checkpoint, status `stopped`) once this global step is done.
+    pub stop_after: Option<i64>,
+    pub device: Device,
+    /// Where new run directories are created.
+    pub runs_root: PathBuf,
+}
+
+/// Everything the loop mutates.
+pub struct State {
+    pub cfg: TrainConfig,
+    pub run: RunDir,
+    pub device: Device,
+    pub compute: Compute,
+    pub model: Gpt,
+    pub adamw: Option<AdamW>,
+    pub muon: Muon,
+    pub train: TrainStream,
+    pub val: ShardLoader,
+    pub step: i64,
+    pub tokens_seen: i64,
+    pub time_before: f64,
+    pub started: Instant,
+    pub val_history: Vec<ValPoint>,
+    pub from_model: Option<Lineage>,
+    pub init_from: Option<InitLineage>,
+    pub config_toml: String,
+    pub last_checkpoint_step: Option<i64>,
+}
+
+impl State {
+    pub fn elapsed(&self) -> f64 {
+        self.time_before + self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn status(&self, state: RunState, message: &str) -> Result<()> {
+        self.run.write_status(&RunStatus {
+            state,
+            pid: std::process::id(),
+            step: self.step,
+            total_steps: self.cfg.schedule.steps,
+            message: message.to_string(),
+            updated_at: chrono::Local::now().to_rfc3339(),
+            start_time: crate::runs::process::own_start_time(),
+            device: Some(crate::device::name(self.device)),
+        })
+    }
+}
+
+/// Newton-Schulz's dtype for a training compute mode (bf16 on CUDA, fp32 on the CPU).
+pub fn muon_kind(compute: Compute) -> Kind {
+    match compute {
+        Compute::Bf16 => Kind::BFloat16,
+        Compute::Fp32 => Kind::Float,
+    }
+}
+
+fn config_err(key: &str, message: String) -> anyhow::Error {
+    ConfigError {
+        source: "config".into(),
+        key: key.into(),
+        message,
+    }
+    .into()
+}
+
+/// The train stream (per-rank, in the configured shard order) and the val loader, with
+/// `eval.val_tokens` checked against what the val shards hold.
+pub fn open_data(cfg: &TrainConfig) -> Result<(TrainStream, ShardLoader, DataSource)> {
+    let source = DataSource::from_config(&cfg.data)?;
+    let t = cfg.model.seq_len as usize;
+    let b = cfg.batch.micro_batch as usize;
+    let files = expand_glob(&source.train).context("data.train")?;
+    let files = ordered_shards(files, cfg.data.shard_order, cfg.seed);
+    let train = TrainStream::new(
+        files,
+        b,
+        t,
+        cfg.batch.ranks as usize,
+        cfg.batch.per_rank_micro_batches() as usize,
+    )
+    .context("data.train")?;
+    let val = ShardLoader::from_glob(&source.val, b, t).context("data.val")?;
+    let sequences = (cfg.eval.val_tokens / cfg.model.seq_len) as usize;
+    if !val.fits_from_start(sequences) {
+        return Err(config_err(
+            "eval.val_tokens",
+            format!(
+                "{} tokens is more than the val shards ({}) hold in {}-token sequences read {} at a time: at most {} tokens",
+                cfg.eval.val_tokens,
+                source.val,
+                t,
+                b,
+                val.max_sequences_from_start() * t
+            ),
+        ));
+    }
+    Ok((train, val, source))
+}
+
+/// Whether every weight is finite (a run that diverged is not checkpointed).
+pub fn weights_finite(model: &Gpt) -> bool {
+    tch::no_grad(|| {
+        model
+            .named_parameters()
+            .iter()
+            .all(|(_, t)| t.isfinite().all().int64_value(&[]) == 1)
+    })
+}
