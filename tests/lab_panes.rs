@@ -353,6 +353,53 @@ fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
     key(&mut b, KeyCode::Char('o'));
     assert_eq!(b.sort.as_str(), "stack loss");
 
+    // J/K pick a result, Enter opens its stack again: checkpoints, ranges and norms.
+    let evaluated = b.draft.selection_args();
+    key(&mut b, KeyCode::Char('f'));
+    key(&mut b, KeyCode::Char('m'));
+    assert_ne!(b.draft.selection_args(), evaluated);
+    key(&mut b, KeyCode::Char('J'));
+    assert_eq!(b.row_cursor, 1);
+    key(&mut b, KeyCode::Char('J'));
+    assert_eq!(b.row_cursor, 1, "the cursor stops at the last row");
+    key(&mut b, KeyCode::Enter);
+    assert_eq!(b.draft.selection_args(), evaluated, "{:?}", b.message);
+    assert_eq!(b.draft.block_list(), b.rows[1].block_list);
+    assert!(b
+        .message
+        .as_ref()
+        .unwrap()
+        .0
+        .starts_with("opened stack m1:1..2 | m2:1..2"));
+    // A row whose ranges a flag pair gives opens as those flags; one whose checkpoint is
+    // gone is refused by name, and the stack on screen stays.
+    let text = std::fs::read_to_string(&results).unwrap();
+    let row = text.lines().nth(1).unwrap();
+    let flagged = row.replace(",1:2;1:2,", ",0:1;1:2,");
+    let m2 = step(&f, "m2").display().to_string();
+    let gone = row.replace(&m2, "/nonexistent/m2/step_000005");
+    assert!(flagged != row && gone != row, "{row}");
+    let other = f.lab.path("lab/other.csv");
+    let header = text.lines().next().unwrap();
+    std::fs::write(&other, format!("{header}\n{flagged}\n{gone}\n")).unwrap();
+    let mut o = BuilderPane::new(&f.lab.checkpoints(), &f.exe, "cpu", &other, Waker::none());
+    assert_eq!(o.rows.len(), 2);
+    key(&mut o, KeyCode::Enter);
+    assert_eq!(o.draft.block_list(), "m1:0..1 | m2:1..2");
+    assert!(o.draft.custom.is_none());
+    assert_eq!(o.draft.flags(), Some((false, false)));
+    assert_eq!(o.draft.norms.norm_inter_model.to_string(), "rms_norm");
+    key(&mut o, KeyCode::Char('K'));
+    key(&mut o, KeyCode::PageDown);
+    assert_eq!(o.row_cursor, 1);
+    key(&mut o, KeyCode::Enter);
+    let (msg, err) = o.message.clone().unwrap();
+    assert!(
+        err && msg.contains("cannot open that stack") && msg.contains("/nonexistent/m2"),
+        "{msg}"
+    );
+    assert_eq!(o.draft.block_list(), "m1:0..1 | m2:1..2", "unchanged");
+
     // A stale evaluation is cancelled when the stack changes (and Esc cancels one).
     let slow = f.lab.write(
         "slow.sh",

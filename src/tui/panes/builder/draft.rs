@@ -79,6 +79,19 @@ impl Draft {
         d
     }
 
+    /// The draft with these block ranges (as the flags when a pair of flags gives them)
+    /// and these boundary norms: a stack evaluated before, opened again.
+    pub fn with_layers(mut self, ranges: Vec<BlockRange>, norms: StackNorms) -> Draft {
+        self.norms = norms;
+        if ranges.len() == self.parts.len() {
+            match flags_of(&ranges, &self.depths()) {
+                Some((f, l)) => (self.use_first_layer, self.use_last_layer) = (f, l),
+                None => self.custom = Some(ranges),
+            }
+        }
+        self
+    }
+
     pub fn depths(&self) -> Vec<i64> {
         self.parts.iter().map(|p| p.info.n_layer).collect()
     }

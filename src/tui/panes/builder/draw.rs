@@ -152,7 +152,7 @@ fn job_line(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
 fn results_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
     let best = super::results::best(&p.rows);
     let title = format!(
-        "Results · {} · sorted by {} (o) · {}",
+        "Results · {} · sorted by {} (o) · J/K Enter reopens · {}",
         p.rows.len(),
         p.sort.as_str(),
         p.results_file.display()
@@ -170,11 +170,14 @@ fn results_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
         ]
         .map(|h| Cell::from(h).style(Style::default().fg(theme.dim))),
     );
+    // The window over the rows keeps the cursor in view (header and borders take 3 lines).
+    let visible = area.height.saturating_sub(3).max(1) as usize;
+    let offset = (p.row_cursor + 1).saturating_sub(visible);
     let rows: Vec<TableRow> = p
         .rows
         .iter()
         .enumerate()
-        .skip(p.row_offset)
+        .skip(offset)
         .map(|(i, r)| {
             let short = |s: &str| match s {
                 "true" => "y",
@@ -215,6 +218,9 @@ fn results_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
                 } else {
                     Style::default().fg(theme.ok).add_modifier(Modifier::BOLD)
                 };
+            }
+            if i == p.row_cursor {
+                style = style.patch(widgets::selected_style(theme));
             }
             TableRow::new(cells).style(style)
         })

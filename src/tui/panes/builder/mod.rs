@@ -8,6 +8,7 @@
 pub mod draft;
 mod draw;
 pub mod results;
+mod save;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,6 @@ use ratatui::Frame;
 
 use super::Pane;
 use crate::runs::catalog::Catalog;
-use crate::stack::spec::{Layers, StackSpec};
 use crate::tui::action::{Action, Handled};
 use crate::tui::jobs::{Job, Outcome, Waker};
 use crate::tui::theme::Theme;
@@ -46,7 +46,8 @@ pub struct BuilderPane {
     pub results_file: PathBuf,
     pub rows: Vec<Row>,
     pub sort: SortBy,
-    pub row_offset: usize,
+    /// The results row Enter opens in the builder (an index into `rows`).
+    pub row_cursor: usize,
     /// (text, is_error).
     pub message: Option<(String, bool)>,
     /// A spec being written in the background (its message when done).
@@ -67,7 +68,7 @@ impl BuilderPane {
             results_file: results_file.to_path_buf(),
             rows: vec![],
             sort: SortBy::Newest,
-            row_offset: 0,
+            row_cursor: 0,
             message: None,
             spec_done: Arc::default(),
         };
@@ -80,6 +81,7 @@ impl BuilderPane {
             Ok((mut rows, bad)) => {
                 results::sort(&mut rows, self.sort);
                 self.rows = rows;
+                self.row_cursor = self.row_cursor.min(self.rows.len().saturating_sub(1));
                 if bad > 0 {
                     self.message = Some((
                         format!(
@@ -96,6 +98,16 @@ impl BuilderPane {
 
     /// Takes the marked checkpoints as the new stack.
     pub fn set_parts(&mut self, paths: &[PathBuf]) {
+        if let Some(parts) = self.parts_of(paths) {
+            self.draft = Draft::new(parts);
+            self.message = None;
+            self.cancel_if_stale();
+        }
+    }
+
+    /// The checkpoints as stack parts; `None` (and the message saying which checkpoint)
+    /// when one is missing or unreadable.
+    fn parts_of(&mut self, paths: &[PathBuf]) -> Option<Vec<Part>> {
         let catalog = Catalog::scan(&self.root);
         let mut parts = Vec::new();
         for p in paths {
@@ -107,17 +119,15 @@ impl BuilderPane {
                 Some(Ok(part)) => parts.push(part),
                 Some(Err(why)) => {
                     self.message = Some((why, true));
-                    return;
+                    return None;
                 }
                 None => {
                     self.message = Some((format!("{} is no longer there", p.display()), true));
-                    return;
+                    return None;
                 }
             }
         }
-        self.draft = Draft::new(parts);
-        self.message = None;
-        self.cancel_if_stale();
+        Some(parts)
     }
 
     /// A job for a stack other than the one on screen is cancelled.
@@ -136,6 +146,42 @@ impl BuilderPane {
 
     pub fn is_evaluating(&self) -> bool {
         self.job.as_ref().map(|j| j.is_running()).unwrap_or(false)
+    }
+
+    /// Opens the stack of the results row under the cursor in the builder: its checkpoints,
+    /// block ranges and norms, as it was evaluated.
+    fn reopen(&mut self) {
+        let Some(row) = self.rows.get(self.row_cursor).cloned() else {
+            self.message = Some(("no result to open".into(), true));
+            return;
+        };
+        if row.paths.len() < 2 {
+            self.message = Some(("this result does not record its checkpoints".into(), true));
+            return;
+        }
+        let Some(parts) = self.parts_of(&row.paths) else {
+            // parts_of said which checkpoint; the stack on screen stays.
+            if let Some((m, _)) = self.message.take() {
+                self.message = Some((format!("cannot open that stack: {m}"), true));
+            }
+            return;
+        };
+        let d = Draft::new(parts);
+        let norm = |s: &str, or| s.parse().unwrap_or(or);
+        let norms = crate::stack::spec::StackNorms {
+            norm_wte: norm(&row.norms[0], d.norms.norm_wte),
+            norm_lm_head: norm(&row.norms[1], d.norms.norm_lm_head),
+            norm_inter_model: norm(&row.norms[2], d.norms.norm_inter_model),
+        };
+        self.draft = d.with_layers(row.ranges.clone(), norms);
+        self.message = Some((
+            format!(
+                "opened {} (evaluated {:.4}): e evaluates it again",
+                self.draft.describe(),
+                row.val_loss_stack
+            ),
+            false,
+        ));
     }
 
     fn start(&mut self, kind: JobKind) {
@@ -169,71 +215,6 @@ impl BuilderPane {
             }
             Err(e) => self.message = Some((format!("{e:#}"), true)),
         }
-    }
-
-    /// Writes the stack as a spec file (`stack --save-spec`'s format, each model's SHA-256
-    /// computed in the background).
-    fn save_spec(&mut self) {
-        if let Some(p) = self.draft.problems().first() {
-            self.message = Some((p.clone(), true));
-            return;
-        }
-        let d = &self.draft;
-        let layers = match &d.custom {
-            Some(r) => Layers::Ranges(r.clone()),
-            None => Layers::Flags {
-                use_first_layer: d.use_first_layer,
-                use_last_layer: d.use_last_layer,
-            },
-        };
-        let paths: Vec<PathBuf> = d.parts.iter().map(|p| p.path.clone()).collect();
-        let norms = d.norms;
-        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-        // Beside the results file: `<data dir>/lab/specs/`.
-        let file = self
-            .results_file
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("specs")
-            .join(format!("stack-{stamp}.toml"));
-        let (done, waker) = (self.spec_done.clone(), self.waker.clone());
-        self.message = Some((format!("writing {} ...", file.display()), false));
-        std::thread::spawn(move || {
-            let result = (|| -> anyhow::Result<()> {
-                let sha256 = paths
-                    .iter()
-                    .map(|p| {
-                        let w = if p.is_dir() {
-                            p.join(crate::runs::checkpoint::MODEL_FILE)
-                        } else {
-                            p.clone()
-                        };
-                        crate::runs::checkpoint::sha256_file(&w).map(Some)
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let spec = StackSpec {
-                    models: paths.iter().map(|p| p.display().to_string()).collect(),
-                    layers,
-                    norms,
-                    sha256,
-                };
-                if let Some(dir) = file.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                crate::paths::write_atomic(&file, spec.to_toml_string().as_bytes())
-            })();
-            *done.lock().expect("spec state") = Some(match result {
-                Ok(()) => (
-                    format!(
-                        "saved the spec {} (stacklab stack --spec FILE)",
-                        file.display()
-                    ),
-                    false,
-                ),
-                Err(e) => (format!("cannot save the spec: {e:#}"), true),
-            });
-            waker.wake();
-        });
     }
 
     fn finished(&mut self, outcome: Outcome) {
@@ -318,12 +299,20 @@ impl Pane for BuilderPane {
                 results::sort(&mut self.rows, self.sort);
                 return Handled::Yes;
             }
-            KeyCode::PageDown => {
-                self.row_offset = (self.row_offset + 5).min(self.rows.len().saturating_sub(1));
+            KeyCode::Char('J') | KeyCode::PageDown | KeyCode::Char('K') | KeyCode::PageUp => {
+                let by = match k.code {
+                    KeyCode::Char('J') => 1,
+                    KeyCode::Char('K') => -1,
+                    KeyCode::PageDown => 5,
+                    _ => -5,
+                };
+                let last = self.rows.len().saturating_sub(1) as i64;
+                self.row_cursor = (self.row_cursor as i64 + by).clamp(0, last) as usize;
                 return Handled::Yes;
             }
-            KeyCode::PageUp => {
-                self.row_offset = self.row_offset.saturating_sub(5);
+            KeyCode::Enter => {
+                self.reopen();
+                self.cancel_if_stale();
                 return Handled::Yes;
             }
             _ => return Handled::No,
@@ -377,7 +366,8 @@ impl Pane for BuilderPane {
             ("S", "save as a spec file (stack --spec)"),
             ("C", "evaluate and save as a checkpoint"),
             ("o", "sort the results (newest, stack loss, stack - best)"),
-            ("PgUp PgDn", "scroll the results"),
+            ("J K", "next / previous result (PgDn PgUp: by 5)"),
+            ("Enter", "open the selected result's stack here again"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -385,6 +375,6 @@ impl Pane for BuilderPane {
     }
 
     fn status_keys(&self) -> String {
-        "f/l layers · w/h/m norms · e evaluate · i inspect · S/C save".into()
+        "f/l layers · w/h/m norms · e evaluate · i inspect · S/C save · J/K Enter reopen".into()
     }
 }

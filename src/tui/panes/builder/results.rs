@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::stack::results::CSV_COLUMNS;
+use crate::stack::spec::BlockRange;
 
 /// The lab's results file.
 pub fn results_path() -> PathBuf {
@@ -25,6 +26,10 @@ pub struct Row {
     pub norms: [String; 3],
     pub block_list: String,
     pub warnings: String,
+    /// The parts' checkpoint paths, bottom first (to open the stack again).
+    pub paths: Vec<PathBuf>,
+    /// Each part's block range; empty when the row does not record them.
+    pub ranges: Vec<BlockRange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +111,16 @@ pub fn load(path: &Path) -> Result<(Vec<Row>, usize)> {
             ],
             block_list: get("block_list"),
             warnings: get("warnings"),
+            paths: get("paths")
+                .split(';')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            ranges: get("ranges")
+                .split(';')
+                .map(str::parse)
+                .collect::<Result<Vec<_>>>()
+                .unwrap_or_default(),
         });
     }
     Ok((rows, bad))
