@@ -12,7 +12,6 @@
 #   scripts/bench-cpu.sh                     configs/tiny.toml's shape, 3 repetitions
 #   REPS=5 STEPS=20 scripts/bench-cpu.sh
 #   SHAPE=anchor scripts/bench-cpu.sh        4 x 256, 4 heads, vocab 4096, seq 256, batch 8
-#                                            (the CPU anchor of ../shared/gpu/README.md)
 #   BIN=path/to/stacklab scripts/bench-cpu.sh   another build
 #
 # Needs the release binary (./lab.sh build) and the venv's torch (STACKLAB_VENV or ./.venv).

@@ -8,7 +8,7 @@
 #   1. stacklab doctor
 #   2. training throughput on this card in this call, gpt2-small-seed at batch 64 x 1024:
 #      stacklab bench, reference_gpt.py eager and --compile; the ratio stacklab / compiled
-#   3. the cost of each stage: stacklab bench --part forward,backward,muon,adamw,eval,stack-eval
+#   3. the cost of each stage: stacklab bench --part forward,head,backward,muon,adamw,eval,stack-eval
 #   4. evaluation throughput: stacklab's eval part beside reference_gpt.py --eval eager and
 #      --compile (fp32 with TF32 matmuls, the seed's validation numerics)
 #   5. the seed recipe (12 x 768, vocab 50304, 8 x 64 accumulation) for STEPS steps (default
@@ -32,7 +32,7 @@ $bin bench --config gpt2-small-seed --json > "$out/bench.json" 2> "$out/bench.er
 python3 "$ref" > "$out/reference_eager.txt" 2>&1
 python3 "$ref" --compile > "$out/reference_compiled.txt" 2>&1
 $bin bench --config gpt2-small-seed --steps 10 --warmup 3 --json \
-  --part forward,backward,muon,adamw,eval,stack-eval > "$out/parts.json" 2> "$out/parts.err"
+  --part forward,head,backward,muon,adamw,eval,stack-eval > "$out/parts.json" 2> "$out/parts.err"
 python3 "$ref" --eval > "$out/reference_eval_eager.txt" 2>&1
 python3 "$ref" --eval --compile > "$out/reference_eval_compiled.txt" 2>&1
 $bin train --config gpt2-small-seed --name seed-gpu \

@@ -7,11 +7,9 @@ Prints tokens/s and model-FLOP utilisation. Usage:
   python3 reference_gpt.py [--batch 64] [--seq 1024] [--steps 20] [--compile]
   CPU (fp32 throughout): --device cpu --fp32 --layers 4 --width 256 --vocab 4096 --seq 256 --batch 8
 
-stacklab's copy of ../shared/gpu/reference_gpt.py (scripts/bench-cpu.sh and
-scripts/gpu-check.sh run it beside `stacklab bench`). The model, optimizers and timed step
-are unchanged; the one addition is --heads (default width // 64, the original's fixed
-choice), so a config with other heads, such as configs/tiny.toml's 4 heads of 32, can be
-matched. --eval times the seed's validation forward: no grad, loss only.
+scripts/bench-cpu.sh and scripts/gpu-check.sh run it beside `stacklab bench`. --heads
+(default width // 64) matches a config with other heads, such as configs/tiny.toml's 4
+heads of 32. --eval times the seed's validation forward: no grad, loss only.
 """
 import argparse, time, math
 import torch, torch.nn as nn, torch.nn.functional as F

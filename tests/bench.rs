@@ -44,14 +44,22 @@ fn every_part_is_timed_on_its_own() {
     let lab = Lab::new();
     let v = bench_json(
         &lab,
-        "forward,eval,backward,muon,adamw,stack-eval",
+        "forward,eval,backward,muon,adamw,stack-eval,head",
         &[("_", "/bin/sh")],
     );
     let parts = v["parts"].as_array().unwrap();
     let names: Vec<&str> = parts.iter().map(|p| p["part"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["forward", "eval", "backward", "muon", "adamw", "stack-eval"]
+        [
+            "forward",
+            "eval",
+            "backward",
+            "muon",
+            "adamw",
+            "stack-eval",
+            "head"
+        ]
     );
     for p in parts {
         assert!(p["ms"].as_f64().unwrap() > 0.0, "{p}");
@@ -77,6 +85,12 @@ fn every_part_is_timed_on_its_own() {
         (train - eval).abs() <= 1e-6 * eval.abs(),
         "{train} vs {eval}"
     );
+    // The head alone (timed after the optimizer steps changed the weights, so its loss is
+    // checked above only for being finite).
+    assert!(parts[6]["timed"]
+        .as_str()
+        .unwrap()
+        .contains("chunked loss head"));
     assert!(parts[5]["timed"]
         .as_str()
         .unwrap()

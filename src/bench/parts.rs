@@ -4,6 +4,8 @@
 //! - `forward`: the training forward: the blocks with the autograd graph recorded, then the
 //!   chunked loss head, which computes the loss and its gradients (d hidden, d W) in the same
 //!   pass, as training does;
+//! - `head`: the chunked loss head alone (inside `forward`): the logits chunk by chunk, the
+//!   loss, d hidden and d W from the final hidden state, with no full logits kept;
 //! - `backward`: the autograd backward from those gradients through the blocks and the
 //!   embedding (what follows `forward` in a training micro-batch);
 //! - `muon`, `adamw`: one optimizer step on the gradients of one micro-batch;
@@ -29,6 +31,7 @@ use crate::stack::{assemble, BlockRange, PartView, StackNorms};
 #[serde(rename_all = "kebab-case")]
 pub enum Part {
     Forward,
+    Head,
     Backward,
     Muon,
     Adamw,
@@ -40,6 +43,7 @@ impl Part {
     pub fn name(self) -> &'static str {
         match self {
             Part::Forward => "forward",
+            Part::Head => "head",
             Part::Backward => "backward",
             Part::Muon => "muon",
             Part::Adamw => "adamw",
@@ -202,6 +206,24 @@ pub fn run(opts: &BenchOptions) -> Result<PartsReport> {
                     tokens: 0,
                     tokens_per_s: None,
                     loss: None,
+                }
+            }
+            Part::Head => {
+                // The blocks' output once, then the head on it, as training runs it.
+                let hidden = tch::no_grad(|| model.hidden(&x, compute));
+                let (s, loss) = timed(warmup, steps, device, || {
+                    model.lm_loss(&hidden, &y, compute, true).loss
+                });
+                PartTiming {
+                    part,
+                    timed: format!(
+                        "the chunked loss head: logits, loss, d hidden and d W (vocab {}), {b} x {t} tokens",
+                        cfg.model.vocab_size
+                    ),
+                    ms: s * 1e3,
+                    tokens,
+                    tokens_per_s: Some(tokens as f64 / s),
+                    loss: Some(loss.double_value(&[])),
                 }
             }
             Part::Eval | Part::StackEval => {

@@ -43,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub batch: Option<i64>,
     /// Micro-batches (forward + backward) per timed step, before its one optimizer step. The
-    /// default 1 is what ../shared/gpu/reference_gpt.py times; a step of the seed's recipe is
+    /// default 1 is what scripts/reference_gpt.py times; a step of the seed's recipe is
     /// 8 (its batch.global_batch / batch.micro_batch), where the optimizer weighs 8 times less.
     #[arg(long, default_value_t = 1)]
     pub accum: i64,
@@ -54,7 +54,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub warmup: i64,
     /// Time these stages on their own instead of full steps (repeatable or comma-separated):
-    /// forward, backward, muon, adamw, eval, stack-eval.
+    /// forward, head (the loss head inside forward), backward, muon, adamw, eval, stack-eval.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub part: Vec<crate::bench::Part>,
     /// One JSON object on stdout.
