@@ -139,6 +139,20 @@ fn checkpoints_are_a_lineage_tree_with_facts_marks_and_reasons() {
     let theme = Theme::shipped_default();
     let s = render(&mut pane, 120, 36, &theme);
     assert!(s.contains("Checkpoints · 4"), "{s}");
+    // A run's row shows its latest checkpoint's facts (m2 below m1 is a run of its own).
+    assert!(
+        s.contains("broken: 1 checkpoint(s), the latest below") && s.contains("unreadable"),
+        "{s}"
+    );
+    key(&mut pane, KeyCode::Down);
+    key(&mut pane, KeyCode::Down);
+    let s = render(&mut pane, 120, 36, &theme);
+    assert!(
+        s.contains("m1: 1 checkpoint(s), the latest below")
+            && s.contains("2 layers x 64 wide, 2 heads, vocab 4096"),
+        "{s}"
+    );
+    key(&mut pane, KeyCode::Home);
     // Rows: broken, its step, m1, m1's step, m2, m2's step, the seed file. The first is
     // selected; move to m1's checkpoint and see its facts.
     for _ in 0..3 {

@@ -117,6 +117,25 @@ impl CheckpointsPane {
             .find(|e| e.path.display().to_string() == *id)
     }
 
+    /// The run under the cursor (a node that is not itself a checkpoint) and its own
+    /// checkpoints, in the tree's order.
+    pub fn selected_run(&self) -> Option<(String, Vec<&Entry>)> {
+        let mut nodes = &self.catalog.tree;
+        let mut node = None;
+        for id in self.state.selected() {
+            let n = nodes.iter().find(|n| &n.id == id)?;
+            nodes = &n.children;
+            node = Some(n);
+        }
+        let node = node.filter(|n| n.entry.is_none())?;
+        let own = node
+            .children
+            .iter()
+            .filter_map(|c| c.entry.and_then(|i| self.catalog.entries.get(i)))
+            .collect();
+        Some((node.label.clone(), own))
+    }
+
     fn visible(&self) -> Vec<Node> {
         if self.filter.is_empty() {
             return self.catalog.tree.clone();

@@ -190,11 +190,28 @@ impl CheckpointsPane {
                 .node_no_children_symbol("  ");
             f.render_stateful_widget(tree, list_area, &mut self.state);
         }
-        let sel = self.selected().cloned();
+        let w = info_area.width.saturating_sub(18) as usize;
         let mut lines = Vec::new();
+        // A run's row shows its latest checkpoint, so the facts are there from the start.
+        let (sel, heading) = match (self.selected().cloned(), self.selected_run()) {
+            (Some(e), _) => (Some(e), None),
+            (None, Some((run, own))) => {
+                let heading = match own.last() {
+                    Some(_) => format!("{run}: {} checkpoint(s), the latest below", own.len()),
+                    None => format!("{run}: no checkpoints of its own"),
+                };
+                (own.last().map(|e| (*e).clone()), Some(heading))
+            }
+            (None, None) => (None, None),
+        };
+        if let Some(h) = heading {
+            lines.push(Line::styled(
+                clip(&h, w + 16),
+                Style::default().fg(theme.dim),
+            ));
+        }
         if let Some(e) = &sel {
             self.want_sha(&e.path);
-            let w = info_area.width.saturating_sub(18) as usize;
             for (k, v) in self.details(e) {
                 let style = if k == "unreadable" {
                     Style::default().fg(theme.error)
@@ -213,7 +230,7 @@ impl CheckpointsPane {
                     ),
                 ]));
             }
-        } else {
+        } else if lines.is_empty() {
             lines.push(Line::styled(
                 "select a checkpoint for its facts",
                 Style::default().fg(theme.dim),
