@@ -1,0 +1,168 @@
+//! Carrying out a sweep's plan: each run trained (or resumed) as a child `stacklab train`,
+//! each stack evaluated as a child `stacklab stack --json`, one raw row appended to
+//! `results.csv` per stack, and the tables rewritten from that file. An interrupted sweep
+//! resumes: finished runs are reused and rows already written are not recomputed.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::config::SweepConfig;
+use super::plan::{Plan, PlannedRun, PlannedStack, RunAction, RESULTS, TABLES};
+use super::tables::{standard_tables, to_markdown, Rows};
+pub use row::COLUMNS;
+use row::{append_row, stack_row};
+
+mod row;
+
+fn stacklab() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find the stacklab executable")
+}
+
+fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
+    let configs = out.join("configs");
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&configs)?;
+    std::fs::create_dir_all(&logs)?;
+    let cfg_path = configs.join(format!("{}.toml", r.name));
+    crate::paths::write_atomic(&cfg_path, r.config.to_toml_string().as_bytes())?;
+    let mut args: Vec<String> = vec!["train".into()];
+    match r.action {
+        RunAction::Train => args.extend([
+            "--config".into(),
+            cfg_path.display().to_string(),
+            "--name".into(),
+            r.name.clone(),
+        ]),
+        RunAction::Resume => args.extend(["--resume".into(), r.dir.display().to_string()]),
+        RunAction::Reuse => return Ok(()),
+    }
+    args.extend(["--device".into(), device.into()]);
+    let log_path = logs.join(format!("{}.log", r.name));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let status = Command::new(stacklab()?)
+        .args(&args)
+        .env(
+            crate::paths::ENV_CHECKPOINT_DIR,
+            r.dir.parent().expect("a run dir has a parent"),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("cannot start stacklab train")?;
+    if status.code() == Some(130) || status.code().is_none() {
+        bail!(
+            "interrupted while training {}; run the same sweep again to resume",
+            r.name
+        );
+    }
+    if !status.success() {
+        bail!(
+            "training {} failed (see {}); fix it and run the sweep again",
+            r.name,
+            log_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `tables.md` from a results CSV (stacklab's or the seed's raw format) and returns it.
+pub fn write_tables(csv: &Path, out_dir: &Path) -> Result<String> {
+    let mut rows = Rows::read_csv(csv)?;
+    if super::seed_rows::is_seed_format(&rows) {
+        rows = super::seed_rows::from_seed_rows(&rows)?;
+    }
+    if rows.rows.is_empty() {
+        bail!("{} has no result rows yet", csv.display());
+    }
+    let decimals = 3;
+    let md = format!(
+        "# Results ({} rows of {})\n\n{}",
+        rows.rows.len(),
+        csv.display(),
+        to_markdown(&standard_tables(&rows)?, decimals)
+    );
+    crate::paths::write_atomic(&out_dir.join(TABLES), md.as_bytes())?;
+    Ok(md)
+}
+
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    start: Instant,
+    done: u64,
+    total: u64,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} items, eta {eta}")
+                    .expect("valid template"),
+            );
+            b
+        });
+        Progress {
+            bar,
+            start: Instant::now(),
+            done: 0,
+            total,
+        }
+    }
+
+    fn line(&mut self, msg: &str) {
+        self.done += 1;
+        let msg = format!(
+            "[{}/{}] {msg} ({:.0}s)",
+            self.done,
+            self.total,
+            self.start.elapsed().as_secs_f64()
+        );
+        match &self.bar {
+            Some(b) => {
+                b.println(msg);
+                b.inc(1);
+            }
+            None => eprintln!("{msg}"),
+        }
+    }
+}
+
+/// Trains what is missing, evaluates what is not in `results.csv`, writes the tables.
+pub fn execute(plan: &Plan, cfg: &SweepConfig, device: &str) -> Result<String> {
+    if !plan.missing.is_empty() {
+        bail!("the sweep cannot start:\n  {}", plan.missing.join("\n  "));
+    }
+    std::fs::create_dir_all(&plan.out)
+        .with_context(|| format!("cannot create {}", plan.out.display()))?;
+    let to_train: Vec<&PlannedRun> = plan
+        .runs
+        .iter()
+        .filter(|r| r.action != RunAction::Reuse)
+        .collect();
+    let to_eval: Vec<&PlannedStack> = plan.stacks.iter().filter(|s| !s.done).collect();
+    let mut progress = Progress::new((to_train.len() + to_eval.len()) as u64);
+    for r in to_train {
+        train_run(r, &plan.out, device)?;
+        progress.line(&format!("trained {}", r.name));
+    }
+    let csv = plan.out.join(RESULTS);
+    for s in to_eval {
+        let row = stack_row(s, cfg, plan, device)?;
+        append_row(&csv, &row)?;
+        progress.line(&format!("{}: val_loss_stack {}", s.describe(), row[8]));
+    }
+    if let Some(b) = &progress.bar {
+        b.finish_and_clear();
+    }
+    write_tables(&csv, &plan.out)
+}
