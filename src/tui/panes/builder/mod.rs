@@ -98,16 +98,18 @@ impl BuilderPane {
 
     /// Takes the marked checkpoints as the new stack.
     pub fn set_parts(&mut self, paths: &[PathBuf]) {
-        if let Some(parts) = self.parts_of(paths) {
-            self.draft = Draft::new(parts);
-            self.message = None;
-            self.cancel_if_stale();
+        match self.parts_of(paths) {
+            Ok(parts) => {
+                self.draft = Draft::new(parts);
+                self.message = None;
+                self.cancel_if_stale();
+            }
+            Err(why) => self.message = Some((why, true)),
         }
     }
 
-    /// The checkpoints as stack parts; `None` (and the message saying which checkpoint)
-    /// when one is missing or unreadable.
-    fn parts_of(&mut self, paths: &[PathBuf]) -> Option<Vec<Part>> {
+    /// The checkpoints as stack parts, or which one is missing or unreadable.
+    fn parts_of(&self, paths: &[PathBuf]) -> Result<Vec<Part>, String> {
         let catalog = Catalog::scan(&self.root);
         let mut parts = Vec::new();
         for p in paths {
@@ -117,17 +119,11 @@ impl BuilderPane {
             });
             match entry.map(|e| Part::from_entry(&e)) {
                 Some(Ok(part)) => parts.push(part),
-                Some(Err(why)) => {
-                    self.message = Some((why, true));
-                    return None;
-                }
-                None => {
-                    self.message = Some((format!("{} is no longer there", p.display()), true));
-                    return None;
-                }
+                Some(Err(why)) => return Err(why),
+                None => return Err(format!("{} is no longer there", p.display())),
             }
         }
-        Some(parts)
+        Ok(parts)
     }
 
     /// A job for a stack other than the one on screen is cancelled.
@@ -159,12 +155,13 @@ impl BuilderPane {
             self.message = Some(("this result does not record its checkpoints".into(), true));
             return;
         }
-        let Some(parts) = self.parts_of(&row.paths) else {
-            // parts_of said which checkpoint; the stack on screen stays.
-            if let Some((m, _)) = self.message.take() {
-                self.message = Some((format!("cannot open that stack: {m}"), true));
+        let parts = match self.parts_of(&row.paths) {
+            Ok(parts) => parts,
+            Err(why) => {
+                // The stack on screen stays.
+                self.message = Some((format!("cannot open that stack: {why}"), true));
+                return;
             }
-            return;
         };
         let d = Draft::new(parts);
         let norm = |s: &str, or| s.parse().unwrap_or(or);
