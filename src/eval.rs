@@ -70,9 +70,12 @@ pub struct Scores {
 ///
 /// The loader is read on another thread, ahead of the device ([`crate::data::prefetch`]);
 /// on CUDA several of its batches go through the models in one forward
-/// ([`loader_batches_per_forward`]). Which tokens are scored depends only on the loader's
-/// batch size, as the seed's validation read them. The losses are summed on the device and
-/// read back once, at the end.
+/// ([`loader_batches_per_forward`]). Which tokens are scored depends only on `tokens` and
+/// the sequence length, never on the batch size: sequences are read one after the other,
+/// a sequence that does not fit in a shard's rest starting the next shard
+/// ([`ShardLoader::next_sequences`]); inside a shard that is what the seed's validation
+/// reads. The batch size only groups them (and so decides float rounding). The losses are
+/// summed on the device and read back once, at the end.
 pub fn evaluate_many(
     models: &[&dyn LanguageModel],
     loader: &mut ShardLoader,
@@ -116,7 +119,7 @@ pub fn evaluate_many(
         let mut batches = Vec::new();
         while left > 0 && batches.len() < group {
             let n = left.min(b);
-            match loader.next_batch_of(n as usize) {
+            match loader.next_sequences(n as usize) {
                 Ok(batch) => {
                     let max = batch.max_token();
                     if max >= min_vocab {

@@ -6,13 +6,14 @@ pub mod command;
 pub mod download;
 pub mod embedded;
 pub mod loader;
+pub mod overlap;
 pub mod prefetch;
 pub mod prepare;
 pub mod pyrandom;
 pub mod shard;
 pub mod train_stream;
 
-pub use loader::{LoaderState, ShardLoader};
+pub use loader::{LoaderState, ShardLoader, TokenSpan};
 pub use shard::{Shard, SHARD_MAGIC, SHARD_VERSION};
 pub use train_stream::{ordered_shards, TrainStream, TrainStreamState};
 

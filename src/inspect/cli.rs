@@ -12,6 +12,7 @@ use crate::data::ShardLoader;
 use crate::runs::CheckpointRef;
 use crate::stack::assemble;
 use crate::stack::cli::{data_source, prepare, StackSelection};
+use crate::stack::selection::first_train_glob;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -28,9 +29,6 @@ pub struct InspectArgs {
     /// Learning rate of the trained stitch.
     #[arg(long, default_value_t = 1e-3)]
     pub stitch_lr: f64,
-    /// Train shards the stitches are fitted on; default: the first model's training data.
-    #[arg(long, value_name = "GLOB")]
-    pub train_data: Option<String>,
     /// Bins of the residual-norm histograms (shared log10 edges).
     #[arg(long, default_value_t = 40)]
     pub hist_bins: usize,
@@ -45,24 +43,17 @@ pub const DEFAULT_TOKENS: i64 = 16_384;
 /// Where the stitches are fitted: `--train-data`, the embedded corpus's train split with
 /// `--data embedded`, else the first model's training data.
 fn train_glob(a: &InspectArgs, first: &CheckpointRef) -> Result<String> {
-    if let Some(g) = &a.train_data {
+    if let Some(g) = &a.sel.train_data {
         return Ok(g.clone());
     }
     if a.sel.data.as_deref() == Some("embedded") {
         return Ok(crate::data::embedded::ensure_prepared()?.train_glob());
     }
-    match first {
-        CheckpointRef::Native(c) => {
-            let cfg = crate::config::TrainConfig::from_toml_str(
-                &c.config_toml()?,
-                &c.path.join("config.toml").display().to_string(),
-                &[],
-            )?;
-            Ok(crate::data::DataSource::from_config(&cfg.data)?.train)
-        }
-        CheckpointRef::SeedFile(p) => bail!(
+    match first_train_glob(first)? {
+        Some(g) => Ok(g),
+        None => bail!(
             "{}: a seed-format file does not say which data it was trained on; give --train-data GLOB (the stitches are fitted on train tokens)",
-            p.display()
+            first.name()
         ),
     }
 }
@@ -114,7 +105,7 @@ fn text(r: &InspectReport) -> String {
     for seam in &r.seams {
         let st = &seam.stitch;
         s.push_str(&format!(
-            "\nseam after block {} ({} -> {} at its block {})\n  rms received {:.4} vs expected {:.4}: ratio {:.3}\n  cosine to expected: mean {:.3} (p05 {:.3}, p50 {:.3})\n  CKA {:.3} (debiased {:.3}, {} tokens); best match: {} point {}\n  stitch loss: none {:.4}, identity {:.4}, least squares {:.4}{}; {} alone {:.4}; penalty {:+.4}\n",
+            "\nseam after block {} ({} -> {} at its block {})\n  rms received {:.4} vs expected {:.4}: ratio {:.3}\n  cosine to expected: mean {:.3} (p05 {:.3}, p50 {:.3})\n  CKA {:.3} (debiased {:.3}, {} tokens); best match: {} point {}\n  stitch loss: none {:.4}, identity {:.4}, least squares {:.4}{}; {} alone {:.4}; penalty {:+.4} ({} map, chosen on {} held-out train tokens)\n  fitted on {} train tokens: identity {:.4}, least squares {:.4}{}\n",
             seam.after_block,
             seam.lower,
             seam.upper,
@@ -138,7 +129,16 @@ fn text(r: &InspectReport) -> String {
                 .unwrap_or_default(),
             seam.upper,
             st.upper_model,
-            st.penalty
+            st.penalty,
+            st.chosen,
+            st.heldout_tokens,
+            st.fit_tokens,
+            st.fit.identity,
+            st.fit.lstsq,
+            st.fit
+                .trained
+                .map(|t| format!(", trained {t:.4}"))
+                .unwrap_or_default()
         ));
     }
     for n in &r.notes {
@@ -159,7 +159,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
-    let (val_glob, _, _) = data_source(&a.sel.data, p.first())?;
+    let (val_glob, _, _) = data_source(&a.sel, p.first())?;
     let train = train_glob(&a, p.first())?;
     let parts = p.parts();
     let seq_len = a.sel.seq_len.unwrap_or(parts[0].model.cfg.seq_len);

@@ -82,36 +82,45 @@ impl Collected {
     }
 }
 
+/// The first `tokens` tokens (whole sequences) of the loader's shards, from their start, in
+/// batches of the loader's size and a smaller last one.
 pub(super) fn read_batches(
     loader: &mut ShardLoader,
     tokens: i64,
     what: &str,
 ) -> Result<Vec<(Tensor, Tensor)>> {
     let t = loader.seq_len() as i64;
-    let b = loader.batch_size() as i64;
-    let mut left = tokens / t;
-    if left == 0 {
+    let sequences = tokens / t;
+    if sequences <= 0 {
         bail!("{what}: {tokens} tokens are less than one sequence of {t}");
     }
     loader.set_wrapping(false);
     loader.reset()?;
+    read_sequences(loader, sequences as usize, what)
+}
+
+/// The next `sequences` sequences from where the loader stands, read as evaluation reads
+/// them ([`ShardLoader::next_sequences`]: independent of the batch size).
+pub(super) fn read_sequences(
+    loader: &mut ShardLoader,
+    sequences: usize,
+    what: &str,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let t = loader.seq_len() as i64;
+    let b = loader.batch_size();
+    let mut left = sequences;
     let mut out = Vec::new();
     while left > 0 {
         let n = left.min(b);
-        let batch = loader
-            .next_batch_of(n as usize)
-            .map_err(|e| anyhow::anyhow!("{what}: cannot read {tokens} tokens: {e}"))?;
-        out.push((batch.inputs, batch.targets, n));
+        let batch = loader.next_sequences(n).map_err(|e| {
+            anyhow::anyhow!("{what}: cannot read {} tokens: {e}", sequences as i64 * t)
+        })?;
+        let shape = [n as i64, t];
+        out.push((
+            Tensor::from_slice(&batch.inputs).view(shape),
+            Tensor::from_slice(&batch.targets).view(shape),
+        ));
         left -= n;
     }
-    Ok(out
-        .into_iter()
-        .map(|(i, tg, n)| {
-            let shape = [n, t];
-            (
-                Tensor::from_slice(&i).view(shape),
-                Tensor::from_slice(&tg).view(shape),
-            )
-        })
-        .collect())
+    Ok(out)
 }

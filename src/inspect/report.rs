@@ -59,10 +59,33 @@ pub struct StitchReport {
     pub trained: Option<f64>,
     /// The upper model alone on the same tokens.
     pub upper_model: f64,
-    /// The best stitched loss (the lower of least squares and trained) minus `upper_model`.
+    /// The stitched loss on the probe of the map chosen on the held-out train slice
+    /// (`chosen`), minus `upper_model`.
     pub penalty: f64,
+    /// Which map `penalty` uses: `lstsq` or `trained`, whichever is lower on `heldout`
+    /// (never chosen on the probe it is scored on).
+    #[serde(default)]
+    pub chosen: String,
+    /// Each map's loss on the train tokens it was fitted on.
+    #[serde(default)]
+    pub fit: StitchLosses,
+    /// Each map's loss on a held-out slice of the train tokens (read after `fit_tokens`).
+    #[serde(default)]
+    pub heldout: StitchLosses,
+    /// Train tokens the maps were fitted on (least squares leaves out position 0 of each
+    /// sequence, as RMS and CKA do).
     pub fit_tokens: usize,
+    #[serde(default)]
+    pub heldout_tokens: usize,
     pub trained_steps: i64,
+}
+
+/// One seam's stitched losses on one set of tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StitchLosses {
+    pub identity: f64,
+    pub lstsq: f64,
+    pub trained: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

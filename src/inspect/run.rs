@@ -1,18 +1,18 @@
 //! One inspection: the stack and each part alone run on the same probe tokens (val shards,
 //! from their start), statistics accumulated in f64, then the seams (RMS, cosine, CKA,
-//! stitching on train tokens scored on the probe).
+//! stitching fitted on train tokens, chosen on held-out train tokens, scored on the probe;
+//! train tokens that overlap the probe are refused).
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::collect::{read_batches, rows_without_pos0, Collected};
+use super::collect::{read_batches, read_sequences, rows_without_pos0, Collected};
 use super::latent::latent;
 use super::norms::{self, percentiles};
 use super::report::*;
-use super::seam::{cka_over, stitched_loss, train_map};
-use super::stitch::{Affine, LeastSquares};
+use super::seam::{cka_over, stitch_seam, StitchData};
 use crate::config::NormKind;
 use crate::data::ShardLoader;
 use crate::model::{apply_norm, Compute, Gpt};
@@ -61,9 +61,24 @@ pub fn inspect(
     if input.parts.len() < 2 {
         bail!("a stack has at least two parts");
     }
+    let t = val.seq_len() as i64;
+    // The stitches are fitted on `tokens` train tokens and chosen on a quarter as many read
+    // after them; none of those may be probe tokens.
+    let fit_sequences = (opts.tokens / t).max(0) as usize;
+    let heldout_sequences = (fit_sequences / 4).max(1);
+    crate::data::overlap::refuse_overlap(
+        &train.spans_from_start(fit_sequences + heldout_sequences),
+        &val.spans_from_start(fit_sequences),
+        "the stitch's train tokens",
+        "the val probe",
+    )?;
     let probe = read_batches(val, opts.tokens, "the val probe")?;
     let fit = read_batches(train, opts.tokens, "the stitch's train tokens")?;
-    let t = val.seq_len() as i64;
+    let heldout = read_sequences(
+        train,
+        heldout_sequences,
+        "the stitch's held-out train tokens",
+    )?;
 
     // Which stack block came from which part; the seams.
     let mut labels = vec![("embedding".to_string(), None)];
@@ -205,37 +220,23 @@ pub fn inspect(
             .map(|(j, _)| j)
             .unwrap_or(0);
 
-        // Stitching: fit on train tokens, score on the probe.
-        let mut ls_fit = LeastSquares::new(stack.cfg.n_embd, stack.cfg.n_embd, dev);
-        tch::no_grad(|| {
-            for (x, _) in &fit {
-                let x = x.to_device(dev);
-                let raw = &stack.points(&x, C)[after];
-                let want = &upper.model.points(&x, C)[upper.start as usize];
-                let c = stack.cfg.n_embd;
-                ls_fit.add(&raw.reshape([-1, c]), &want.reshape([-1, c]));
-            }
-        });
-        let identity = Affine::identity(stack.cfg.n_embd, dev);
-        let lstsq = ls_fit.solve()?;
-        let trained = (opts.stitch_steps > 0).then(|| train_map(stack, after, &fit, &lstsq, opts));
-        let score = |map: &Affine| -> f64 {
-            tch::no_grad(|| {
-                let mut sum = 0.0;
-                let mut n = 0.0;
-                for (x, y) in &probe {
-                    let (x, y) = (x.to_device(dev), y.to_device(dev));
-                    let raw = &stack.points(&x, C)[after];
-                    let k = y.numel() as f64;
-                    sum += stitched_loss(stack, raw, after, map, &y) * k;
-                    n += k;
-                }
-                sum / n
-            })
+        // Stitching: fit on train tokens, choose on held-out train tokens, score on the probe.
+        let data = StitchData {
+            fit: &fit,
+            heldout: &heldout,
+            probe: &probe,
         };
-        let (id_loss, ls_loss) = (score(&identity), score(&lstsq));
-        let tr_loss = trained.as_ref().map(score);
         let upper_loss = part_reports[pi].val_loss;
+        let stitch = stitch_seam(
+            stack,
+            after,
+            &upper.model,
+            upper.start as usize,
+            &data,
+            val_loss_stack,
+            upper_loss,
+            opts,
+        )?;
         seam_reports.push(SeamReport {
             after_block: after,
             lower: input.parts[pi - 1].label.clone(),
@@ -253,16 +254,7 @@ pub fn inspect(
             cka_matrix: matrix,
             cka_rows: rows,
             best_match_point: best,
-            stitch: StitchReport {
-                none: val_loss_stack,
-                identity: id_loss,
-                lstsq: ls_loss,
-                trained: tr_loss,
-                upper_model: upper_loss,
-                penalty: tr_loss.map_or(ls_loss, |t| t.min(ls_loss)) - upper_loss,
-                fit_tokens: ls_fit.tokens,
-                trained_steps: opts.stitch_steps.max(0),
-            },
+            stitch,
         });
         prev_after = after;
     }

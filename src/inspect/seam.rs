@@ -79,3 +79,94 @@ pub(super) fn train_map(
         b: map.b.detach(),
     }
 }
+
+/// What a seam's stitches are fitted, chosen and scored on: train tokens to fit on, a
+/// held-out train slice read after them to choose between least squares and the trained
+/// map, and the val probe. Position 0 of each sequence stays out of the least-squares rows.
+pub(super) struct StitchData<'a> {
+    pub fit: &'a [(Tensor, Tensor)],
+    pub heldout: &'a [(Tensor, Tensor)],
+    pub probe: &'a [(Tensor, Tensor)],
+}
+
+/// Mean stitched loss of `map` at the seam after block `after`, over `batches`.
+fn mean_stitched_loss(
+    stack: &Gpt,
+    after: usize,
+    map: &Affine,
+    batches: &[(Tensor, Tensor)],
+    dev: tch::Device,
+) -> f64 {
+    tch::no_grad(|| {
+        let (mut sum, mut n) = (0.0, 0.0);
+        for (x, y) in batches {
+            let (x, y) = (x.to_device(dev), y.to_device(dev));
+            let raw = &stack.points(&x, C)[after];
+            let k = y.numel() as f64;
+            sum += stitched_loss(stack, raw, after, map, &y) * k;
+            n += k;
+        }
+        sum / n
+    })
+}
+
+/// Fits a seam's stitches (least squares, and trained with `--stitch STEPS`) on the fitting
+/// tokens, chooses between them on the held-out slice, and scores every map on the probe.
+/// `expected` is the upper model alone, `upper_start` the point its first kept block reads.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stitch_seam(
+    stack: &Gpt,
+    after: usize,
+    upper: &Gpt,
+    upper_start: usize,
+    data: &StitchData,
+    none: f64,
+    upper_model: f64,
+    opts: &InspectOptions,
+) -> anyhow::Result<super::report::StitchReport> {
+    use super::collect::rows_without_pos0;
+    use super::report::{StitchLosses, StitchReport};
+    use super::stitch::LeastSquares;
+    let dev = opts.device;
+    let c = stack.cfg.n_embd;
+    let mut ls_fit = LeastSquares::new(c, c, dev);
+    tch::no_grad(|| {
+        for (x, _) in data.fit {
+            let x = x.to_device(dev);
+            let raw = &stack.points(&x, C)[after];
+            let want = &upper.points(&x, C)[upper_start];
+            ls_fit.add(&rows_without_pos0(raw), &rows_without_pos0(want));
+        }
+    });
+    let identity = Affine::identity(c, dev);
+    let lstsq = ls_fit.solve()?;
+    let trained = (opts.stitch_steps > 0).then(|| train_map(stack, after, data.fit, &lstsq, opts));
+    let losses = |batches: &[(Tensor, Tensor)]| StitchLosses {
+        identity: mean_stitched_loss(stack, after, &identity, batches, dev),
+        lstsq: mean_stitched_loss(stack, after, &lstsq, batches, dev),
+        trained: trained
+            .as_ref()
+            .map(|m| mean_stitched_loss(stack, after, m, batches, dev)),
+    };
+    let (fit, heldout, probe) = (losses(data.fit), losses(data.heldout), losses(data.probe));
+    let trained_wins = heldout.trained.is_some_and(|t| t < heldout.lstsq);
+    let (chosen, chosen_probe) = match probe.trained {
+        Some(t) if trained_wins => ("trained", t),
+        _ => ("lstsq", probe.lstsq),
+    };
+    let tokens = |b: &[(Tensor, Tensor)]| b.iter().map(|(x, _)| x.numel() as usize).sum();
+    Ok(StitchReport {
+        none,
+        identity: probe.identity,
+        lstsq: probe.lstsq,
+        trained: probe.trained,
+        upper_model,
+        penalty: chosen_probe - upper_model,
+        chosen: chosen.to_string(),
+        fit,
+        heldout,
+        fit_tokens: tokens(data.fit),
+        heldout_tokens: tokens(data.heldout),
+        trained_steps: opts.stitch_steps.max(0),
+    })
+}

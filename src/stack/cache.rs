@@ -1,14 +1,14 @@
 //! A model's own val loss, cached in the data dir so the next stack of the same models only
-//! runs the stack. The key is everything the number depends on: the checkpoint's bytes
-//! (SHA-256), the data files (names, sizes, modification times), tokens, sequence length,
-//! norms, heads and the device kind (TF32 on CUDA rounds differently).
+//! runs the stack. The key is everything the number depends on: the model's identity (its
+//! weights' SHA-256 and its resolved block list with scales, heads and norms, see
+//! [`super::identity`]), the data files (names, sizes, modification times), tokens and
+//! sequence length (which decide the tokens scored), the batch size (which decides how they
+//! are grouped, so the float rounding) and the device kind (TF32 on CUDA rounds differently).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-
-use crate::config::NormKind;
 
 /// One val file as the cache knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,14 +40,14 @@ impl DataFile {
 /// What a cached loss depends on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossKey {
-    pub checkpoint_sha256: String,
+    /// [`super::identity::model_id`]: weights, outer norms, and every block's scale, heads
+    /// and boundary norm.
+    pub model_id: String,
     pub data: Vec<DataFile>,
     pub tokens: i64,
     pub seq_len: i64,
-    pub norm_wte: NormKind,
-    pub norm_lm_head: NormKind,
-    /// Heads of every block (a seed-named file can be read with other head counts).
-    pub n_head: Vec<i64>,
+    /// Sequences per forward: not which tokens are scored, but how their losses round.
+    pub batch: i64,
     pub device: String,
 }
 
@@ -57,7 +57,8 @@ impl LossKey {
         let text = serde_json::to_string(self).expect("a key serialises");
         let h = Sha256::digest(text.as_bytes());
         let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{hex}.json")
+        // `v2`: keys before the model identity named weights only; they never match.
+        format!("v2-{hex}.json")
     }
 }
 
@@ -118,7 +119,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LossCache::at(dir.path().to_path_buf());
         let key = LossKey {
-            checkpoint_sha256: "ab".into(),
+            model_id: "ab".into(),
             data: vec![DataFile {
                 path: "/v.bin".into(),
                 bytes: 10,
@@ -126,9 +127,7 @@ mod tests {
             }],
             tokens: 64,
             seq_len: 32,
-            norm_wte: NormKind::None,
-            norm_lm_head: NormKind::RmsNorm,
-            n_head: vec![2, 2],
+            batch: 4,
             device: "cpu".into(),
         };
         assert_eq!(cache.get(&key), None);
@@ -138,7 +137,10 @@ mod tests {
         other.data[0].mtime_ns = 6;
         assert_eq!(cache.get(&other), None);
         let mut other = key.clone();
-        other.checkpoint_sha256 = "cd".into();
+        other.model_id = "cd".into();
+        assert_eq!(cache.get(&other), None);
+        let mut other = key.clone();
+        other.batch = 3;
         assert_eq!(cache.get(&other), None);
     }
 }

@@ -77,7 +77,13 @@ pub fn run(a: StackArgs) -> Result<()> {
     }
     let parts = prepared.parts();
 
-    let (val_glob, default_tokens, data_cfg) = data_source(&a.sel.data, &loaded[part_of[0]].ckpt)?;
+    let (val_glob, default_tokens, data_cfg) = data_source(&a.sel, &loaded[part_of[0]].ckpt)?;
+    if a.save.is_some() && data_cfg.is_none() {
+        bail!(
+            "--save: a saved stack records its models' training data, and `{}` (a seed-format file) does not say which it was: give --train-data GLOB",
+            loaded[part_of[0]].ckpt.name()
+        );
+    }
     let tokens = a.sel.tokens.or(default_tokens).unwrap_or(10_485_760);
     let seq_len = a.sel.seq_len.unwrap_or(parts[0].model.cfg.seq_len);
     let batch = a
@@ -118,13 +124,11 @@ pub fn run(a: StackArgs) -> Result<()> {
     let keys: Vec<LossKey> = loaded
         .iter()
         .map(|l| LossKey {
-            checkpoint_sha256: l.sha256.clone(),
+            model_id: l.id.clone(),
             data: data_files.clone(),
             tokens,
             seq_len,
-            norm_wte: l.model.cfg.norm_wte,
-            norm_lm_head: l.model.cfg.norm_lm_head,
-            n_head: l.model.blocks.iter().map(|b| b.n_head).collect(),
+            batch,
             device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
         })
         .collect();
@@ -181,12 +185,14 @@ pub fn run(a: StackArgs) -> Result<()> {
         .zip(ranges)
         .map(|(&j, r)| {
             let l = &loaded[j];
-            let trained = l.ckpt.trained_norms();
+            let trained = l.trained_norms;
             ModelEntry {
                 label: l.label.clone(),
                 name: l.ckpt.name(),
                 path: l.path.display().to_string(),
                 sha256: l.sha256.clone(),
+                model_id: l.id.clone(),
+                trained_norms_from: l.trained_norms_from.map(str::to_string),
                 n_layer: l.model.blocks.len() as i64,
                 start: r.start,
                 end: r.end,
@@ -205,7 +211,7 @@ pub fn run(a: StackArgs) -> Result<()> {
             dir,
             &stack,
             &loaded[part_of[0]].ckpt,
-            data_cfg,
+            data_cfg.expect("checked before scoring"),
             tokens,
             val_loss_stack,
             device,
@@ -249,8 +255,9 @@ pub fn run(a: StackArgs) -> Result<()> {
 }
 
 /// Writes the stack as a checkpoint folder: seed-named weights, every block's scale, heads,
-/// boundary norm and source in `meta.toml`, and a config whose data section is the data the
-/// stack was scored on (so `eval` finds it by default).
+/// boundary norm and source in `meta.toml`, and a config whose data section is its models'
+/// training shards and the val shards the stack was scored on (so `eval` finds them by
+/// default and `inspect` never fits a stitch on the probe).
 fn save_stack(
     dir: &Path,
     stack: &assemble::Stack,

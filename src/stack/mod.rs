@@ -6,6 +6,7 @@ pub mod assemble;
 pub mod cache;
 pub mod cli;
 pub mod eval;
+pub mod identity;
 pub mod results;
 pub mod selection;
 pub mod spec;

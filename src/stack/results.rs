@@ -30,12 +30,18 @@ pub struct ModelEntry {
     pub path: String,
     /// SHA-256 of the weights file.
     pub sha256: String,
+    /// What the model computes: weights, outer norms and block layout (two saved stacks
+    /// with the same weights and other boundary norms differ here).
+    pub model_id: String,
     pub n_layer: i64,
     pub start: i64,
     pub end: i64,
-    /// The norms it was trained with (`null` for a seed-named file, which does not say).
+    /// The norms it was trained with (`null` when unknown: a seed-named file whose
+    /// metadata does not say, and no `--part-norms`).
     pub trained_norm_wte: Option<NormKind>,
     pub trained_norm_lm_head: Option<NormKind>,
+    /// Where the trained norms come from: `meta.toml`, `file metadata` or `--part-norms`.
+    pub trained_norms_from: Option<String>,
     /// The norms its own val loss was computed with.
     pub norm_wte: NormKind,
     pub norm_lm_head: NormKind,
@@ -59,7 +65,7 @@ pub struct StackReport {
     pub norm_wte: NormKind,
     pub norm_lm_head: NormKind,
     pub norm_inter_model: NormKind,
-    /// Whether the parts are distinct models (different weights files).
+    /// Whether the parts are distinct models (different model ids: weights or layout).
     pub unique_model: bool,
     /// `m1:0..11 | m2:1..12`.
     pub block_list: String,
@@ -97,8 +103,14 @@ impl StackReport {
             }
             seen.push(m.label.clone());
             let trained = match (m.trained_norm_wte, m.trained_norm_lm_head) {
-                (Some(w), Some(h)) => format!("trained with norm_wte {w}, norm_lm_head {h}"),
-                _ => "seed-named file".to_string(),
+                (Some(w), Some(h)) => format!(
+                    "trained with norm_wte {w}, norm_lm_head {h} ({})",
+                    m.trained_norms_from.as_deref().unwrap_or("recorded")
+                ),
+                _ => format!(
+                    "training norms unknown: own loss with norm_wte {}, norm_lm_head {}",
+                    m.norm_wte, m.norm_lm_head
+                ),
             };
             line(format!(
                 "  {:<13} {}  ({} blocks, {trained}, sha256 {})",

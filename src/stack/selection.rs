@@ -9,6 +9,7 @@ use clap::Args;
 use tch::Device;
 
 use super::assemble::{self, PartView};
+use super::identity::model_id;
 use super::spec::{parse_ranges, BlockRange, Layers, StackNorms, StackSpec};
 use crate::config::{DataConfig, NormKind, TrainConfig};
 use crate::model::weights::SeedOptions;
@@ -44,6 +45,14 @@ pub struct StackSelection {
     /// Val shard glob, or `embedded`; default: the data the first model was trained on.
     #[arg(long)]
     pub data: Option<String>,
+    /// Train shards (what `inspect` fits its stitches on, and what a saved stack records
+    /// as its training data); default: the first model's training data.
+    #[arg(long, value_name = "GLOB")]
+    pub train_data: Option<String>,
+    /// The norms seed-format files were trained with, NORM_WTE/NORM_LM_HEAD (e.g.
+    /// none/rms_norm), for files whose metadata does not say; their own losses use them.
+    #[arg(long, value_name = "WTE/HEAD")]
+    pub part_norms: Option<String>,
     /// Tokens to score; default: the first model's eval.val_tokens (seed files: 10,485,760).
     #[arg(long)]
     pub tokens: Option<i64>,
@@ -121,13 +130,52 @@ pub fn spec_from_args(a: &StackSelection) -> Result<StackSpec> {
     Ok(spec)
 }
 
-/// A distinct model of the stack (by the SHA-256 of its weights file), loaded once.
+/// A distinct model of the stack (by its [`model_id`]: weights and block layout), loaded once.
 pub struct Loaded {
     pub label: String,
     pub ckpt: CheckpointRef,
     pub path: PathBuf,
+    /// SHA-256 of the weights file.
     pub sha256: String,
+    /// What the model computes: weights, outer norms, block layout ([`model_id`]).
+    pub id: String,
+    /// The model as it scores its own loss: with the norms it was trained with when known.
     pub model: Gpt,
+    /// The norms it was trained with (norm_wte, norm_lm_head), when known.
+    pub trained_norms: Option<(NormKind, NormKind)>,
+    /// Where those came from: `meta.toml`, `file metadata` or `--part-norms`.
+    pub trained_norms_from: Option<&'static str>,
+}
+
+/// `none/rms_norm` (or `none,rms_norm`) as the two norms a model was trained with.
+fn parse_part_norms(v: &str) -> Result<(NormKind, NormKind)> {
+    let parts: Vec<&str> = v.split(['/', ',']).map(str::trim).collect();
+    if parts.len() != 2 {
+        bail!("--part-norms {v}: expected NORM_WTE/NORM_LM_HEAD, e.g. none/rms_norm");
+    }
+    let norm = |s: &str| {
+        s.parse::<NormKind>()
+            .with_context(|| format!("--part-norms {v}"))
+    };
+    Ok((norm(parts[0])?, norm(parts[1])?))
+}
+
+/// The norms a seed-format file records in its metadata (`stacklab export` writes both).
+fn seed_file_norms(path: &std::path::Path) -> Result<Option<(NormKind, NormKind)>> {
+    use crate::model::weights::{read_metadata, META_NORM_LM_HEAD, META_NORM_WTE};
+    let meta = read_metadata(path)?;
+    let norm = |key: &str| -> Result<Option<NormKind>> {
+        meta.get(key)
+            .map(|v| {
+                v.parse::<NormKind>()
+                    .with_context(|| format!("{}: metadata {key}", path.display()))
+            })
+            .transpose()
+    };
+    Ok(match (norm(META_NORM_WTE)?, norm(META_NORM_LM_HEAD)?) {
+        (Some(w), Some(h)) => Some((w, h)),
+        _ => None,
+    })
 }
 
 fn resolved_path(c: &CheckpointRef) -> PathBuf {
@@ -138,30 +186,60 @@ fn resolved_path(c: &CheckpointRef) -> PathBuf {
     std::fs::canonicalize(&p).unwrap_or(p)
 }
 
+/// The first model's training shards, when it says (a seed-format file does not).
+pub fn first_train_glob(first: &CheckpointRef) -> Result<Option<String>> {
+    match first {
+        CheckpointRef::Native(c) => {
+            let cfg = TrainConfig::from_toml_str(
+                &c.config_toml()?,
+                &c.path.join(checkpoint::CONFIG_FILE).display().to_string(),
+                &[],
+            )?;
+            Ok(Some(crate::data::DataSource::from_config(&cfg.data)?.train))
+        }
+        CheckpointRef::SeedFile(_) => Ok(None),
+    }
+}
+
 /// Val shards and default token count: `--data`, else what the first model trained on,
-/// with the data section a saved stack's config should carry.
+/// with the data section a saved stack's config should carry: its models' own training
+/// shards (`--train-data`, else the first model's) and the val shards scored, never one
+/// glob for both. `None` when the training shards are unknown (a seed-format file and no
+/// `--train-data`).
 pub fn data_source(
-    arg: &Option<String>,
+    sel: &StackSelection,
     first: &CheckpointRef,
-) -> Result<(String, Option<i64>, DataConfig)> {
-    match (arg, first) {
-        (Some(d), _) if d == "embedded" => Ok((
-            crate::data::embedded::ensure_prepared()?.val_glob(),
-            None,
-            DataConfig {
-                embedded: true,
-                ..DataConfig::default()
-            },
-        )),
+) -> Result<(String, Option<i64>, Option<DataConfig>)> {
+    let train = match &sel.train_data {
+        Some(t) => Some(t.clone()),
+        None => first_train_glob(first)?,
+    };
+    match (&sel.data, first) {
+        (Some(d), _) if d == "embedded" => {
+            let ds = crate::data::embedded::ensure_prepared()?;
+            let cfg = match &sel.train_data {
+                None => DataConfig {
+                    embedded: true,
+                    ..DataConfig::default()
+                },
+                Some(t) => DataConfig {
+                    embedded: false,
+                    train: t.clone(),
+                    val: ds.val_glob(),
+                    ..DataConfig::default()
+                },
+            };
+            Ok((ds.val_glob(), None, Some(cfg)))
+        }
         (Some(d), _) => Ok((
             d.clone(),
             None,
-            DataConfig {
+            train.map(|t| DataConfig {
                 embedded: false,
-                train: d.clone(),
+                train: t,
                 val: d.clone(),
                 ..DataConfig::default()
-            },
+            }),
         )),
         (None, CheckpointRef::Native(c)) => {
             let cfg = TrainConfig::from_toml_str(
@@ -169,11 +247,17 @@ pub fn data_source(
                 &c.path.join(checkpoint::CONFIG_FILE).display().to_string(),
                 &[],
             )?;
-            Ok((
-                crate::data::DataSource::from_config(&cfg.data)?.val,
-                Some(cfg.eval.val_tokens),
-                cfg.data,
-            ))
+            let val = crate::data::DataSource::from_config(&cfg.data)?.val;
+            let data = match &sel.train_data {
+                None => cfg.data,
+                Some(t) => DataConfig {
+                    embedded: false,
+                    train: t.clone(),
+                    val: val.clone(),
+                    ..cfg.data
+                },
+            };
+            Ok((val, Some(cfg.eval.val_tokens), Some(data)))
         }
         (None, CheckpointRef::SeedFile(p)) => bail!(
             "{}: a seed-format file does not say which data it was trained on; give --data GLOB",
@@ -206,7 +290,7 @@ impl Prepared {
                 name: &self.names[j],
                 model: &self.loaded[j].model,
                 range,
-                trained_norms: self.loaded[j].ckpt.trained_norms(),
+                trained_norms: self.loaded[j].trained_norms,
             })
             .collect()
     }
@@ -222,7 +306,9 @@ impl Prepared {
 pub fn prepare(a: &StackSelection, device: Device) -> Result<Prepared> {
     let spec = spec_from_args(a)?;
     let norms = spec.norms;
-    // Resolve every model, hash its weights, load each distinct one once.
+    let part_norms = a.part_norms.as_deref().map(parse_part_norms).transpose()?;
+    // Resolve every model, hash its weights, load each distinct one once: the same file
+    // once, and two files that compute the same function ([`model_id`]) as one model.
     let mut loaded: Vec<Loaded> = Vec::new();
     let mut part_of: Vec<usize> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
@@ -238,31 +324,29 @@ pub fn prepare(a: &StackSelection, device: Device) -> Result<Prepared> {
                 h
             }
         };
-        let idx = match loaded.iter().position(|l| l.sha256 == sha) {
+        let idx = match loaded.iter().position(|l| l.path == path) {
             Some(j) => j,
             None => {
-                let opts = match &ckpt {
-                    // Own losses: a checkpoint with the norms it was trained with, a seed
-                    // file with the norms given (none / rms_norm unless said), as eval does.
-                    CheckpointRef::Native(_) => SeedOptions::default(),
-                    CheckpointRef::SeedFile(_) => SeedOptions {
-                        n_head: a.n_head,
-                        norm_wte: Some(norms.norm_wte),
-                        norm_lm_head: Some(norms.norm_lm_head),
-                        seq_len: None,
-                    },
-                };
-                let model = ckpt
-                    .load_model(&opts, device)
-                    .with_context(|| format!("cannot load `{m}`"))?;
-                loaded.push(Loaded {
-                    label: format!("m{}", loaded.len() + 1),
+                let l = load_part(
+                    m,
                     ckpt,
                     path,
-                    sha256: sha.clone(),
-                    model,
-                });
-                loaded.len() - 1
+                    sha.clone(),
+                    &norms,
+                    a.n_head,
+                    part_norms,
+                    device,
+                )?;
+                match loaded.iter().position(|x| x.id == l.id) {
+                    Some(j) => j,
+                    None => {
+                        loaded.push(Loaded {
+                            label: format!("m{}", loaded.len() + 1),
+                            ..l
+                        });
+                        loaded.len() - 1
+                    }
+                }
             }
         };
         if let Some(Some(recorded)) = spec.sha256.get(i) {
@@ -294,12 +378,25 @@ pub fn prepare(a: &StackSelection, device: Device) -> Result<Prepared> {
             name: &names[j],
             model: &loaded[j].model,
             range,
-            trained_norms: loaded[j].ckpt.trained_norms(),
+            trained_norms: loaded[j].trained_norms,
         })
         .collect();
     assemble::check(&parts, matches!(spec.layers, Layers::Flags { .. }))?;
     warnings.extend(assemble::warnings(&parts, &norms));
     drop(parts);
+    let unknown: Vec<String> = loaded
+        .iter()
+        .filter(|l| l.trained_norms.is_none())
+        .map(|l| format!("{} (`{}`)", l.label, l.ckpt.name()))
+        .collect();
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "the training norms of {} are unknown (seed-format files whose metadata does not record them): their own losses use the stack's norm_wte {} and norm_lm_head {}; give --part-norms NORM_WTE/NORM_LM_HEAD if they were trained with others",
+            unknown.join(", "),
+            norms.norm_wte,
+            norms.norm_lm_head
+        ));
+    }
 
     Ok(Prepared {
         spec,
@@ -310,5 +407,56 @@ pub fn prepare(a: &StackSelection, device: Device) -> Result<Prepared> {
         depths,
         names,
         warnings,
+    })
+}
+
+/// Loads one model of the stack as it scores its own loss: a checkpoint with the norms it
+/// was trained with (`meta.toml`); a seed-format file with the norms its metadata records,
+/// else `--part-norms`, else (unknown) the stack's norms.
+#[allow(clippy::too_many_arguments)]
+fn load_part(
+    arg: &str,
+    ckpt: CheckpointRef,
+    path: PathBuf,
+    sha256: String,
+    norms: &StackNorms,
+    n_head: Option<i64>,
+    part_norms: Option<(NormKind, NormKind)>,
+    device: Device,
+) -> Result<Loaded> {
+    let (opts, trained, from) = match &ckpt {
+        CheckpointRef::Native(c) => (
+            SeedOptions::default(),
+            Some((c.meta.model.norm_wte, c.meta.model.norm_lm_head)),
+            Some("meta.toml"),
+        ),
+        CheckpointRef::SeedFile(p) => {
+            let (known, from) = match (seed_file_norms(p)?, part_norms) {
+                (Some(n), _) => (Some(n), Some("file metadata")),
+                (None, Some(n)) => (Some(n), Some("--part-norms")),
+                (None, None) => (None, None),
+            };
+            let (w, h) = known.unwrap_or((norms.norm_wte, norms.norm_lm_head));
+            let opts = SeedOptions {
+                n_head,
+                norm_wte: Some(w),
+                norm_lm_head: Some(h),
+                seq_len: None,
+            };
+            (opts, known, from)
+        }
+    };
+    let model = ckpt
+        .load_model(&opts, device)
+        .with_context(|| format!("cannot load `{arg}`"))?;
+    Ok(Loaded {
+        label: String::new(),
+        id: model_id(&sha256, &model),
+        ckpt,
+        path,
+        sha256,
+        model,
+        trained_norms: trained,
+        trained_norms_from: from,
     })
 }

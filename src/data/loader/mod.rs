@@ -28,6 +28,14 @@ pub struct LoaderState {
     pub shard_tokens: usize,
 }
 
+/// Tokens `[start, end)` of one shard file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpan {
+    pub file: PathBuf,
+    pub start: usize,
+    pub end: usize,
+}
+
 /// One batch as flat token ids: `inputs` and `targets` each hold B·T values, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
@@ -152,35 +160,39 @@ impl ShardLoader {
         self.b
     }
 
-    /// Whether `sequences` sequences can be read from the start without wrapping, in
-    /// batches of the loader's size and a smaller last one (what evaluation reads).
+    /// Whether `sequences` sequences can be read from the start without wrapping, as
+    /// [`next_sequences`](Self::next_sequences) reads them (what evaluation reads).
     pub fn fits_from_start(&self, sequences: usize) -> bool {
-        let (mut shard, mut pos, mut left) = (0usize, 0usize, sequences);
-        while left > 0 {
-            let n = left.min(self.b);
-            if pos + n * self.t + 1 > self.lengths[shard] {
-                shard += 1;
-                pos = 0;
-                if shard == self.lengths.len() {
-                    return false;
-                }
-            }
-            pos += n * self.t;
-            left -= n;
-        }
-        true
+        sequences <= self.max_sequences_from_start()
     }
 
-    /// The most sequences [`fits_from_start`](Self::fits_from_start) accepts: whole batches
-    /// in every shard but the last, and as many sequences as fit in the last.
+    /// The most sequences [`next_sequences`](Self::next_sequences) reads from the start
+    /// without wrapping: `(len - 1) / T` in every shard, whatever the batch size.
     pub fn max_sequences_from_start(&self) -> usize {
-        let (b, t) = (self.b, self.t);
-        let n = self.lengths.len();
-        let full: usize = self.lengths[..n - 1]
-            .iter()
-            .map(|len| (len - 1) / (b * t) * b)
-            .sum();
-        full + (self.lengths[n - 1] - 1) / t
+        self.lengths.iter().map(|len| (len - 1) / self.t).sum()
+    }
+
+    /// Where the first `sequences` sequences from the start lie: per shard read, the file
+    /// and the half-open token range `[start, end)` their windows cover (targets included).
+    /// Two reads whose spans overlap score or fit on some of the same tokens.
+    pub fn spans_from_start(&self, sequences: usize) -> Vec<TokenSpan> {
+        let mut out: Vec<TokenSpan> = Vec::new();
+        let mut left = sequences;
+        for (file, &len) in self.files.iter().zip(&self.lengths) {
+            if left == 0 {
+                break;
+            }
+            let n = left.min((len - 1) / self.t);
+            if n > 0 {
+                out.push(TokenSpan {
+                    file: file.clone(),
+                    start: 0,
+                    end: n * self.t + 1,
+                });
+            }
+            left -= n;
+        }
+        out
     }
 
     pub fn state(&self) -> LoaderState {
@@ -284,6 +296,42 @@ impl ShardLoader {
             t: self.t,
             inputs: buf[..bt].to_vec(),
             targets: buf[1..].to_vec(),
+        })
+    }
+
+    /// The next `n` sequences (at most the loader's batch size) as one batch, read one
+    /// sequence at a time: each takes the next T+1 tokens and advances by T, and a sequence
+    /// that does not fit in the rest of a shard starts the next shard. Evaluation reads
+    /// this way, so which tokens it scores depends on T and the count alone, never on the
+    /// batch size. Inside a shard it reads exactly what [`next_batch_of`](Self::next_batch_of) reads.
+    pub fn next_sequences(&mut self, n: usize) -> Result<Batch> {
+        if n == 0 || n > self.b {
+            bail!(
+                "a batch of {n} sequences from a loader built for {}",
+                self.b
+            );
+        }
+        let t = self.t;
+        let mut inputs = Vec::with_capacity(n * t);
+        let mut targets = Vec::with_capacity(n * t);
+        let mut done = 0;
+        while done < n {
+            if self.position + t + 1 > self.current.len() {
+                self.advance()?;
+            }
+            // As many of the remaining sequences as this shard still holds, in one window.
+            let here = ((self.current.len() - self.position - 1) / t).min(n - done);
+            let buf = self.current.window_i64(self.position, here * t + 1);
+            inputs.extend_from_slice(&buf[..here * t]);
+            targets.extend_from_slice(&buf[1..]);
+            self.position += here * t;
+            done += here;
+        }
+        Ok(Batch {
+            b: n,
+            t,
+            inputs,
+            targets,
         })
     }
 

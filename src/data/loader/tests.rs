@@ -1,5 +1,6 @@
 //! Unit tests of the loader: the seed's windows and shard rollover, peeking and resuming,
-//! a smaller last batch without wrapping, capacity from the start, micro-batch rows.
+//! a smaller last batch without wrapping, capacity from the start, evaluation's
+//! batch-independent sequences, micro-batch rows.
 
 use super::*;
 use crate::data::shard;
@@ -102,6 +103,8 @@ fn capacity_from_the_start_matches_what_reading_does() {
     for (b, t) in [(3usize, 2usize), (1, 4), (2, 3)] {
         let l = ShardLoader::new(files.clone(), b, t).unwrap();
         let max = l.max_sequences_from_start();
+        // 23 and 10 tokens: (23 - 1) / t + (10 - 1) / t sequences.
+        assert_eq!(max, 22 / t + 9 / t, "b={b} t={t}");
         for seqs in 1..=max + 2 {
             let mut r = ShardLoader::new(files.clone(), b, t)
                 .unwrap()
@@ -110,7 +113,7 @@ fn capacity_from_the_start_matches_what_reading_does() {
             let mut ok = true;
             while left > 0 {
                 let n = left.min(b);
-                if r.next_batch_of(n).is_err() {
+                if r.next_sequences(n).is_err() {
                     ok = false;
                     break;
                 }
@@ -120,6 +123,55 @@ fn capacity_from_the_start_matches_what_reading_does() {
             assert_eq!(ok, seqs <= max, "b={b} t={t} seqs={seqs} max={max}");
         }
     }
+}
+
+/// Every sequence of `seqs` read in batches of `b`: (inputs, targets) per sequence.
+fn sequences_read(files: &[PathBuf], b: usize, t: usize, seqs: usize) -> Vec<(Vec<i64>, Vec<i64>)> {
+    let mut l = ShardLoader::new(files.to_vec(), b, t)
+        .unwrap()
+        .without_wrapping();
+    let mut out = Vec::new();
+    let mut left = seqs;
+    while left > 0 {
+        let n = left.min(b);
+        let batch = l.next_sequences(n).unwrap();
+        for i in 0..n {
+            let r = i * t..(i + 1) * t;
+            out.push((batch.inputs[r.clone()].to_vec(), batch.targets[r].to_vec()));
+        }
+        left -= n;
+    }
+    out
+}
+
+#[test]
+fn the_sequences_evaluation_reads_do_not_depend_on_the_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = two_shards(dir.path());
+    // T = 3: shard a (0..23) holds 7 sequences, shard b (100..110) holds 3.
+    let one = sequences_read(&files, 1, 3, 10);
+    assert_eq!(one[0], (vec![0, 1, 2], vec![1, 2, 3]));
+    assert_eq!(one[6], (vec![18, 19, 20], vec![19, 20, 21]));
+    assert_eq!(one[7], (vec![100, 101, 102], vec![101, 102, 103]));
+    for b in [2, 3] {
+        assert_eq!(sequences_read(&files, b, 3, 10), one, "b={b}");
+    }
+    // Batches of 2 by the seed's batch rule drop shard a's 7th sequence (18..21).
+    let mut seed = ShardLoader::new(files.clone(), 2, 3).unwrap();
+    for _ in 0..3 {
+        seed.next_batch().unwrap();
+    }
+    assert_eq!(seed.next_batch().unwrap().inputs[0], 100);
+    // Inside a shard the two readings agree.
+    let mut a = ShardLoader::new(files.clone(), 3, 2).unwrap();
+    let mut c = ShardLoader::new(files.clone(), 3, 2).unwrap();
+    assert_eq!(a.next_batch_of(3).unwrap(), c.next_sequences(3).unwrap());
+    // Where they lie: 7 windows of shard a (tokens 0..22), 3 of shard b (0..10).
+    let l = ShardLoader::new(files.clone(), 2, 3).unwrap();
+    let spans = l.spans_from_start(9);
+    assert_eq!(spans.len(), 2);
+    assert_eq!((spans[0].start, spans[0].end), (0, 22));
+    assert_eq!((spans[1].file.clone(), spans[1].end), (files[1].clone(), 7));
 }
 
 #[test]

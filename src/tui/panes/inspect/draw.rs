@@ -118,8 +118,8 @@ fn seam_lines(r: &InspectReport, theme: &Theme) -> Vec<Line<'static>> {
             .map(|t| format!(" · trained {t:.4}"))
             .unwrap_or_default();
         out.push(Line::raw(format!(
-            " stitch: as is {:.4} · identity {:.4} · lstsq {:.4}{trained} · {} alone {:.4} · penalty {:+.4}",
-            st.none, st.identity, st.lstsq, s.upper, st.upper_model, st.penalty
+            " stitch: as is {:.4} · identity {:.4} · lstsq {:.4}{trained} · {} alone {:.4} · penalty {:+.4} ({})",
+            st.none, st.identity, st.lstsq, s.upper, st.upper_model, st.penalty, st.chosen
         )));
     }
     out
