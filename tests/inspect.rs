@@ -339,3 +339,40 @@ fn the_inspect_command_reports_the_schema_and_agrees_with_stack() {
     ]);
     assert!(e.contains("--stitch"), "{e}");
 }
+
+#[test]
+fn a_boundary_norm_is_what_arrives_at_the_seam_and_the_stitch_replaces_it() {
+    for norm in [NormKind::RmsNorm, NormKind::LayerNorm] {
+        let mut input = self_split(1);
+        input.stack.blocks[1].pre_norm = norm;
+        input.norm_inter_model = norm;
+        let (mut val, mut train) = loaders();
+        let opts = InspectOptions {
+            tokens: 192,
+            batch: 2,
+            stitch_steps: 40,
+            stitch_lr: 1e-2,
+            hist_bins: 16,
+            device: Device::Cpu,
+        };
+        let r = inspect(&input, &mut val, &mut train, &opts).unwrap();
+        let want = r.parts[0].val_loss;
+        let seam = &r.seams[0];
+        // What arrives is the normed residual (RMS 1 for a weightless norm), unlike what the
+        // upper model expects (its own residual after block 0).
+        assert!((seam.rms_received - 1.0).abs() < 1e-3, "{norm}: {seam:?}");
+        assert!((seam.rms_expected - 1.0).abs() > 0.05, "{norm}: {seam:?}");
+        assert!((seam.rms_ratio - seam.rms_received / seam.rms_expected).abs() < 1e-12);
+        // The norm changes the stack; the stitch replaces it, so the identity map is the
+        // model itself and least squares recovers it.
+        let st = &seam.stitch;
+        assert!((r.val_loss_stack - want).abs() > 1e-3, "{norm}: {st:?}");
+        assert!((st.none - r.val_loss_stack).abs() < 1e-9);
+        assert!((st.identity - want).abs() < 1e-5 * want, "{norm}: {st:?}");
+        assert!((st.lstsq - want).abs() < 1e-3 * want, "{norm}: {st:?}");
+        // Training the map lowers the loss on its fitting tokens below the identity's.
+        assert!(st.fit.trained.unwrap() < st.fit.identity, "{norm}: {st:?}");
+        assert_eq!((st.fit_tokens, st.heldout_tokens), (192, 48));
+        assert!(st.chosen == "lstsq" || st.chosen == "trained");
+    }
+}
