@@ -11,6 +11,7 @@ pub mod device;
 pub mod doctor;
 pub mod eval;
 pub mod export;
+pub mod filelock;
 pub mod inspect;
 pub mod model;
 pub mod paths;

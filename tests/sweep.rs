@@ -209,4 +209,55 @@ fn a_miniature_sweep_runs_resumes_and_tabulates_its_rows() {
     // --report regenerates the same tables from the CSV.
     let report = lab.ok(&["sweep", "--report", out.to_str().unwrap()]);
     assert_eq!(report, md);
+    for r in &all {
+        assert_eq!(r["superseded"], "false");
+        assert_eq!(r["config_sha256"].split(';').count(), 2, "{r:?}");
+        assert_eq!(r["model_ids"].split(';').count(), 2, "{r:?}");
+    }
+
+    // A run deleted and trained again: its stacks are scored again, the old rows kept,
+    // marked superseded, and left out of the tables.
+    std::fs::remove_dir_all(lab.checkpoints().join("mini-m2-r0")).unwrap();
+    let plan = lab.ok(&args(&["--dry-run"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(
+        plan.contains("1 runs to train (1 new") && plan.contains("2 stacks to evaluate (6 already"),
+        "{plan}"
+    );
+    lab.ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let after = rows(&csv);
+    assert_eq!(after.len(), 10);
+    let stale: Vec<&BTreeMap<String, String>> =
+        after.iter().filter(|r| r["superseded"] == "true").collect();
+    assert_eq!(stale.len(), 2);
+    for s in &stale {
+        assert!(s["checkpoints"].contains("mini-m2-r0"), "{s:?}");
+        let new: Vec<_> = after[8..]
+            .iter()
+            .filter(|r| r["stack_id"] == s["stack_id"])
+            .collect();
+        assert_eq!(new.len(), 1, "one current row replaces {s:?}");
+        assert_eq!(new[0]["superseded"], "false");
+    }
+    let md = std::fs::read_to_string(out.join("tables.md")).unwrap();
+    assert!(md.starts_with("# Results (8 rows of"), "{md}");
+    assert!(md.contains("2 superseded row(s)"), "{md}");
+
+    // One sweep per folder: a second one on the same --out refuses while the first runs.
+    let held = stacklab::filelock::try_exclusive(&out.join(".sweep.lock"), "test").unwrap();
+    let e = lab.fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        e.contains(&format!(
+            "is in use by another stacklab process (pid {})",
+            std::process::id()
+        )),
+        "{e}"
+    );
+    drop(held);
+    lab.ok(&args(&["--dry-run"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
 }

@@ -184,3 +184,107 @@ fn the_seeds_raw_coconut_rows_show_duplicates_and_the_norm_mix_up() {
         }
     }
 }
+
+/// Two model pairs per norm setting, two seeds each, and one explicit-range row, as a
+/// sweep writes them (roles in `models`, the blocks in `ranges`).
+const POOLING_CSV: &str = "\
+stack_id,replicate,models,seeds,ranges,val_loss_stack,mean_val_loss,delta_vs_best,use_first_layer,use_last_layer,norm_wte,norm_lm_head,norm_inter_model,unique_model
+s1,0,a;b,0;10,0:1;1:2,5.0,4.0,1.0,false,false,none,rms_norm,none,true
+s1,1,a;b,1;11,0:1;1:2,5.2,4.2,1.0,false,false,none,rms_norm,none,true
+s2,0,a;c,0;20,0:1;1:2,6.0,4.5,1.5,false,false,none,rms_norm,none,true
+s2,1,a;c,1;21,0:1;1:2,6.4,4.7,1.7,false,false,none,rms_norm,none,true
+s3,0,a;b,0;10,0:1;1:2,5.5,4.0,1.5,false,false,none,rms_norm,rms_norm,true
+s3,1,a;b,1;11,0:1;1:2,5.9,4.2,1.7,false,false,none,rms_norm,rms_norm,true
+s4,0,a;c,0;20,0:1;1:2,7.0,4.5,2.5,false,false,none,rms_norm,rms_norm,true
+s4,1,a;c,1;21,0:1;1:2,7.2,4.7,2.5,false,false,none,rms_norm,rms_norm,true
+s5,0,a;b,0;10,0:2;0:2,4.8,4.0,0.8,,,none,rms_norm,none,true
+";
+
+/// The lines of one `## TITLE` section of a tables.md.
+fn section<'a>(md: &'a str, title: &str) -> Vec<&'a str> {
+    let start = md.find(&format!("## {title}\n")).expect(title);
+    md[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .collect()
+}
+
+#[test]
+fn a_full_table_cell_is_one_stack_over_seeds_and_grouped_tables_say_what_they_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("results.csv");
+    std::fs::write(&p, POOLING_CSV).unwrap();
+    let md = to_markdown(&standard_tables(&Rows::read_csv(&p).unwrap()).unwrap(), 3);
+    // Written by hand from the rows above: each pair and each norm setting its own cell,
+    // the explicit-range row apart with its ranges and no flags.
+    let full: Vec<&str> = section(&md, "Full results")
+        .into_iter()
+        .filter(|l| l.starts_with("| "))
+        .collect();
+    assert_eq!(
+        full,
+        [
+            "| val_loss_stack | mean_val_loss | delta_vs_best | models | ranges | use_first_layer | use_last_layer | norm_wte | norm_lm_head | norm_inter_model | unique_model | rows |",
+            "| 5.100 ± 0.141 | 4.100 ± 0.141 | 1.000 ± 0.000 | a;b | 0:1;1:2 | false | false | none | rms_norm | none | true | 2 |",
+            "| 5.700 ± 0.283 | 4.100 ± 0.141 | 1.600 ± 0.141 | a;b | 0:1;1:2 | false | false | none | rms_norm | rms_norm | true | 2 |",
+            "| 4.800 | 4.000 | 0.800 | a;b | 0:2;0:2 | - | - | none | rms_norm | none | true | 1 |",
+            "| 6.200 ± 0.283 | 4.600 ± 0.141 | 1.600 ± 0.141 | a;c | 0:1;1:2 | false | false | none | rms_norm | none | true | 2 |",
+            "| 7.100 ± 0.141 | 4.600 ± 0.141 | 2.500 ± 0.000 | a;c | 0:1;1:2 | false | false | none | rms_norm | rms_norm | true | 2 |",
+        ],
+        "{md}"
+    );
+    // The norm table pools both pairs and the explicit ranges, and says so.
+    let by_norm = section(&md, "Results by norm").join("\n");
+    assert!(
+        by_norm.contains("± spans seeds and the stacks this table pools: cells mix rows of different models, ranges, use_first_layer, use_last_layer"),
+        "{by_norm}"
+    );
+    // (5.0 + 5.2 + 6.0 + 6.4 + 4.8) / 5 = 5.48, sample sd sqrt(1.888 / 4) = 0.687.
+    assert!(
+        by_norm.contains("| 5.480 ± 0.687 |")
+            && by_norm.contains("| none | rms_norm | none | true | 5 |"),
+        "{by_norm}"
+    );
+    // (5.5 + 5.9 + 7.0 + 7.2) / 4 = 6.4, sd sqrt(2.06 / 3) = 0.829.
+    assert!(by_norm.contains("| 6.400 ± 0.829 |"), "{by_norm}");
+    let by_layer = section(&md, "Results by layer use").join("\n");
+    assert!(
+        by_layer.contains("cells mix rows of different models, norm_inter_model\n")
+            || by_layer.contains("cells mix rows of different models, norm_inter_model."),
+        "{by_layer}"
+    );
+    assert!(
+        md.contains("`-`: not set (explicit ranges give no flags)"),
+        "{md}"
+    );
+}
+
+#[test]
+fn superseded_rows_are_left_out_of_every_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("results.csv");
+    let mut text = POOLING_CSV.replace("unique_model\n", "unique_model,superseded\n");
+    text = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i {
+            0 => l.to_string(),
+            // s1's first row was computed from checkpoints since retrained.
+            1 => format!("{l},true"),
+            _ => format!("{l},false"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.push_str(
+        "\ns1,0,a;b,0;10,0:1;1:2,5.4,4.4,1.0,false,false,none,rms_norm,none,true,false\n",
+    );
+    std::fs::write(&p, text).unwrap();
+    let md = to_markdown(&standard_tables(&Rows::read_csv(&p).unwrap()).unwrap(), 3);
+    // (5.4 + 5.2) / 2 = 5.3: the superseded 5.0 is not counted.
+    assert!(
+        md.contains("| 5.300 ± 0.141 | 4.300 ± 0.141 | 1.000 ± 0.000 | a;b |"),
+        "{md}"
+    );
+    assert!(md.contains("1 superseded row(s)"), "{md}");
+}

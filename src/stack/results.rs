@@ -218,8 +218,11 @@ impl StackReport {
     }
 
     /// Appends this run as one row of `path`, writing the header first when the file is new
-    /// or empty; a file whose header has other columns is refused rather than mixed.
+    /// or empty; a file whose header has other columns is refused rather than mixed. Under
+    /// the file's lock, so stacks finishing together write the header once and never
+    /// interleave rows.
     pub fn append_csv(&self, path: &Path) -> Result<()> {
+        let _lock = crate::filelock::exclusive(&crate::filelock::beside(path))?;
         let existing = check_csv(path)?;
         let mut out = String::new();
         if existing.trim().is_empty() {
@@ -245,8 +248,8 @@ impl StackReport {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        // One write: concurrent runs appending to the same table do not interleave rows.
         f.write_all(out.as_bytes())
+            .and_then(|_| f.sync_data())
             .with_context(|| format!("cannot append to {}", path.display()))
     }
 }

@@ -65,6 +65,16 @@ pub fn run(a: SweepArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("sweeps").join(&cfg.name));
     let device = a.device.resolve()?;
+    // One sweep per folder: a second one on the same --out would train the same runs and
+    // rewrite the same results.csv. Held from planning to the end (a dry run only reads).
+    let _lock = if a.dry_run {
+        None
+    } else {
+        Some(crate::filelock::try_exclusive(
+            &out.join(".sweep.lock"),
+            &format!("the sweep folder {}", out.display()),
+        )?)
+    };
     let p = plan(&cfg, &out, &crate::paths::checkpoint_dir())?;
     let count = |act: RunAction| p.runs.iter().filter(|r| r.action == act).count();
     let todo = p.stacks.iter().filter(|s| !s.done).count();

@@ -1,14 +1,15 @@
 //! What a sweep will do: the runs to train (new, to resume, or finished and reused) and the
-//! stacks to evaluate (those whose row is not in `results.csv` yet). Planning reads, never
+//! stacks to evaluate (those without a current row in `results.csv`: a row counts only for
+//! the checkpoints and training configs it was computed from). Planning reads, never
 //! writes, so `--dry-run` changes nothing on disk.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::config::{NormSetting, SweepConfig};
-use super::tables::Rows;
+use super::tables::{Rows, SUPERSEDED};
 use crate::config::{resolve_config_path, TrainConfig};
 use crate::runs::run_dir::{RunDir, RunState};
 
@@ -92,18 +93,62 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// The stack ids already in a sweep's results.
-pub fn done_ids(out: &Path) -> Result<BTreeSet<String>> {
+/// A sweep's rows already in `results.csv` that still count (not superseded), by stack id.
+pub fn current_rows(out: &Path) -> Result<Vec<BTreeMap<String, String>>> {
     let p = out.join(RESULTS);
-    if !p.is_file() {
-        return Ok(BTreeSet::new());
-    }
-    let rows = Rows::read_csv(&p)?;
+    let rows = match std::fs::metadata(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        _ => Rows::read_csv(&p)?,
+    };
     Ok(rows
         .rows
-        .iter()
-        .filter_map(|r| r.get("stack_id").cloned())
+        .into_iter()
+        .filter(|r| r.get(SUPERSEDED).map(String::as_str) != Some("true"))
         .collect())
+}
+
+/// SHA-256 of a training config as a sweep writes it: part of a row's identity, so a run
+/// retrained with another config never reuses the old run's rows.
+pub fn config_hash(c: &TrainConfig) -> String {
+    short_hash(&c.to_toml_string())
+}
+
+/// The weights' SHA-256 of each model a stack would read now (a run folder's latest
+/// checkpoint), hashed once per folder; `None` where one cannot be resolved yet.
+struct Weights(BTreeMap<PathBuf, Option<String>>);
+
+impl Weights {
+    fn of(&mut self, model: &Path) -> Option<String> {
+        self.0
+            .entry(model.to_path_buf())
+            .or_insert_with(|| {
+                crate::runs::CheckpointRef::resolve(&model.display().to_string())
+                    .and_then(|c| c.sha256())
+                    .ok()
+            })
+            .clone()
+    }
+}
+
+/// Whether `rows` hold a current row for stack `id`: the same stack of the same checkpoints
+/// (weights' SHA-256, in order) trained with the same configs (when the row records them).
+fn has_row(
+    rows: &[BTreeMap<String, String>],
+    id: &str,
+    shas: &[Option<String>],
+    configs: &[String],
+) -> bool {
+    if shas.iter().any(Option::is_none) {
+        return false;
+    }
+    let shas: Vec<&str> = shas.iter().map(|s| s.as_deref().unwrap_or("")).collect();
+    let configs = configs.join(";");
+    rows.iter().any(|r| {
+        let get = |k: &str| r.get(k).map(String::as_str).unwrap_or("");
+        get("stack_id") == id
+            && get("sha256").split(';').collect::<Vec<_>>() == shas
+            && (get("config_sha256").is_empty() || get("config_sha256") == configs)
+    })
 }
 
 pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
@@ -169,7 +214,8 @@ pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
             });
         }
     }
-    let done = done_ids(out)?;
+    let done = current_rows(out)?;
+    let mut weights = Weights(BTreeMap::new());
     let e = &cfg.eval;
     let mut stacks = Vec::new();
     for g in cfg.all_grids() {
@@ -205,8 +251,26 @@ pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
                             if stacks.iter().any(|s: &PlannedStack| s.id == id) {
                                 continue;
                             }
+                            // A row counts only for the checkpoints it was computed from: a
+                            // run trained again in this sweep, or retrained since, is re-scored.
+                            let parts: Vec<&PlannedRun> = models
+                                .iter()
+                                .map(|m| {
+                                    runs.iter()
+                                        .find(|x| x.replicate == r && &x.model == m)
+                                        .expect("validated model names")
+                                })
+                                .collect();
+                            let fresh = parts.iter().all(|p| p.action == RunAction::Reuse);
+                            let configs: Vec<String> =
+                                parts.iter().map(|p| config_hash(&p.config)).collect();
+                            let is_done = fresh && {
+                                let shas: Vec<Option<String>> =
+                                    dirs.iter().map(|d| weights.of(d)).collect();
+                                has_row(&done, &id, &shas, &configs)
+                            };
                             stacks.push(PlannedStack {
-                                done: done.contains(&id),
+                                done: is_done,
                                 id,
                                 replicate: Some(r),
                                 models: models.clone(),
@@ -226,8 +290,12 @@ pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
         let text = std::fs::read_to_string(spec)
             .with_context(|| format!("grid.specs: cannot read {}", spec.display()))?;
         let id = short_hash(&format!("spec|{text}|{}|{}", e.data, e.tokens));
+        let shas: Vec<Option<String>> = match crate::stack::StackSpec::load(spec) {
+            Ok(sp) => sp.models.iter().map(|m| weights.of(Path::new(m))).collect(),
+            Err(_) => vec![None],
+        };
         stacks.push(PlannedStack {
-            done: done.contains(&id),
+            done: has_row(&done, &id, &shas, &[]),
             id,
             replicate: None,
             models: Vec::new(),

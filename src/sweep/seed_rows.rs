@@ -1,8 +1,8 @@
 //! The seed's own raw result rows (its published CSVs, with Python lists written as strings)
 //! read into stacklab's columns, so the same table code runs on them: `mean_val_loss` and
-//! `delta_vs_best` from `val_losses`, `unique_model` from the model ids actually stacked,
-//! empty norm cells as `none`, and `norm_mismatch` where a stack's `norm_wte` or
-//! `norm_lm_head` differs from the norms its models were trained with.
+//! `delta_vs_best` from `val_losses`, `models` and `unique_model` from the model ids
+//! actually stacked, empty norm cells as `none`, and `norm_mismatch` where a stack's
+//! `norm_wte` or `norm_lm_head` differs from the norms its models were trained with.
 
 use std::collections::BTreeMap;
 
@@ -55,7 +55,7 @@ pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
         columns.extend(["norm_wte", "norm_lm_head", "norm_inter_model"]);
     }
     if ids_col.is_some() {
-        columns.push("unique_model");
+        columns.extend(["models", "unique_model"]);
     }
     if seed.has("coconut_everies") {
         columns.push("coconut_every");
@@ -91,6 +91,7 @@ pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
         }
         if let Some(c) = ids_col {
             let ids = python_list(&r[c]);
+            row.insert("models".into(), ids.join(";"));
             let distinct = ids.iter().collect::<std::collections::BTreeSet<_>>().len() > 1;
             row.insert("unique_model".into(), distinct.to_string());
         }

@@ -1,8 +1,11 @@
 //! Result tables computed from raw result rows (the CSV that `stack --results` and `sweep`
 //! append to), never typed: the full table, results by layer use grouped by **both** flags,
-//! by norm setting, distinct vs same model, and COCONUT rows. Rows that repeat a
-//! configuration (several seeds) become one cell with the mean and standard deviation.
-//! Rows whose stack used norms other than the ones its models were trained with are marked.
+//! by norm setting, distinct vs same model, and COCONUT rows. A cell of the full table is
+//! one stack definition (models by role, block ranges, norms, training settings): several
+//! rows in it are seeds of that one stack, never different stacks. The grouped tables pool
+//! stack definitions on purpose, and each says under its heading what its ± spans. Rows
+//! whose stack used norms other than the ones its models were trained with are marked;
+//! rows marked `superseded` (their checkpoints were retrained) are left out.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -148,8 +151,13 @@ pub fn group_by(rows: &Rows, title: &str, keys: &[&str], metrics: &[&str]) -> Re
     })
 }
 
-/// The configuration columns a full table distinguishes, when present.
-const CONFIG: [&str; 9] = [
+/// The columns that define a stack, which a full table distinguishes, when present:
+/// which models (by role in a sweep, by name otherwise), which blocks of each, the flags
+/// that gave those blocks (empty for explicit ranges), the norms, and how the models were
+/// trained.
+const CONFIG: [&str; 11] = [
+    "models",
+    "ranges",
     "use_first_layer",
     "use_last_layer",
     "norm_wte",
@@ -161,6 +169,35 @@ const CONFIG: [&str; 9] = [
     "training_norms",
 ];
 
+/// The column that marks a row whose checkpoints were retrained since it was computed.
+pub const SUPERSEDED: &str = "superseded";
+
+/// What a grouped table's ± spans: seeds only, or seeds and the stack definition columns
+/// (of `full`) whose values differ inside one of its cells.
+fn spans_note(rows: &Rows, t: &Table, full: &[&str]) -> String {
+    let pooled: Vec<&str> = full
+        .iter()
+        .copied()
+        .filter(|c| !t.keys.iter().any(|k| k == c))
+        .filter(|c| {
+            let mut seen: BTreeMap<Vec<&str>, &str> = BTreeMap::new();
+            rows.rows.iter().any(|r| {
+                let key: Vec<&str> = t.keys.iter().map(|k| r[k].as_str()).collect();
+                let v = r[*c].as_str();
+                *seen.entry(key).or_insert(v) != v
+            })
+        })
+        .collect();
+    if pooled.is_empty() {
+        "± spans seeds only (each cell is one stack definition)".to_string()
+    } else {
+        format!(
+            "± spans seeds and the stacks this table pools: cells mix rows of different {}",
+            pooled.join(", ")
+        )
+    }
+}
+
 /// The standard tables of a stacking experiment, for whichever columns the rows have.
 pub fn standard_tables(rows: &Rows) -> Result<Vec<Table>> {
     let metrics: Vec<&str> = ["val_loss_stack", "mean_val_loss", "delta_vs_best"]
@@ -170,21 +207,32 @@ pub fn standard_tables(rows: &Rows) -> Result<Vec<Table>> {
     if !metrics.contains(&"val_loss_stack") {
         bail!("the results have no `val_loss_stack` column: not stack results");
     }
+    let mut current = rows.clone();
+    current
+        .rows
+        .retain(|r| r.get(SUPERSEDED).map(String::as_str) != Some("true"));
+    let left_out = rows.rows.len() - current.rows.len();
+    let rows = &current;
     let present = |cols: &[&'static str]| -> Vec<&'static str> {
         cols.iter().copied().filter(|c| rows.has(c)).collect()
     };
     let mut out = Vec::new();
     let full = present(&CONFIG);
     let mut t = group_by(rows, "Full results", &full, &metrics)?;
-    t.note = Some(
-        "one cell per configuration; with several rows (seeds) the mean ± sample standard deviation".into(),
-    );
+    let mut note = "one cell per stack definition (models, block ranges, flags, norms, training); with several rows (seeds of that stack) the mean ± sample standard deviation; `-`: not set (explicit ranges give no flags)".to_string();
+    if left_out > 0 {
+        note.push_str(&format!(
+            "; {left_out} superseded row(s) (computed from checkpoints since retrained) left out"
+        ));
+    }
+    t.note = Some(note);
     out.push(t);
+    let mut grouped = Vec::new();
     let by_layer = present(&["use_first_layer", "use_last_layer", "unique_model"]);
     if by_layer.len() >= 2 {
         let mut t = group_by(rows, "Results by layer use", &by_layer, &metrics)?;
         t.note = Some("grouped by both flags (use_first_layer: model 2's first block; use_last_layer: model 1's last block)".into());
-        out.push(t);
+        grouped.push(t);
     }
     let by_norm = present(&[
         "norm_wte",
@@ -193,10 +241,10 @@ pub fn standard_tables(rows: &Rows) -> Result<Vec<Table>> {
         "unique_model",
     ]);
     if by_norm.len() >= 2 {
-        out.push(group_by(rows, "Results by norm", &by_norm, &metrics)?);
+        grouped.push(group_by(rows, "Results by norm", &by_norm, &metrics)?);
     }
     if rows.has("unique_model") {
-        out.push(group_by(
+        grouped.push(group_by(
             rows,
             "Distinct vs same model",
             &["unique_model"],
@@ -215,12 +263,20 @@ pub fn standard_tables(rows: &Rows) -> Result<Vec<Table>> {
             "use_first_layer",
             "use_last_layer",
         ]);
-        out.push(group_by(
+        grouped.push(group_by(
             rows,
             "Results with COCONUT-parallel training",
             &keys,
             &metrics,
         )?);
+    }
+    for mut t in grouped {
+        let spans = spans_note(rows, &t, &full);
+        t.note = Some(match t.note.take() {
+            Some(n) => format!("{n}; {spans}"),
+            None => spans,
+        });
+        out.push(t);
     }
     Ok(out)
 }
@@ -251,9 +307,9 @@ pub fn to_markdown(tables: &[Table], decimals: usize) -> String {
             let mut cols: Vec<String> = c.stats.iter().map(|st| st.show(decimals)).collect();
             cols.extend(c.keys.iter().map(|k| {
                 if k.is_empty() {
-                    "none".into()
+                    "-".into()
                 } else {
-                    k.clone()
+                    k.replace('|', "\\|")
                 }
             }));
             cols.push(c.rows.to_string());

@@ -84,9 +84,13 @@ pub fn write_tables(csv: &Path, out_dir: &Path) -> Result<String> {
         bail!("{} has no result rows yet", csv.display());
     }
     let decimals = 3;
+    let current = rows
+        .rows
+        .iter()
+        .filter(|r| r.get(super::tables::SUPERSEDED).map(String::as_str) != Some("true"))
+        .count();
     let md = format!(
-        "# Results ({} rows of {})\n\n{}",
-        rows.rows.len(),
+        "# Results ({current} rows of {})\n\n{}",
         csv.display(),
         to_markdown(&standard_tables(&rows)?, decimals)
     );
@@ -158,6 +162,7 @@ pub fn execute(plan: &Plan, cfg: &SweepConfig, device: &str) -> Result<String> {
     let csv = plan.out.join(RESULTS);
     for s in to_eval {
         let row = stack_row(s, cfg, plan, device)?;
+        // Rows of this stack from other checkpoints are kept, marked superseded.
         append_row(&csv, &row)?;
         progress.line(&format!("{}: val_loss_stack {}", s.describe(), row[8]));
     }

@@ -1,5 +1,5 @@
 //! One stack's row of `results.csv`: the stack evaluated as a child `stacklab stack --json`,
-//! its result joined with the sweep's keys, and the row appended atomically.
+//! its result joined with the sweep's keys, and the row appended atomically under a lock.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -8,11 +8,15 @@ use anyhow::{bail, Context, Result};
 
 use super::stacklab;
 use crate::sweep::config::SweepConfig;
+use crate::sweep::plan::config_hash;
 use crate::sweep::plan::{Plan, PlannedRun, PlannedStack};
-use crate::sweep::tables::NORM_MISMATCH;
+use crate::sweep::tables::{Rows, NORM_MISMATCH, SUPERSEDED};
 
-/// The columns of a sweep's `results.csv`: the sweep's own keys, then the stack's.
-pub const COLUMNS: [&str; 27] = [
+/// The columns of a sweep's `results.csv`: the sweep's own keys, then the stack's. A row's
+/// identity is its `stack_id` with the checkpoints' `sha256`, `model_ids` and the training
+/// configs' `config_sha256`; a row computed from checkpoints since retrained is kept,
+/// marked `superseded`, and left out of the tables.
+pub const COLUMNS: [&str; 31] = [
     "stack_id",
     "sweep",
     "replicate",
@@ -33,35 +37,55 @@ pub const COLUMNS: [&str; 27] = [
     "unique_model",
     NORM_MISMATCH,
     "block_list",
+    "ranges",
     "checkpoints",
     "sha256",
+    "model_ids",
+    "config_sha256",
     "data",
     "tokens",
     "seq_len",
     "seconds",
     "created_at",
+    SUPERSEDED,
 ];
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// Appends one row (the header first when the file is new), rewriting the file through a
-/// temporary and a rename so an interrupted sweep never leaves half a row.
+/// Appends one row under the file's lock, marking the rows it replaces (the same
+/// `stack_id`) superseded. The file is rewritten with the current columns (older files
+/// gain the new ones, empty) through a temporary and a rename, so an interrupted sweep
+/// never leaves half a row; a file that cannot be read is an error, never taken as empty.
 pub(super) fn append_row(path: &Path, values: &[String]) -> Result<()> {
-    let mut text = std::fs::read_to_string(path).unwrap_or_default();
-    if text.is_empty() {
-        text.push_str(&COLUMNS.join(","));
-        text.push('\n');
+    anyhow::ensure!(
+        values.len() == COLUMNS.len(),
+        "a row has {} values",
+        values.len()
+    );
+    let _lock = crate::filelock::exclusive(&crate::filelock::beside(path))?;
+    let existing = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Rows::default(),
+        _ => Rows::read_csv(path)?,
+    };
+    let id = &values[0];
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    w.write_record(COLUMNS)?;
+    for r in &existing.rows {
+        let record: Vec<&str> = COLUMNS
+            .iter()
+            .map(|c| {
+                if *c == SUPERSEDED && r.get("stack_id") == Some(id) {
+                    "true"
+                } else {
+                    r.get(*c).map(String::as_str).unwrap_or("")
+                }
+            })
+            .collect();
+        w.write_record(&record)?;
     }
-    let row: Vec<String> = values.iter().map(|v| csv_field(v)).collect();
-    text.push_str(&row.join(","));
-    text.push('\n');
-    crate::paths::write_atomic(path, text.as_bytes())
+    w.write_record(values)?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    crate::paths::write_atomic(path, &bytes)
 }
 
 pub(super) fn stack_row(
@@ -190,14 +214,16 @@ pub(super) fn stack_row(
         s.id.clone(),
         cfg.name.clone(),
         s.replicate.map(|r| r.to_string()).unwrap_or_default(),
-        join(if s.models.is_empty() {
-            models
-                .iter()
-                .map(|m| m["label"].as_str().unwrap_or("").to_string())
-                .collect()
-        } else {
-            s.models.clone()
-        }),
+        match &s.spec {
+            // A spec's stack is the spec: its rows never pool with another spec's.
+            Some(p) => format!(
+                "spec {}",
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            None => join(s.models.clone()),
+        },
         join(runs.iter().map(|r| r.seed.to_string()).collect()),
         join(trained.iter().map(|(w, h)| format!("{w}/{h}")).collect()),
         if runs.is_empty() {
@@ -230,6 +256,12 @@ pub(super) fn stack_row(
         join(
             models
                 .iter()
+                .map(|m| format!("{}:{}", m["start"], m["end"]))
+                .collect(),
+        ),
+        join(
+            models
+                .iter()
                 .map(|m| m["path"].as_str().unwrap_or("").to_string())
                 .collect(),
         ),
@@ -239,6 +271,13 @@ pub(super) fn stack_row(
                 .map(|m| m["sha256"].as_str().unwrap_or("").to_string())
                 .collect(),
         ),
+        join(
+            models
+                .iter()
+                .map(|m| m["model_id"].as_str().unwrap_or("").to_string())
+                .collect(),
+        ),
+        join(runs.iter().map(|r| config_hash(&r.config)).collect()),
         v["data"].as_str().unwrap_or("").to_string(),
         v["tokens"]
             .as_i64()
@@ -250,5 +289,6 @@ pub(super) fn stack_row(
             .unwrap_or_default(),
         num("seconds"),
         chrono::Local::now().to_rfc3339(),
+        "false".into(),
     ])
 }
