@@ -983,3 +983,37 @@ fn trained_models_stack_in_one_pass_that_agrees_with_eval() {
     let v0 = first["val_loss"].as_f64().unwrap();
     assert!(rel(v0, want) < 1e-5, "step-0 loss {v0} vs stack {want}");
 }
+
+#[test]
+fn stacks_finishing_together_write_one_header_and_every_row() {
+    let lab = Lab::new();
+    let csv = lab.path("new/stacks.csv");
+    let (a, b, data) = (model_path("a"), model_path("b"), val());
+    let children: Vec<std::process::Child> = (0..6)
+        .map(|i| {
+            let mut args = vec!["stack", "--models", &a, &b, "--data", &data];
+            args.extend_from_slice(&DATA_ARGS);
+            if i % 2 == 1 {
+                args.push("--use-last-layer");
+            }
+            args.extend_from_slice(&["--results", csv.to_str().unwrap(), "--device", "cpu"]);
+            lab.cmd(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 7, "{text}");
+    let header = lines[0];
+    assert!(header.starts_with("created_at,val_loss_stack,"), "{header}");
+    for l in &lines[1..] {
+        assert_ne!(*l, header);
+        assert_eq!(csv_split(l).len(), csv_split(header).len(), "{l}");
+    }
+}
