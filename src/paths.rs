@@ -97,6 +97,21 @@ fn write_atomic_with(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a name that cannot be one folder directly under the checkpoint dir (a run, a
+/// sweep's model, a queued request): empty, with a '/' or '\\', a leading '.', or a control
+/// character. `what` says which name it is (`run name`, `model name`).
+pub fn check_folder_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.starts_with('.')
+        || name.contains('/')
+        || name.contains('\\')
+        || name.chars().any(|c| c.is_control())
+    {
+        anyhow::bail!("{what} `{name}` is not usable as a folder name (no '/', no leading '.')");
+    }
+    Ok(())
+}
+
 /// Shows a path relative to the current directory when it lies below it.
 pub fn display(path: &Path) -> String {
     if let Ok(cwd) = std::env::current_dir() {
@@ -110,6 +125,24 @@ pub fn display(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folder_names_are_one_plain_component() {
+        for ok in ["m1", "tiny-0101-120000", "a b", "ünï"] {
+            check_folder_name("run name", ok).unwrap();
+        }
+        for bad in ["", ".", "..", ".hidden", "../x", "a/b", "a\\b", "tab\there"] {
+            let e = check_folder_name("model name", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "model name `{bad}` is not usable as a folder name"
+                )),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temporary() {

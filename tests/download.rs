@@ -4,172 +4,13 @@
 //! endpoint gives an error that names the URL and what to do.
 
 mod common;
+#[path = "download/server.rs"]
+mod server;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
 
 use common::Lab;
-
-/// A request the server saw: the file and its Range header.
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    file: String,
-    range: Option<String>,
-}
-
-#[derive(Default)]
-struct State {
-    files: HashMap<String, Vec<u8>>,
-    /// Cut the next response for a file after this many body bytes (once).
-    cut: HashMap<String, usize>,
-    seen: Vec<Seen>,
-}
-
-struct Server {
-    url: String,
-    state: Arc<Mutex<State>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(State::default()));
-        let st = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || serve(conn, &st));
-            }
-        });
-        Server { url, state }
-    }
-    fn put(&self, name: &str, bytes: Vec<u8>) {
-        self.state.lock().unwrap().files.insert(name.into(), bytes);
-    }
-    fn cut_once(&self, name: &str, after: usize) {
-        self.state.lock().unwrap().cut.insert(name.into(), after);
-    }
-    fn seen(&self) -> Vec<Seen> {
-        self.state.lock().unwrap().seen.clone()
-    }
-}
-
-/// One HTTP/1.1 request per connection; `Range: bytes=N-` is honoured with a 206.
-fn serve(mut conn: TcpStream, st: &Mutex<State>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut first = String::new();
-    if reader.read_line(&mut first).is_err() {
-        return;
-    }
-    let mut range = None;
-    loop {
-        let mut l = String::new();
-        if reader.read_line(&mut l).unwrap_or(0) == 0 || l.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("range") {
-                range = Some(v.trim().to_string());
-            }
-        }
-    }
-    let file = first
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .trim_start_matches('/')
-        .to_string();
-    let (body, cut) = {
-        let mut s = st.lock().unwrap();
-        s.seen.push(Seen {
-            file: file.clone(),
-            range: range.clone(),
-        });
-        (s.files.get(&file).cloned(), s.cut.remove(&file))
-    };
-    let Some(body) = body else {
-        let _ = conn
-            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
-    };
-    let start: usize = range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let head = if range.is_some() {
-        if start >= body.len() {
-            let h = format!(
-                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(h.as_bytes());
-            return;
-        }
-        format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len() - 1,
-            body.len(),
-            body.len() - start
-        )
-    } else {
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-    };
-    let rest = &body[start..];
-    let send = cut.map_or(rest.len(), |c| c.min(rest.len()));
-    let _ = conn.write_all(head.as_bytes());
-    let _ = conn.write_all(&rest[..send]);
-    let _ = conn.flush();
-    // Dropping the connection here cuts a response short.
-}
-
-/// A tiny valid shard of `n` tokens.
-fn shard(n: usize, seed: u32) -> Vec<u8> {
-    let toks: Vec<u16> = (0..n as u32)
-        .map(|i| ((i * 7919 + seed * 104_729) % 50_257) as u16)
-        .collect();
-    stacklab::data::shard::encode(&toks).unwrap()
-}
-
-fn server_with(n_train: usize) -> Server {
-    let s = Server::start();
-    s.put("fineweb_val_000000.bin", shard(1500, 0));
-    for i in 1..=n_train {
-        s.put(
-            &format!("fineweb_train_{i:06}.bin"),
-            shard(1000 + 10 * i, i as u32),
-        );
-    }
-    s
-}
-
-fn download(lab: &Lab, server: &Server, out: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "data",
-        "download",
-        "fineweb10B",
-        "--endpoint",
-        &server.url,
-        "--out",
-        out,
-    ];
-    args.extend_from_slice(extra);
-    let o = lab.run(&args);
-    common::no_panic(&o);
-    o
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use server::{download, server_with, shard, text};
 
 #[test]
 fn an_interrupted_download_resumes_to_identical_files() {
@@ -211,13 +52,12 @@ fn an_interrupted_download_resumes_to_identical_files() {
     let o = download(&lab, &server, out_s, &["--shards", "2"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     eprintln!("--- resumed run\n{}{}", text(&o.stdout), text(&o.stderr));
-    let seen = server.seen();
+    let seen = server.seen_for(val);
     assert!(
-        seen.contains(&Seen {
-            file: val.into(),
-            range: Some("bytes=1500-".into())
-        }),
-        "{seen:?}"
+        seen.iter()
+            .any(|s| s.range.as_deref() == Some("bytes=1500-")
+                && s.if_range.as_deref() == Some("\"v1\"")),
+        "continued with If-Range naming the version it began: {seen:?}"
     );
     // Within one run, a transfer that breaks is retried from where it stopped.
     let out2 = lab.path("fw2");
@@ -225,20 +65,20 @@ fn an_interrupted_download_resumes_to_identical_files() {
     server.cut_once(train1, 2000);
     let o = download(&lab, &server, out2.to_str().unwrap(), &["--shards", "2"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(server.seen().contains(&Seen {
-        file: train1.into(),
-        range: Some("bytes=2000-".into())
-    }));
+    assert!(server
+        .seen_for(train1)
+        .iter()
+        .any(|s| s.range.as_deref() == Some("bytes=2000-")));
 
-    let st = server.state.lock().unwrap();
     for dir in [&out, &out2] {
-        for (name, bytes) in &st.files {
+        for name in [val, train1, "fineweb_train_000002.bin"] {
             assert_eq!(
-                &std::fs::read(dir.join(name)).unwrap(),
-                bytes,
+                std::fs::read(dir.join(name)).unwrap(),
+                server.bytes(name),
                 "{name} is byte-identical"
             );
             assert!(!dir.join(format!("{name}.part")).exists());
+            assert!(!dir.join(format!("{name}.part.json")).exists());
         }
     }
     let stdout = text(&o.stdout);

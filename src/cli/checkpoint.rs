@@ -116,7 +116,12 @@ pub(super) fn run_eval(a: EvalArgs) -> Result<()> {
             );
         }
     }
-    let model = ckpt.load_model(&opts, device)?;
+    let model = match a.seq_len {
+        Some(t) => ckpt
+            .load_model(&opts, device)
+            .with_context(|| format!("--seq-len {t}"))?,
+        None => ckpt.load_model(&opts, device)?,
+    };
     let (val_glob, default_tokens) = match (&a.data, &ckpt) {
         (Some(d), _) if d == "embedded" => {
             (crate::data::embedded::ensure_prepared()?.val_glob(), None)

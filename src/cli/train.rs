@@ -116,6 +116,11 @@ pub(super) fn run_bench(a: BenchArgs) -> Result<()> {
     });
     let path = crate::config::resolve_config_path(&name)?;
     let config = TrainConfig::load(&path, &a.set)?;
+    if let Some(b) = a.batch.filter(|b| *b > 0) {
+        if let Some(why) = config.model.micro_batch_too_big(b) {
+            anyhow::bail!("--batch {b}: {why}");
+        }
+    }
     let opts = crate::bench::BenchOptions {
         config,
         config_name: path.display().to_string(),

@@ -14,6 +14,7 @@ pub use sections::{
     MuonConfig, NormKind, OptimizerConfig, Precision, ScheduleConfig, ShardOrder,
 };
 
+pub mod bounds;
 mod keys;
 mod sections;
 #[cfg(test)]

@@ -8,8 +8,15 @@ use super::{ModelConfig, TrainConfig};
 
 impl ModelConfig {
     /// Refuses shapes no model can have (any model loaded or built), naming the key (under
-    /// `model.`): positive sizes, a width the heads divide, an even head size for rotary.
+    /// `model.`): positive sizes, a width the heads divide, an even head size for rotary,
+    /// and a size that fits ([`MAX_PARAMETERS`](super::bounds::MAX_PARAMETERS), one
+    /// sequence's [`MAX_ACTIVATIONS`](super::bounds::MAX_ACTIVATIONS)).
     pub fn validate_shape(&self, source: &str) -> Result<()> {
+        self.check_shape_rules(source)?;
+        self.check_size(source)
+    }
+
+    fn check_shape_rules(&self, source: &str) -> Result<()> {
         let m = self;
         let positive: [(&str, i64); 5] = [
             ("model.vocab_size", m.vocab_size),
@@ -51,7 +58,7 @@ impl ModelConfig {
     /// [`validate_shape`](Self::validate_shape), and a vocabulary the shard format can index
     /// (what a model to train needs).
     pub fn validate(&self, source: &str) -> Result<()> {
-        self.validate_shape(source)?;
+        self.check_shape_rules(source)?;
         if self.vocab_size > MAX_VOCAB {
             return Err(err(
                 source,
@@ -62,7 +69,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        Ok(())
+        self.check_size(source)
     }
 }
 
@@ -110,52 +117,7 @@ impl TrainConfig {
                 ),
             ));
         }
-        let m = &self.model;
-        let b = &self.batch;
-        if b.global_batch % (b.micro_batch * b.devices) != 0 {
-            return Err(err(
-                source,
-                "batch.global_batch",
-                format!(
-                    "{} sequences is not divisible by batch.micro_batch x batch.devices = {} x {} = {}",
-                    b.global_batch,
-                    b.micro_batch,
-                    b.devices,
-                    b.micro_batch * b.devices
-                ),
-            ));
-        }
-        if b.global_batch % (b.ranks * b.micro_batch * b.devices) != 0 {
-            return Err(err(
-                source,
-                "batch.ranks",
-                format!(
-                    "batch.global_batch = {} is not divisible by batch.ranks x batch.micro_batch = {} x {} = {}: each emulated rank reads whole micro-batches (batch.ranks = 1 reads the shards as one stream)",
-                    b.global_batch,
-                    b.ranks,
-                    b.micro_batch,
-                    b.ranks * b.micro_batch * b.devices
-                ),
-            ));
-        }
-        let s = &self.schedule;
-        if s.warmdown > s.steps {
-            return Err(err(
-                source,
-                "schedule.warmdown",
-                format!("{} is more than schedule.steps = {}", s.warmdown, s.steps),
-            ));
-        }
-        if s.warmup + s.warmdown > s.steps {
-            return Err(err(
-                source,
-                "schedule.warmup",
-                format!(
-                    "warmup {} + warmdown {} is more than schedule.steps = {}",
-                    s.warmup, s.warmdown, s.steps
-                ),
-            ));
-        }
+        self.check_batch_and_schedule(source)?;
         let d = &self.data;
         if d.embedded && (!d.train.is_empty() || !d.val.is_empty()) {
             return Err(err(
@@ -171,6 +133,7 @@ impl TrainConfig {
                 "is empty: give shard globs for data.train and data.val, or set data.embedded = true",
             ));
         }
+        let m = &self.model;
         if self.eval.val_tokens < m.seq_len {
             return Err(err(
                 source,

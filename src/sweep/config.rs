@@ -157,18 +157,17 @@ impl SweepConfig {
     }
 
     fn validate(&self, src: &str) -> Result<()> {
-        if self.name.is_empty() || self.name.contains('/') || self.name.starts_with('.') {
-            bail!(
-                "{src}: `name` = {:?} must be a plain folder name",
-                self.name
-            );
-        }
+        // Run names are `{name}-{model}-r{replicate}`: both parts must be folder names.
+        crate::paths::check_folder_name("sweep name", &self.name)
+            .with_context(|| format!("{src}: `name`"))?;
         if self.models.is_empty() {
             bail!("{src}: `models`: a sweep needs at least one [[models]] entry");
         }
         let n = self.replicates();
         let mut seen: Vec<&str> = Vec::new();
         for m in &self.models {
+            crate::paths::check_folder_name("model name", &m.name)
+                .with_context(|| format!("{src}: `models.name`"))?;
             if m.seeds.is_empty() || m.seeds.len() != n {
                 bail!(
                     "{src}: `models.{}.seeds`: every model lists one seed per replicate ({} has {}, {} has {n})",
@@ -223,5 +222,38 @@ impl SweepConfig {
             bail!("{src}: `eval.tokens` must be 0 (model 1's eval.val_tokens) or more");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(name: &str, model: &str) -> Result<SweepConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sweep.toml");
+        let text = format!(
+            "name = {name:?}\ntrain_config = \"tiny\"\n[[models]]\nname = {model:?}\nseeds = [0]\n[grid]\nsame_model = [{model:?}]\n"
+        );
+        std::fs::write(&p, text).unwrap();
+        SweepConfig::load(&p)
+    }
+
+    #[test]
+    fn model_and_sweep_names_pass_the_run_name_check() {
+        load("tiny", "m1").unwrap();
+        for bad in ["../m1", "a/b", ".m", "a\\b", "tab\there", ""] {
+            let e = format!("{:#}", load("tiny", bad).unwrap_err());
+            assert!(
+                e.contains("`models.name`: model name")
+                    && e.contains("is not usable as a folder name"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = format!("{:#}", load("../up", "m1").unwrap_err());
+        assert!(
+            e.contains("`name`: sweep name `../up` is not usable as a folder name"),
+            "{e}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! resumable command, with tables computed from the raw result rows.
 
 pub mod cli;
+pub mod columns;
 pub mod config;
 pub mod plan;
 pub mod run;

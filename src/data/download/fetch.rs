@@ -1,5 +1,8 @@
-//! Fetching one shard: continued from its `.part` file with an HTTP range request, checked
-//! (header magic, version, token count against the size) before it is renamed into place.
+//! Fetching one shard: continued from its `.part` file with an HTTP range request while the
+//! server's ETag or Last-Modified still names the same file (`If-Range`), never written
+//! past the size its header promises (with or without Content-Length), retried with
+//! backoff (honouring `Retry-After`), and checked (header magic, version, token count
+//! against the size) before it is renamed into place.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -9,6 +12,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
+use super::http::{content_range, describe, fatal, retry_after, transient, Failure};
+use super::part::PartOrigin;
 use crate::data::shard::{check_header, read_header, HEADER_BYTES};
 
 /// One file to fetch.
@@ -43,34 +48,20 @@ pub trait Progress: Sync {
     fn advanced(&self, bytes: u64);
 }
 
-/// Why one attempt failed, and whether trying again can help.
-struct Failure {
-    error: anyhow::Error,
-    retry: bool,
-}
-
-fn fatal(error: anyhow::Error) -> Failure {
-    Failure {
-        error,
-        retry: false,
+/// Sleeps `wait`, waking early when another file failed.
+fn pause(wait: Duration, stop: &AtomicBool) {
+    let until = std::time::Instant::now() + wait;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
     }
 }
-fn transient(error: anyhow::Error) -> Failure {
-    Failure { error, retry: true }
-}
 
-pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .user_agent(concat!("stacklab/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
-
-/// Fetches `job` unless it is already complete, retrying a broken transfer up to `retries`
-/// times (each continuing where the last stopped).
+/// Fetches `job` unless it is already complete, retrying a broken transfer or a busy
+/// server (429, 5xx) up to `retries` times (each continuing where the last stopped).
 pub fn fetch(
     agent: &ureq::Agent,
     job: &Job,
@@ -91,9 +82,10 @@ pub fn fetch(
             Ok(()) => break,
             Err(f) if f.retry && attempt < retries && !stop.load(Ordering::Relaxed) => {
                 attempt += 1;
-                let wait = Duration::from_millis(250u64 << attempt.min(5));
+                let backoff = Duration::from_millis(250u64 << attempt.min(5));
+                let wait = f.wait.map_or(backoff, |w| w.max(backoff));
                 tracing::warn!("{}: {:#}; retrying in {wait:?}", job.name, f.error);
-                std::thread::sleep(wait);
+                pause(wait, stop);
             }
             Err(f) => {
                 let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
@@ -120,12 +112,8 @@ pub fn fetch(
     let tokens = match checked {
         Ok(n) => n,
         Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            return Err(anyhow!(
-                "{e}\n{} as served by {} is not a valid shard; it was removed (run again to fetch it anew, or use another --endpoint)",
-                job.name,
-                job.url
-            ));
+            PartOrigin::discard(&part);
+            return Err(not_a_shard(e, job));
         }
     };
     File::open(&part).and_then(|f| f.sync_all())?;
@@ -136,36 +124,34 @@ pub fn fetch(
             job.dest.display()
         )
     })?;
+    let _ = std::fs::remove_file(PartOrigin::file(&part));
     Ok(Outcome::Fetched {
         tokens,
         bytes: fetched,
     })
 }
 
-fn describe(url: &str, e: ureq::Error) -> Failure {
-    use ureq::Error as E;
-    let retry = matches!(e, E::Timeout(_) | E::Io(_) | E::Protocol(_));
-    let error = match &e {
-        E::HostNotFound | E::ConnectionFailed | E::Io(_) | E::Timeout(_) => anyhow!(
-            "cannot reach {url}: {e}\nCheck the network connection (a proxy is taken from HTTPS_PROXY / ALL_PROXY), or download from a mirror that serves the same files with --endpoint URL (or STACKLAB_DATA_ENDPOINT)"
-        ),
-        _ => anyhow!("{url}: {e}"),
-    };
-    // A refused connection or an unknown host will not change in a few seconds.
-    let retry =
-        retry && !matches!(&e, E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
-    Failure { error, retry }
+fn not_a_shard(e: anyhow::Error, job: &Job) -> anyhow::Error {
+    anyhow!(
+        "{e}\n{} as served by {} is not a valid shard; it was removed (run again to fetch it anew, or use another --endpoint)",
+        job.name,
+        job.url
+    )
 }
 
-/// `bytes START-END/TOTAL` (or `bytes */TOTAL`) from a Content-Range header.
-fn content_range(v: &str) -> Option<(Option<u64>, Option<u64>)> {
-    let v = v.trim().strip_prefix("bytes")?.trim();
-    let (range, total) = v.split_once('/')?;
-    let total = total.trim().parse().ok();
-    let start = range
-        .split_once('-')
-        .and_then(|(s, _)| s.trim().parse().ok());
-    Some((start, total))
+/// The size a shard's header promises (header + 2 bytes a token), its magic and version
+/// checked; with `announced` (the server's size), that it agrees.
+fn promised_size(job: &Job, header: &[u8], announced: Option<u64>) -> Result<u64> {
+    let count = i32::from_le_bytes(header[8..12].try_into().expect("4 bytes")).max(0) as u64;
+    let promised = HEADER_BYTES as u64 + 2 * count;
+    check_header(Path::new(&job.name), header, announced.unwrap_or(promised))?;
+    Ok(promised)
+}
+
+fn read_part_header(part: &Path) -> std::io::Result<[u8; HEADER_BYTES]> {
+    let mut header = [0u8; HEADER_BYTES];
+    File::open(part)?.read_exact(&mut header)?;
+    Ok(header)
 }
 
 fn attempt_once(
@@ -178,9 +164,25 @@ fn attempt_once(
 ) -> std::result::Result<(), Failure> {
     let io = |what: &str, e: std::io::Error| fatal(anyhow!("{what} {}: {e}", part.display()));
     let mut have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let origin = PartOrigin::load(part).filter(|_| have > 0);
+    let validator = origin
+        .as_ref()
+        .and_then(|o| o.if_range())
+        .map(str::to_string);
+    if have > 0 && validator.is_none() {
+        // Nothing says whether the server's file is still the one the part began with.
+        tracing::info!(
+            "{}: no ETag or Last-Modified kept for {}; fetching it from the start",
+            job.name,
+            part.display()
+        );
+        have = 0;
+    }
     let mut req = agent.get(&job.url);
-    if have > 0 {
-        req = req.header("Range", format!("bytes={have}-"));
+    if let (true, Some(v)) = (have > 0, &validator) {
+        req = req
+            .header("Range", format!("bytes={have}-"))
+            .header("If-Range", v.as_str());
     }
     let resp = req.call().map_err(|e| describe(&job.url, e))?;
     let status = resp.status().as_u16();
@@ -190,10 +192,12 @@ fn attempt_once(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    let (etag, modified) = (header("etag"), header("last-modified"));
     let length: Option<u64> = header("content-length").and_then(|v| v.trim().parse().ok());
     let total = match status {
         200 => {
-            // The server sends the whole file (no range support, or a fresh start).
+            // The whole file: a fresh start, a server without ranges, or (to an If-Range
+            // request) a file that changed since the part began.
             have = 0;
             length
         }
@@ -208,10 +212,21 @@ fn attempt_once(
                     ))
                 })?;
             if start != Some(have) {
-                let _ = std::fs::remove_file(part);
+                PartOrigin::discard(part);
                 return Err(transient(anyhow!(
                     "{}: asked for bytes from {have}, got a range from {start:?}; starting over",
                     job.url
+                )));
+            }
+            if !origin
+                .as_ref()
+                .is_some_and(|o| o.same_file(etag.as_deref(), modified.as_deref()))
+            {
+                PartOrigin::discard(part);
+                return Err(transient(anyhow!(
+                    "{}: the file changed on the server since {} began; starting over",
+                    job.url,
+                    part.display()
                 )));
             }
             total
@@ -224,7 +239,7 @@ fn attempt_once(
             if total == Some(have) {
                 return Ok(()); // the partial file was complete already
             }
-            let _ = std::fs::remove_file(part);
+            PartOrigin::discard(part);
             return Err(transient(anyhow!(
                 "{}: the partial file ({have} bytes) does not fit the server's copy; starting over",
                 job.url
@@ -239,29 +254,78 @@ fn attempt_once(
         }
         s => {
             let retry = s == 429 || s >= 500;
+            let wait = header("retry-after")
+                .and_then(|v| retry_after(&v, chrono::Utc::now()))
+                .filter(|_| retry);
             return Err(Failure {
                 error: anyhow!("{}: HTTP status {s}", job.url),
                 retry,
+                wait,
             });
         }
     };
-    if let Some(t) = total {
-        progress.sized(t.saturating_sub(have));
-    }
     let mut file = if have > 0 {
         OpenOptions::new().append(true).open(part)
     } else {
-        File::create(part)
+        // Forget the old origin before truncating, and save the new one after: a crash in
+        // between leaves a part without an origin, which is fetched again, never mixed.
+        let _ = std::fs::remove_file(PartOrigin::file(part));
+        let f = File::create(part);
+        if f.is_ok() {
+            PartOrigin::new(&job.url, etag.as_deref(), modified.as_deref())
+                .save(part)
+                .map_err(fatal)?;
+        }
+        f
     }
     .map_err(|e| io("cannot write", e))?;
+    let started_at = have;
+    if let Some(t) = total {
+        progress.sized(t.saturating_sub(have));
+    }
+    let mut promised = if have >= HEADER_BYTES as u64 {
+        let h = read_part_header(part).map_err(|e| io("cannot read", e))?;
+        match promised_size(job, &h, total) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                PartOrigin::discard(part);
+                return Err(fatal(not_a_shard(e, job)));
+            }
+        }
+    } else {
+        None
+    };
     let mut body = resp.into_body().into_reader();
     let mut buf = vec![0u8; 1 << 20];
-    let mut checked = false;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Err(fatal(anyhow!("stopped after another file failed")));
         }
-        let n = match body.read(&mut buf) {
+        // Never more than the header (until it is in), then never past what it promises.
+        let room = match promised {
+            Some(p) => p.saturating_sub(have),
+            None => HEADER_BYTES as u64 - have,
+        };
+        if room == 0 {
+            let mut probe = [0u8; 1];
+            match body.read(&mut probe) {
+                Ok(0) => break,
+                Ok(_) => {
+                    PartOrigin::discard(part);
+                    return Err(fatal(anyhow!(
+                        "{} sends more than the {} bytes the header of {} promises: not a valid shard; it was removed (run again to fetch it anew, or use another --endpoint)",
+                        job.url,
+                        promised.unwrap_or(0),
+                        job.name
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // Everything promised is in; the final check decides.
+                Err(_) => break,
+            }
+        }
+        let want = room.min(buf.len() as u64) as usize;
+        let n = match body.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -278,44 +342,33 @@ fn attempt_once(
         *fetched += n as u64;
         progress.advanced(n as u64);
         // Refuse a file that is not a shard (an error page, say) as soon as its header is in.
-        if !checked && have >= HEADER_BYTES as u64 {
-            checked = true;
-            if let Some(t) = total {
-                file.flush().map_err(|e| io("cannot write", e))?;
-                let mut header = [0u8; HEADER_BYTES];
-                File::open(part)
-                    .and_then(|mut f| f.read_exact(&mut header))
-                    .map_err(|e| io("cannot read", e))?;
-                if let Err(e) = check_header(Path::new(&job.name), &header, t) {
-                    let _ = std::fs::remove_file(part);
-                    return Err(fatal(anyhow!(
-                        "{e}\n{} as served by {} is not a valid shard; it was removed (run again to fetch it anew, or use another --endpoint)",
-                        job.name,
-                        job.url
-                    )));
+        if promised.is_none() && have >= HEADER_BYTES as u64 {
+            file.flush().map_err(|e| io("cannot write", e))?;
+            let h = read_part_header(part).map_err(|e| io("cannot read", e))?;
+            match promised_size(job, &h, total) {
+                Ok(p) => {
+                    if total.is_none() {
+                        progress.sized(p.saturating_sub(started_at));
+                    }
+                    promised = Some(p);
+                }
+                Err(e) => {
+                    PartOrigin::discard(part);
+                    return Err(fatal(not_a_shard(e, job)));
                 }
             }
         }
     }
     file.flush().map_err(|e| io("cannot write", e))?;
-    match total {
-        Some(t) if have != t => Err(transient(anyhow!(
-            "the transfer from {} ended after {have} of {t} bytes",
+    match promised {
+        Some(p) if have == p => Ok(()),
+        Some(p) => Err(transient(anyhow!(
+            "the transfer from {} ended after {have} of {p} bytes",
             job.url
         ))),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn content_range_parses() {
-        assert_eq!(
-            super::content_range("bytes 100-199/200"),
-            Some((Some(100), Some(200)))
-        );
-        assert_eq!(super::content_range("bytes */200"), Some((None, Some(200))));
-        assert_eq!(super::content_range("items 1-2/3"), None);
+        None => Err(transient(anyhow!(
+            "the transfer from {} ended after {have} bytes, before the {HEADER_BYTES}-byte header",
+            job.url
+        ))),
     }
 }

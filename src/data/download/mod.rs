@@ -4,6 +4,8 @@
 //! in parallel into `data/fineweb10B/`, where `configs/gpt2-small-seed.toml` reads them.
 
 pub mod fetch;
+pub mod http;
+pub mod part;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -170,7 +172,7 @@ pub fn run(a: &DownloadArgs) -> Result<()> {
         sized: Mutex::new((0, 0)),
     };
 
-    let agent = fetch::agent();
+    let agent = http::agent(&endpoint)?;
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let tokens = AtomicU64::new(0);

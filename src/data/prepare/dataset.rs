@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::DATASET_FILE;
@@ -65,4 +65,56 @@ impl Dataset {
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join(&self.info.tokenizer)
     }
+}
+
+/// Refuses to let `--force` replace `dir` unless it holds a stacklab dataset and nothing
+/// else: its summary must read as one, and every entry must be a file the summary names
+/// (the summary, the tokenizer, the shards). Nothing is changed either way.
+pub(super) fn check_replaceable(dir: &Path) -> Result<()> {
+    let summary = dir.join(DATASET_FILE);
+    if !summary.is_file() {
+        bail!(
+            "--out {}: the folder is not empty and holds no stacklab dataset (no {DATASET_FILE}); --force replaces only a folder `data prepare` wrote, so nothing was changed: give a new or empty folder",
+            dir.display()
+        );
+    }
+    let ds = Dataset::open(dir).with_context(|| {
+        format!(
+            "--out {}: --force replaces only a stacklab dataset, so nothing was changed",
+            dir.display()
+        )
+    })?;
+    let info = &ds.info;
+    let ours: Vec<&str> = [DATASET_FILE, info.tokenizer.as_str()]
+        .into_iter()
+        .chain(info.train_shards.iter().map(String::as_str))
+        .chain(info.val_shards.iter().map(String::as_str))
+        .collect();
+    let mut others: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let e = e.with_context(|| format!("cannot read {}", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if !(is_file && ours.contains(&name.as_str())) {
+            others.push(name);
+        }
+    }
+    if !others.is_empty() {
+        others.sort();
+        let shown = others
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = match others.len() {
+            n if n > 5 => format!(" and {} more", n - 5),
+            _ => String::new(),
+        };
+        bail!(
+            "--out {}: holds {shown}{more} besides its dataset; --force replaces only what `data prepare` wrote, so nothing was changed: move them away first",
+            dir.display()
+        );
+    }
+    Ok(())
 }

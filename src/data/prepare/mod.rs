@@ -10,7 +10,8 @@
 //! default, 0.1: every token is first written to train shards, and once the total is known
 //! the tail is moved into val shards, streaming) or, with `--val-tokens N`, the first N
 //! tokens (decided without knowing the total). The output folder is built beside its
-//! destination and renamed into place, so an interrupted run leaves nothing half-written.
+//! destination and renamed into place, so an interrupted run leaves nothing half-written;
+//! `--force` replaces only a folder that holds a stacklab dataset and nothing else.
 
 pub mod cut;
 mod dataset;
@@ -18,6 +19,7 @@ pub mod encode;
 pub mod input;
 mod options;
 pub mod shards;
+mod swap;
 
 use std::path::{Path, PathBuf};
 
@@ -173,7 +175,7 @@ pub fn prepare(sources: &[Source], opts: &PrepareOptions) -> Result<Dataset> {
         &tmp.join(DATASET_FILE),
         toml::to_string_pretty(&info)?.as_bytes(),
     )?;
-    swap_into_place(&tmp, &opts.out, &parent, &name)?;
+    swap::into_place(&tmp, &opts.out, opts.force)?;
     drop(cleanup);
     Dataset::open(&opts.out)
 }
@@ -192,23 +194,6 @@ fn out_parts(out: &Path) -> Result<(PathBuf, String)> {
         .to_string_lossy()
         .into_owned();
     Ok((parent, name))
-}
-
-/// Renames the finished folder `tmp` to `out`, replacing an old one.
-fn swap_into_place(tmp: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
-    if out.exists() {
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        std::fs::rename(out, &old)
-            .with_context(|| format!("cannot move the old {} aside", out.display()))?;
-        std::fs::rename(tmp, out).with_context(|| format!("cannot create {}", out.display()))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else if let Err(e) = std::fs::rename(tmp, out) {
-        // Another process may have finished the same folder first.
-        if !out.join(DATASET_FILE).exists() {
-            return Err(e).with_context(|| format!("cannot create {}", out.display()));
-        }
-    }
-    Ok(())
 }
 
 /// Removes a temporary folder when dropped (after a failure or a successful rename).

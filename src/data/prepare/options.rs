@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use super::dataset::check_replaceable;
 use super::{DATASET_FILE, DEFAULT_TRAIN_SAMPLE_MB};
 
 /// Which tokenizer to use: `FILE.json` or `train:VOCAB`.
@@ -99,21 +100,30 @@ impl PrepareOptions {
             bail!("--train-sample-mb must be at least 1");
         }
         let out = &self.out;
-        if out.join(DATASET_FILE).exists() && !self.force {
-            bail!(
-                "{} already holds a dataset; pass --force to replace it",
-                out.display()
-            );
-        }
         if out.exists() && !out.is_dir() {
             bail!("--out {}: exists and is not a folder", out.display());
         }
-        if out.is_dir() && !self.force && std::fs::read_dir(out)?.next().is_some() {
+        let empty = !out.is_dir()
+            || std::fs::read_dir(out)
+                .with_context(|| format!("--out {}: cannot read the folder", out.display()))?
+                .next()
+                .is_none();
+        if empty {
+            return Ok(());
+        }
+        if !self.force {
+            if out.join(DATASET_FILE).exists() {
+                bail!(
+                    "{} already holds a dataset; pass --force to replace it",
+                    out.display()
+                );
+            }
             bail!(
-                "--out {}: the folder is not empty; pass --force to replace its contents",
+                "--out {}: the folder is not empty and holds no stacklab dataset ({DATASET_FILE}); give a new or empty folder",
                 out.display()
             );
         }
+        check_replaceable(out)?;
         Ok(())
     }
 }

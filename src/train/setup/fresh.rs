@@ -17,15 +17,7 @@ use crate::runs::CheckpointRef;
 use crate::train::{AdamW, Muon};
 
 fn valid_run_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.starts_with('.')
-        || name.contains('/')
-        || name.contains('\\')
-        || name.chars().any(|c| c.is_control())
-    {
-        bail!("run name `{name}` is not usable as a folder name (no '/', no leading '.')");
-    }
-    Ok(())
+    crate::paths::check_folder_name("run name", name)
 }
 
 /// The model a new run starts from: fresh, or `init_from`'s weights (shape adopted from the

@@ -94,9 +94,7 @@ impl RunsPane {
         if config.is_empty() {
             return Err(format!("no configs in {}", self.config_dir.display()));
         }
-        if name.is_empty() || name.starts_with('.') || name.contains('/') {
-            return Err(format!("name `{name}`: not usable as a folder name"));
-        }
+        crate::paths::check_folder_name("run name", &name).map_err(|e| e.to_string())?;
         if self.root.join(&name).exists() || self.queued.iter().any(|q| q.name == name) {
             return Err(format!("run `{name}` already exists"));
         }
