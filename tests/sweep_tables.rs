@@ -288,3 +288,23 @@ fn superseded_rows_are_left_out_of_every_table() {
     );
     assert!(md.contains("1 superseded row(s)"), "{md}");
 }
+
+#[test]
+fn a_report_on_rows_missing_a_column_names_the_column_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("seed.csv");
+    // The seed's raw format without its use_first_layer column.
+    std::fs::write(
+        &p,
+        "val_loss_stack,val_losses,use_last_layer\n8.2,\"[3.2, 3.3]\",false\n",
+    )
+    .unwrap();
+    let e = stacklab::sweep::run::write_tables(&p, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("seed.csv") && e.contains("no `use_first_layer` column"),
+        "{e}"
+    );
+    assert!(!dir.path().join("tables.md").exists());
+}

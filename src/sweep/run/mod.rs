@@ -77,6 +77,14 @@ fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
 /// Writes `tables.md` from a results CSV (stacklab's or the seed's raw format) and returns it.
 pub fn write_tables(csv: &Path, out_dir: &Path) -> Result<String> {
     let mut rows = Rows::read_csv(csv)?;
+    let mut required = vec!["val_loss_stack"];
+    if super::seed_rows::is_seed_format(&rows) {
+        required.extend(["val_losses", "use_first_layer", "use_last_layer"]);
+        if rows.has("norm_wtes") {
+            required.push("norm_lm_heads");
+        }
+    }
+    super::columns::require_columns(csv, &rows.columns, &required)?;
     if super::seed_rows::is_seed_format(&rows) {
         rows = super::seed_rows::from_seed_rows(&rows)?;
     }
