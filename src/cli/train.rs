@@ -92,13 +92,14 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
     // However it ended, its slot is free: the next queued run for its device starts.
     crate::runs::launch::after_training(&crate::device::name(device));
     let (run, outcome) = result?;
-    println!("{}", run.display());
+    // Output that went away ends nothing: the run's own files say how it ended.
+    crate::train::reporter::print(&run.display().to_string());
     Ok(match outcome {
         TrainOutcome::Done => ExitCode::SUCCESS,
         TrainOutcome::Stopped { by_signal: false } => ExitCode::SUCCESS,
         TrainOutcome::Stopped { by_signal: true } => ExitCode::from(130),
         TrainOutcome::Failed(msg) => {
-            eprintln!("error: {msg}");
+            crate::train::reporter::say(&format!("error: {msg}"));
             ExitCode::from(1)
         }
     })

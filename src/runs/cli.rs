@@ -8,6 +8,7 @@ use clap::Args;
 use super::control;
 use super::disk::format_size;
 use super::listing::{self, RunFacts};
+use super::lock;
 use super::registry::{Phase, Registry};
 use super::retention::{self, Lineages, Retention};
 
@@ -230,6 +231,18 @@ pub fn gc(root: &Path, a: &GcArgs) -> Result<String> {
             ));
             continue;
         }
+        // The run's lock, so no resume starts on it while its checkpoints are removed.
+        let _lock = if a.dry_run {
+            None
+        } else {
+            match lock::acquire(&e.path, lock::GC, None) {
+                Ok(l) => Some(l),
+                Err(err) => {
+                    out.push_str(&format!("{}: left alone: {err:#}\n", e.name));
+                    continue;
+                }
+            }
+        };
         leftovers.extend(retention::leftovers(&e.path));
         let r = match retention_for(a, &e.path) {
             Ok(r) => r,

@@ -10,15 +10,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::launch;
+use super::lock;
 use super::process;
 use super::queue::Queue;
 use super::registry::{Phase, RunEntry};
 use super::retention::Lineages;
 
-/// Signals a run's training process, which must be running.
+/// Signals a run's training process, which must be running (the process holding the run's
+/// lock, else the one its status names).
 pub fn signal_run(e: &RunEntry, signal: i32) -> Result<()> {
-    match (&e.status, e.phase()) {
-        (Some(st), Phase::Running) => process::signal_training(st.pid, st.start_time, signal),
+    match (e.training(), e.phase()) {
+        (Some((pid, start_time)), Phase::Running) => {
+            process::signal_training(pid, start_time, signal)
+        }
         (_, phase) => bail!("{} is {}, not running", e.name, phase.as_str()),
     }
 }
@@ -85,10 +89,10 @@ pub fn stop_run(root: &Path, name: &str, kill: bool) -> Result<Stopped> {
         bail!("{name} is queued, not running: nothing to stop (the lab's Runs pane takes it off the queue)");
     }
     let e = entry(root, name)?;
-    match (&e.status, e.phase()) {
-        (Some(st), Phase::Running) => {
+    match (e.training(), e.phase()) {
+        (Some((pid, _)), Phase::Running) => {
             signal_run(&e, signal)?;
-            Ok(done(st.pid, st.device.as_deref()))
+            Ok(done(pid, e.device()))
         }
         (_, Phase::Lost) => bail!(
             "{name} is lost, not running: its process is gone without a final status (resume it with `stacklab train --resume {}`)",
@@ -125,11 +129,10 @@ pub struct Removed {
 }
 
 /// Removes a finished run's folder (and the lab's output file of it): refused for a run
-/// that is running, starting or queued, and for a folder that is not a readable run.
+/// that is running, starting or queued, and for a folder that is not a readable run. The
+/// run's lock is held while it is removed, so no resume starts on it meanwhile.
 pub fn remove_run(root: &Path, name: &str) -> Result<Removed> {
-    if name.is_empty() || name.starts_with('.') || name.contains('/') {
-        bail!("`{name}` is not a run name");
-    }
+    super::run_dir::check_run_name(name)?;
     if launch::starting(root).iter().any(|s| s.name == name) {
         bail!("{name} is starting: stop it first (`stacklab stop {name}`); not removed");
     }
@@ -139,7 +142,7 @@ pub fn remove_run(root: &Path, name: &str) -> Result<Removed> {
     let e = entry(root, name)?;
     match e.phase() {
         Phase::Running | Phase::Starting => {
-            let pid = e.status.as_ref().map(|s| s.pid).unwrap_or(0);
+            let pid = e.training().map(|(pid, _)| pid).unwrap_or(0);
             bail!("{name} is running (pid {pid}): stop it first (`stacklab stop {name}`); not removed")
         }
         Phase::Corrupt => bail!(
@@ -157,6 +160,12 @@ pub fn remove_run(root: &Path, name: &str) -> Result<Removed> {
         .map(|(ck, why)| format!("{ck}: {}", why.join("; ")))
         .collect();
     let path = e.path.clone();
+    let _lock = lock::acquire(&path, lock::RM, None).map_err(|err| {
+        match err.downcast_ref::<lock::Held>() {
+            Some(held) => anyhow::anyhow!("{held}: not removed"),
+            None => err,
+        }
+    })?;
     let bytes = super::disk::remove_dir_safely(&path)?;
     let _ = std::fs::remove_file(launch::output_log(root, name));
     Ok(Removed {

@@ -1,20 +1,23 @@
 //! Starting queued trainings, from the lab or from a training that just ended.
 //!
-//! A request is taken from the queue (`queue::ready`, `Queue::take`) and started detached
-//! (`process::spawn_detached`: its own session, stdin from /dev/null, output to
-//! `.lab/NAME.out`). Until its training writes a status, it is recorded as starting in
+//! Under the queue's lock, a request is chosen (`queue::ready`), claimed (`Queue::claim`)
+//! and started detached (`process::spawn_detached`: its own session, stdin from /dev/null,
+//! output to `.lab/NAME.out`); only then is it removed from the queue. Until its training
+//! writes a status or takes its run's lock, it is recorded as starting in
 //! `.queue/starting/NAME.json` (pid and start time), so every lab and every ending training
 //! counts it against its device's slots.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use super::lock;
 use super::process;
-use super::queue::{self, Queue, QueuedRun};
+use super::queue::{self, Queue, QueuedRun, Request};
 use super::registry::{phase_of, Phase};
 use super::run_dir::RunDir;
 
@@ -53,11 +56,13 @@ fn read_markers(root: &Path) -> Vec<(PathBuf, Starting)> {
         .collect()
 }
 
-/// Whether the run's own status names this process (then the status tells its state).
+/// Whether the run's own status or lock names this process (then they tell its state).
 fn reported(root: &Path, s: &Starting) -> bool {
-    RunDir::new(root.join(&s.name))
+    let run = root.join(&s.name);
+    RunDir::new(&run)
         .read_status()
         .is_ok_and(|st| st.pid == s.pid)
+        || lock::read_holder(&run).is_some_and(|h| h.pid == s.pid)
 }
 
 /// Trainings started from the queue whose process is alive and has not written its status.
@@ -78,19 +83,20 @@ fn clear_stale(root: &Path) {
     }
 }
 
-/// Trainings per device: running runs (by their status, the process checked) and ones
-/// starting.
+/// Trainings per device: running runs (by their status, the process checked, or by the
+/// training holding their lock) and ones starting.
 pub fn busy(root: &Path) -> HashMap<String, usize> {
     let mut busy = HashMap::new();
     for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        if let Ok(st) = RunDir::new(e.path()).read_status() {
-            if phase_of(&st) == Phase::Running {
-                let d = st.device.unwrap_or_else(|| "cpu".into());
-                *busy.entry(d).or_insert(0) += 1;
-            }
+        let device = match RunDir::new(e.path()).read_status() {
+            Ok(st) if phase_of(&st) == Phase::Running => Some(st.device),
+            _ => lock::training(&e.path()).map(|h| h.device),
+        };
+        if let Some(d) = device {
+            *busy.entry(d.unwrap_or_else(|| "cpu".into())).or_insert(0) += 1;
         }
     }
     for s in starting(root) {
@@ -119,8 +125,9 @@ pub fn spawn_request(root: &Path, exe: &Path, q: &QueuedRun) -> Result<Child> {
 }
 
 /// Takes and starts every queued request (of `device`, or of any) that has a free slot
-/// (`max_per_device` trainings per device). Stops at a request another lab or training
-/// took first: it counts against the same slots.
+/// (`max_per_device` trainings per device), under the queue's lock: what another lab or an
+/// ending training started counts against the same slots. A resume of a run that a
+/// training holds waits in the queue until it is free.
 pub fn start_ready(
     root: &Path,
     exe: &Path,
@@ -128,10 +135,24 @@ pub fn start_ready(
     device: Option<&str>,
 ) -> Vec<(QueuedRun, Result<Child>)> {
     let queue = Queue::new(root);
+    if !queue.dir.is_dir() {
+        return Vec::new();
+    }
+    let _lock = match queue.lock() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot start queued runs: {e:#}");
+            return Vec::new();
+        }
+    };
+    for name in queue.recover() {
+        tracing::warn!(run = %name, "a start was cut short: the request is back in the queue");
+    }
     let waiting: Vec<QueuedRun> = queue
         .list()
         .into_iter()
         .filter(|q| device.is_none_or(|d| q.device == d))
+        .filter(|q| q.request != Request::Resume || lock::training(&root.join(&q.name)).is_none())
         .collect();
     if waiting.is_empty() {
         return Vec::new();
@@ -139,10 +160,11 @@ pub fn start_ready(
     clear_stale(root);
     let mut started = Vec::new();
     for q in queue::ready(&waiting, &busy(root), max_per_device) {
-        if !queue.take(&q) {
-            break;
-        }
+        let Some(claim) = queue.claim(&q) else {
+            continue;
+        };
         let child = spawn_request(root, exe, &q);
+        claim.done();
         started.push((q, child));
     }
     started
@@ -156,35 +178,47 @@ pub fn after_training(device: &str) {
 }
 
 /// Starts the queued requests for `device` that have a free slot under the checkpoint dir
-/// `root` (after a training ended or was killed), saying what it started on stderr.
+/// `root` (after a training ended or was killed), saying what it started on stderr (a
+/// closed stderr is ignored).
 pub fn start_next(root: &Path, device: &str) {
     let root = root.to_path_buf();
-    if Queue::new(&root).list().iter().all(|q| q.device != device) {
+    let queue = Queue::new(&root);
+    if queue.list().iter().all(|q| q.device != device) && queue.claimed().is_empty() {
         return;
     }
+    let say = |msg: String| {
+        let _ = writeln!(std::io::stderr(), "{msg}");
+    };
     let max = match crate::tui::config::LabConfig::load(&crate::paths::config_dir()) {
         Ok(c) => c.max_concurrent_runs,
         Err(e) => {
-            eprintln!("warning: {e:#}; starting queued runs one at a time");
+            say(format!(
+                "warning: {e:#}; starting queued runs one at a time"
+            ));
             1
         }
     };
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("warning: cannot start queued runs: cannot find this program: {e}");
+            say(format!(
+                "warning: cannot start queued runs: cannot find this program: {e}"
+            ));
             return;
         }
     };
     for (q, child) in start_ready(&root, &exe, max, Some(device)) {
         match child {
-            Ok(c) => eprintln!(
+            Ok(c) => say(format!(
                 "started queued run {} (pid {}; output in {})",
                 q.name,
                 c.id(),
                 output_log(&root, &q.name).display()
-            ),
-            Err(e) => eprintln!("warning: cannot start queued run {}: {e:#}", q.name),
+            )),
+            Err(e) => say(format!(
+                "warning: cannot start queued run {}: {e:#}",
+                q.name
+            )),
         }
     }
 }
@@ -192,7 +226,6 @@ pub fn start_next(root: &Path, device: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runs::queue::Request;
     use crate::runs::run_dir::{RunDir, RunState, RunStatus};
 
     #[test]
@@ -250,5 +283,78 @@ mod tests {
             .collect();
         assert_eq!(markers, ["b"]);
         assert!(starting(root).is_empty());
+    }
+
+    fn sleeper(dir: &Path) -> PathBuf {
+        let exe = dir.join("fake-stacklab");
+        std::fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    /// Two labs (or a lab and an ending training) deciding at the same moment start one
+    /// training between them when one slot is free.
+    #[test]
+    fn two_takers_deciding_at_once_never_exceed_the_limit() {
+        for round in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().to_path_buf();
+            let queue = Queue::new(&root);
+            for n in ["a", "b", "c", "d"] {
+                queue
+                    .push(&QueuedRun::new(n, "cpu", Request::Resume))
+                    .unwrap();
+            }
+            let exe = sleeper(&root);
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let takers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (root, exe, barrier) = (root.clone(), exe.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        start_ready(&root, &exe, 1, None)
+                    })
+                })
+                .collect();
+            let mut children = Vec::new();
+            for t in takers {
+                for (_, child) in t.join().unwrap() {
+                    children.push(child.unwrap());
+                }
+            }
+            let n = children.len();
+            for mut c in children {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            assert_eq!(n, 1, "round {round}: {n} trainings started for one slot");
+            assert_eq!(queue.list().len(), 3);
+        }
+    }
+
+    /// A resume of a run that a training holds (started elsewhere, its status still saying
+    /// stopped) waits in the queue.
+    #[test]
+    fn a_resume_of_a_held_run_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let queue = Queue::new(root);
+        queue
+            .push(&QueuedRun::new("held", "cpu", Request::Resume))
+            .unwrap();
+        let run = root.join("held");
+        std::fs::create_dir_all(&run).unwrap();
+        let lock = lock::acquire(&run, lock::TRAIN, Some("cuda:0")).unwrap();
+        let exe = sleeper(root);
+        assert!(start_ready(root, &exe, 2, None).is_empty());
+        assert_eq!(queue.list().len(), 1);
+        assert_eq!(busy(root).get("cuda:0"), Some(&1), "the holder counts");
+        drop(lock);
+        let mut started = start_ready(root, &exe, 2, None);
+        assert_eq!(started.len(), 1);
+        let mut c = started.pop().unwrap().1.unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }

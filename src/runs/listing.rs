@@ -85,7 +85,7 @@ pub fn facts(
                 _ => e.and_then(|e| e.updated),
             };
             let pid = match phase {
-                Phase::Running => st.map(|s| s.pid),
+                Phase::Running => e.and_then(|e| e.training()).map(|(pid, _)| pid),
                 Phase::Starting => starting.iter().find(|s| s.name == name).map(|s| s.pid),
                 _ => None,
             };

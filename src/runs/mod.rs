@@ -7,6 +7,7 @@ pub mod control;
 pub mod disk;
 pub mod launch;
 pub mod listing;
+pub mod lock;
 pub mod process;
 pub mod queue;
 pub mod registry;

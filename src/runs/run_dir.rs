@@ -85,6 +85,12 @@ pub struct MetricsRow {
     pub elapsed_s: f64,
 }
 
+/// Refuses a run name that is not usable as one folder under the checkpoint dir (the same
+/// rule as every folder name: [`crate::paths::check_folder_name`]).
+pub fn check_run_name(name: &str) -> Result<()> {
+    crate::paths::check_folder_name("run name", name)
+}
+
 pub struct RunDir {
     pub path: PathBuf,
 }
@@ -126,11 +132,15 @@ impl RunDir {
             .with_context(|| format!("{}: not a stacklab run status", p.display()))
     }
 
+    /// Writes the status atomically; a final state (done, failed, stopped) is also synced to
+    /// disk, so a crash or power cut right after the run ends cannot take it back.
     pub fn write_status(&self, status: &RunStatus) -> Result<()> {
-        crate::paths::write_atomic_unsynced(
-            &self.status_path(),
-            serde_json::to_string_pretty(status)?.as_bytes(),
-        )
+        let text = serde_json::to_string_pretty(status)?;
+        if status.state == RunState::Running {
+            crate::paths::write_atomic_unsynced(&self.status_path(), text.as_bytes())
+        } else {
+            write_atomic(&self.status_path(), text.as_bytes())
+        }
     }
 
     pub fn append_metrics(&self, row: &MetricsRow) -> Result<()> {

@@ -17,6 +17,7 @@ use crate::runs::disk::format_size;
 use crate::runs::retention::{self, Lineages, Retention};
 
 pub fn write_checkpoint(st: &mut State) -> Result<PathBuf> {
+    st.stage = crate::train::faults::Stage::Checkpoint { step: st.step };
     let mut muon = BTreeMap::new();
     for (i, (name, _)) in st.model.block_named_parameters().into_iter().enumerate() {
         muon.insert(name, st.muon.momentum[i].shallow_clone());

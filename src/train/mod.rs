@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod checkpointing;
 pub mod coconut;
+pub mod faults;
 pub mod muon;
 pub mod reporter;
 pub mod schedule;

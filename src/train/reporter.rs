@@ -1,7 +1,11 @@
 //! Training progress for a person: a bar with loss, tokens/s and ETA on a terminal, or a
 //! plain line every `log_every` steps when stderr is a file or pipe.
+//!
+//! A training never dies because its output went away (`... | head`, a dropped SSH link):
+//! a failed write to stderr or stdout is ignored, and the run's own files (`train.log`,
+//! `metrics.jsonl`, `status.json`) keep everything.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use crate::runs::run_dir::MetricsRow;
 
@@ -33,7 +37,7 @@ impl Reporter {
     pub fn line(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.println(msg),
-            None => eprintln!("{msg}"),
+            None => say(msg),
         }
     }
 
@@ -64,7 +68,7 @@ impl Reporter {
             }
             None => {
                 if row.step % self.log_every == 0 || row.step == total {
-                    eprintln!("step {}/{total} | {msg}", row.step);
+                    say(&format!("step {}/{total} | {msg}", row.step));
                 }
             }
         }
@@ -75,6 +79,17 @@ impl Reporter {
             b.finish_and_clear();
         }
     }
+}
+
+/// A line on stderr; a closed or broken stderr is ignored (never a panic, as `eprintln!`
+/// would).
+pub fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// A line on stdout, likewise.
+pub fn print(msg: &str) {
+    let _ = writeln!(std::io::stdout(), "{msg}");
 }
 
 pub fn format_duration(s: f64) -> String {

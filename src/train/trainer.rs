@@ -6,6 +6,7 @@
 //! (unless frozen) and Muon on the block matrices with the schedule's factor, then metrics,
 //! validation and checkpoints.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -14,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use super::checkpointing::checkpoint_if_finite;
-use super::reporter::Reporter;
+use super::faults::{self, PanicHook, Stage};
+use super::reporter::{say, Reporter};
 use super::setup::{new_run, resume_run, State, TrainOptions};
 use super::{coconut, lr_factor, AdamW, Muon};
 use crate::config::CoconutMode;
@@ -64,6 +66,7 @@ pub fn apply_optimizers(
 }
 
 fn validate(st: &mut State) -> Result<f64> {
+    st.stage = Stage::Validation { step: st.step };
     let r = evaluate(&st.model, &mut st.val, st.cfg.eval.val_tokens, st.device)?;
     st.val_history.push(ValPoint {
         step: st.step,
@@ -76,15 +79,28 @@ fn validate(st: &mut State) -> Result<f64> {
     Ok(r.val_loss)
 }
 
-/// Runs (or resumes) a training run to its end, a stop, or a failure.
+/// Runs (or resumes) a training run to its end, a stop, or a failure. A panic in the loop
+/// (libtorch's CUDA out-of-memory is one) ends the run `failed` like any other failure.
 pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
     if opts.stop_after.is_some_and(|s| s < 1) {
         bail!("--stop-after must be a step of at least 1");
     }
+    super::signals::outlive_the_terminal();
     let stop = super::signals::install_stop_flag()?;
-    let mut st = match &opts.resume {
-        Some(p) => resume_run(p, opts.device)?,
-        None => new_run(opts)?,
+    let setup = catch_unwind(AssertUnwindSafe(|| match &opts.resume {
+        Some(p) => resume_run(p, opts.device),
+        None => new_run(opts),
+    }));
+    let mut st = match setup {
+        Ok(st) => st?,
+        Err(panic) => bail!(
+            "{}",
+            faults::describe_panic(
+                &faults::payload_text(panic.as_ref()),
+                Stage::Setup,
+                &opts.config.clone().unwrap_or_default()
+            )
+        ),
     };
     if let Some(s) = opts.stop_after {
         if s <= st.step {
@@ -92,13 +108,21 @@ pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
         }
     }
     let run_path = st.run.path.clone();
-    let outcome = match run_loop(&mut st, opts, &stop) {
-        Ok(o) => o,
-        Err(e) => {
+    let hook = PanicHook::from_env();
+    let outcome = match catch_unwind(AssertUnwindSafe(|| run_loop(&mut st, opts, &stop, hook))) {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
             let msg = format!("{e:#}");
             st.run.log(&format!("failed: {msg}"));
             let _ = st.status(RunState::Failed, &msg);
             return Err(e);
+        }
+        Err(panic) => {
+            let text = faults::payload_text(panic.as_ref());
+            let msg = faults::describe_panic(&text, st.stage, &st.cfg);
+            let full = record_failure(&mut st, msg)?;
+            say(&format!("failed: {full}"));
+            TrainOutcome::Failed(full)
         }
     };
     Ok((run_path, outcome))
@@ -131,6 +155,7 @@ fn forward_backward_step(
     st: &mut State,
     coconut_step: bool,
     data: StepData,
+    hook: Option<PanicHook>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let vocab = st.model.cfg.vocab_size;
     // The run's stream moves to where the prefetched step left it (checkpoints save it).
@@ -149,7 +174,16 @@ fn forward_backward_step(
     // per step, after the optimizers, so the device never idles waiting for the host.
     let mut losses = Vec::with_capacity(batches.len());
     let mut latents = Vec::new();
+    let of = data.host.len();
     for (k, host) in data.host.iter().enumerate() {
+        st.stage = Stage::MicroBatch {
+            step: st.step + 1,
+            micro: k + 1,
+            of,
+        };
+        if let (Some(h), 0) = (hook, k) {
+            h.fire(st.step + 1);
+        }
         let (x, y) = host.to_device(st.device);
         let next_y = data.next.as_ref().map(|n| n[k].to_device(st.device).1);
         let (l, latent) = coconut::forward_backward(
@@ -167,7 +201,12 @@ fn forward_backward_step(
     Ok((mean(&losses), (!latents.is_empty()).then(|| mean(&latents))))
 }
 
-fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<TrainOutcome> {
+fn run_loop(
+    st: &mut State,
+    opts: &TrainOptions,
+    stop: &AtomicBool,
+    hook: Option<PanicHook>,
+) -> Result<TrainOutcome> {
     let total = st.cfg.schedule.steps;
     let accum = st.cfg.batch.accumulation_steps();
     let tokens_per_step = st.cfg.tokens_per_step();
@@ -220,7 +259,8 @@ fn run_loop(st: &mut State, opts: &TrainOptions, stop: &AtomicBool) -> Result<Tr
         let every = st.cfg.coconut.every;
         let coconut_step = every > 0 && (st.step + 1) % every == 0;
         let factor = lr_factor(st.step, total, warmup, warmdown);
-        let (loss, latent) = forward_backward_step(st, coconut_step, steps.recv()?)?;
+        let (loss, latent) = forward_backward_step(st, coconut_step, steps.recv()?, hook)?;
+        st.stage = Stage::Update { step: st.step + 1 };
         apply_optimizers(&st.model, st.adamw.as_mut(), &mut st.muon, factor, accum);
         // The step's one wait for the device. A non-finite loss fails the run here: its
         // update is never checkpointed (checkpoints are written only from finite weights).
@@ -321,6 +361,14 @@ fn stopped(st: &mut State, rep: &Reporter, by_signal: bool) -> Result<TrainOutco
 
 fn fail(st: &mut State, rep: &Reporter, msg: String) -> Result<TrainOutcome> {
     rep.finish();
+    let full = record_failure(st, msg)?;
+    rep.line(&format!("failed: {full}"));
+    Ok(TrainOutcome::Failed(full))
+}
+
+/// Logs a failure and writes the final status; returns the message with the last good
+/// checkpoint named.
+fn record_failure(st: &mut State, msg: String) -> Result<String> {
     let last = st
         .last_checkpoint_step
         .map(|s| format!("; the last good checkpoint is step {s}"))
@@ -328,6 +376,5 @@ fn fail(st: &mut State, rep: &Reporter, msg: String) -> Result<TrainOutcome> {
     let full = format!("{msg}{last}");
     st.run.log(&format!("failed: {full}"));
     st.status(RunState::Failed, &full)?;
-    rep.line(&format!("failed: {full}"));
-    Ok(TrainOutcome::Failed(full))
+    Ok(full)
 }

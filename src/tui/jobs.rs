@@ -77,8 +77,20 @@ fn reader<R: Read + Send + 'static>(
 ) {
     std::thread::spawn(move || {
         let mut last_wake = Instant::now() - WAKE_EVERY;
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
+        let mut input = BufReader::new(r);
+        let mut bytes = Vec::new();
+        // Bytes, not `lines()`: a line that is not UTF-8 (a library's message, a file name)
+        // is decoded lossily and the pipe drained on, or the child would block on it.
+        loop {
+            bytes.clear();
+            match input.read_until(b'\n', &mut bytes) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let line = text.trim_end_matches(['\n', '\r']).to_string();
             let mut s = shared.lock().expect("job state");
             if is_stdout {
                 s.stdout.push_str(&line);
@@ -241,5 +253,67 @@ impl Job {
 impl Drop for Job {
     fn drop(&mut self) {
         self.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(dir: &Path, body: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = dir.join("child.sh");
+        std::fs::write(&exe, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    /// Polls until the job ends; a child that never ends (blocked on a full pipe) fails the
+    /// test after a minute instead of hanging it.
+    fn finish(job: &mut Job) {
+        let t0 = Instant::now();
+        while !job.poll() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the child never ended: its output is not drained"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_does_not_stop_the_draining() {
+        let dir = tempfile::tempdir().unwrap();
+        // A line that is not UTF-8, then far more than a pipe holds, then the result.
+        let exe = script(
+            dir.path(),
+            "printf 'bad \\377\\376 bytes\\n' >&2\n\
+             printf 'out \\377\\n'\n\
+             i=0\n\
+             while [ $i -lt 4000 ]; do echo \"chatter line $i that fills the pipe\" >&2; i=$((i+1)); done\n\
+             echo 'last words' >&2\n\
+             echo '{\"ok\":true}'",
+        );
+        let mut job = Job::start(&exe, &[], "test", &Waker::none()).unwrap();
+        finish(&mut job);
+        assert_eq!(job.outcome, Some(Outcome::Done("{\"ok\":true}".into())));
+        let s = job.shared.lock().unwrap();
+        assert_eq!(s.stderr.back().map(String::as_str), Some("last words"));
+        assert!(s.stdout.starts_with("out \u{FFFD}\n"), "{:?}", s.stdout);
+    }
+
+    #[test]
+    fn a_failure_in_bytes_that_are_not_utf8_is_still_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = script(
+            dir.path(),
+            "printf 'error: cannot read \\377.bin\\n' >&2\nexit 1",
+        );
+        let mut job = Job::start(&exe, &[], "test", &Waker::none()).unwrap();
+        finish(&mut job);
+        assert_eq!(
+            job.outcome,
+            Some(Outcome::Failed("error: cannot read \u{FFFD}.bin".into()))
+        );
     }
 }

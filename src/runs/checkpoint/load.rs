@@ -71,6 +71,20 @@ impl Checkpoint {
     pub fn load_optimizer(&self, device: Device) -> Result<OptimizerTensors> {
         let p = self.path.join(OPTIMIZER_FILE);
         let mut tensors = weights::read_safetensors(&p)?;
+        // Optimizer state is fp32; a tensor of another floating kind is converted, one that
+        // is not floating point at all is not optimizer state.
+        for (name, t) in tensors.iter_mut() {
+            let kind = t.kind();
+            if !t.is_floating_point() {
+                bail!(
+                    "{}: tensor `{name}` has dtype {kind:?}, expected a floating-point one (Float)",
+                    p.display()
+                );
+            }
+            if kind != Kind::Float {
+                *t = t.to_kind(Kind::Float);
+            }
+        }
         let adamw = match (
             tensors.remove("adamw.exp_avg"),
             tensors.remove("adamw.exp_avg_sq"),
@@ -83,7 +97,7 @@ impl Checkpoint {
         for (name, t) in tensors {
             match name.strip_prefix("muon.momentum.") {
                 Some(param) => {
-                    muon.insert(param.to_string(), t.to_kind(Kind::Float).to_device(device));
+                    muon.insert(param.to_string(), t.to_device(device));
                 }
                 None => bail!("{}: unexpected tensor {name}", p.display()),
             }

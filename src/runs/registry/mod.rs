@@ -13,60 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::disk;
+use super::lock::{self, Holder, LOCK_FILE};
 use super::run_dir::{
     MetricsRow, RunDir, RunState, RunStatus, CONFIG_FILE, LOG_FILE, METRICS_FILE, STATUS_FILE,
 };
 
-/// What a run is doing, as shown to a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Phase {
-    /// Started by this lab, no status written yet.
-    Starting,
-    Running,
-    Queued,
-    /// Its status says running but its process is gone (killed, machine rebooted): resumable.
-    Lost,
-    Stopped,
-    Failed,
-    Done,
-    /// Not readable as a run; the entry's `problem` says why.
-    Corrupt,
-}
+mod phase;
 
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-            Phase::Queued => "queued",
-            Phase::Lost => "lost",
-            Phase::Stopped => "stopped",
-            Phase::Failed => "failed",
-            Phase::Done => "done",
-            Phase::Corrupt => "corrupt",
-        }
-    }
-
-    /// A training process may be alive.
-    pub fn is_active(self) -> bool {
-        matches!(self, Phase::Starting | Phase::Running)
-    }
-
-    pub fn resumable(self) -> bool {
-        matches!(self, Phase::Stopped | Phase::Failed | Phase::Lost)
-    }
-}
-
-/// The phase a status stands for, with the process checked (pid and start time).
-pub fn phase_of(status: &RunStatus) -> Phase {
-    match status.state {
-        RunState::Running if status.process_alive() => Phase::Running,
-        RunState::Running => Phase::Lost,
-        RunState::Done => Phase::Done,
-        RunState::Stopped => Phase::Stopped,
-        RunState::Failed => Phase::Failed,
-    }
-}
+pub use phase::{phase_of, Phase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Stamp {
@@ -116,6 +70,11 @@ pub struct RunEntry {
     config_stamp: Option<Stamp>,
     dir_stamp: Option<Stamp>,
     phase: Option<Phase>,
+    /// The live training holding the run's lock (whatever the status says).
+    pub holder: Option<Holder>,
+    lock_stamp: Option<Stamp>,
+    /// The training the lock file names, until it is seen dead.
+    lock_named: Option<Holder>,
 }
 
 impl RunEntry {
@@ -137,7 +96,23 @@ impl RunEntry {
     }
 
     pub fn total_steps(&self) -> i64 {
-        self.status.as_ref().map(|s| s.total_steps).unwrap_or(0)
+        self.status
+            .as_ref()
+            .map(|s| s.total_steps)
+            .or_else(|| self.config_value("schedule.steps")?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The training process of a running run, (pid, start time): the one holding its lock,
+    /// else the one its status names.
+    pub fn training(&self) -> Option<(u32, Option<u64>)> {
+        if let Some(h) = &self.holder {
+            return Some((h.pid, h.start_time));
+        }
+        self.status
+            .as_ref()
+            .filter(|st| phase_of(st) == Phase::Running)
+            .map(|st| (st.pid, st.start_time))
     }
 
     pub fn last_train_loss(&self) -> Option<f64> {
@@ -153,7 +128,10 @@ impl RunEntry {
     }
 
     pub fn device(&self) -> Option<&str> {
-        self.status.as_ref().and_then(|s| s.device.as_deref())
+        self.holder
+            .as_ref()
+            .and_then(|h| h.device.as_deref())
+            .or_else(|| self.status.as_ref().and_then(|s| s.device.as_deref()))
     }
 
     /// A config value by dotted key (`model.n_layer`), shown as TOML writes it.
@@ -224,25 +202,7 @@ impl RunEntry {
             self.size_bytes = size;
             changed = true;
         }
-        self.problem = match (&self.status, c.is_some(), s.is_some()) {
-            (_, false, false) => Some("not a run: no config.toml or status.json".into()),
-            (_, _, false) => Some("no status.json (half-written, or still starting)".into()),
-            (None, _, true) => Some("status.json is not a stacklab run status".into()),
-            (Some(_), false, _) => Some("no config.toml".into()),
-            (Some(_), true, _) if self.config.is_none() => {
-                Some("config.toml is not valid TOML".into())
-            }
-            _ => None,
-        };
-        // Liveness changes without any file changing: check it every time.
-        let phase = match &self.status {
-            Some(st) => phase_of(st),
-            None => Phase::Corrupt,
-        };
-        if self.phase != Some(phase) {
-            self.phase = Some(phase);
-            changed = true;
-        }
+        changed |= self.judge(c.is_some(), s.is_some());
         changed
     }
 

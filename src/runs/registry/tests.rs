@@ -39,7 +39,8 @@ fn runs_corrupt_folders_and_liveness() {
         &status(RunState::Running, me, t.map(|t| t + 7)),
     );
     make_run(root, "done", &status(RunState::Done, 0, None));
-    // Corrupt ones: garbage status, no status, a stray folder, hidden folders skipped.
+    // Lost ones: an unreadable status, no status beside a config; corrupt: a stray folder.
+    // Hidden folders are skipped.
     let bad = make_run(root, "garbage", &status(RunState::Done, 0, None));
     std::fs::write(bad.status_path(), "{\"state\": \"runn").unwrap();
     std::fs::create_dir_all(root.join("half")).unwrap();
@@ -61,8 +62,8 @@ fn runs_corrupt_folders_and_liveness() {
         [
             ("alive", Phase::Running),
             ("done", Phase::Done),
-            ("garbage", Phase::Corrupt),
-            ("half", Phase::Corrupt),
+            ("garbage", Phase::Lost),
+            ("half", Phase::Lost),
             ("reused-pid", Phase::Lost),
             ("stray", Phase::Corrupt),
         ]
@@ -73,7 +74,7 @@ fn runs_corrupt_folders_and_liveness() {
         .problem
         .as_ref()
         .unwrap()
-        .contains("not a stacklab run status"));
+        .contains("status.json is unreadable"));
     assert!(reg
         .get("half")
         .unwrap()
@@ -93,6 +94,42 @@ fn runs_corrupt_folders_and_liveness() {
     let listed = list_runs(root);
     assert_eq!(listed.len(), 6);
     assert_eq!(listed[4].state, "lost");
+    assert_eq!(listed[2].state, "lost");
+}
+
+/// A run whose lock a training holds is running, whatever its status says (a resume
+/// started elsewhere that has not written its status yet), and its holder is the pid shown.
+#[test]
+fn a_held_lock_shows_a_stopped_run_as_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let run = make_run(root, "r", &status(RunState::Stopped, 1, None));
+    let mut reg = Registry::new(root);
+    reg.refresh();
+    assert_eq!(reg.get("r").unwrap().phase(), Phase::Stopped);
+    let lock =
+        crate::runs::lock::acquire(&run.path, crate::runs::lock::TRAIN, Some("cuda:1")).unwrap();
+    assert!(reg.refresh());
+    let e = reg.get("r").unwrap();
+    assert_eq!(e.phase(), Phase::Running);
+    assert_eq!(e.training().map(|t| t.0), Some(std::process::id()));
+    assert_eq!(e.device(), Some("cuda:1"));
+    assert!(!e.phase().resumable());
+    let err = crate::runs::control::remove_run(root, "r").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("running (pid {})", std::process::id())),
+        "{err}"
+    );
+    drop(lock);
+    assert!(reg.refresh());
+    assert_eq!(reg.get("r").unwrap().phase(), Phase::Stopped);
+    // Removing takes the lock itself; a lost run (unreadable status) is removable.
+    std::fs::write(run.status_path(), "{\"state\": \"runn").unwrap();
+    reg.refresh();
+    assert_eq!(reg.get("r").unwrap().phase(), Phase::Lost);
+    crate::runs::control::remove_run(root, "r").unwrap();
+    assert!(!run.path.exists());
 }
 
 fn walk(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tch::Device;
 
 use super::{config_err, muon_kind, open_data, State, TrainOptions};
@@ -12,13 +12,10 @@ use crate::data::{DataSource, ShardLoader, TrainStream};
 use crate::model::weights::{wte_hash, SeedOptions};
 use crate::model::{Compute, Gpt};
 use crate::runs::checkpoint::{InitLineage, Lineage};
-use crate::runs::run_dir::{RunDir, RunState};
+use crate::runs::lock::RunLock;
+use crate::runs::run_dir::{check_run_name, RunDir, RunState};
 use crate::runs::CheckpointRef;
 use crate::train::{AdamW, Muon};
-
-fn valid_run_name(name: &str) -> Result<()> {
-    crate::paths::check_folder_name("run name", name)
-}
 
 /// The model a new run starts from: fresh, or `init_from`'s weights (shape adopted from the
 /// checkpoint, norms from the config), then `W` from `from_model`, frozen.
@@ -118,6 +115,7 @@ pub(super) fn fresh_state(
     init: Initial,
     data: (TrainStream, ShardLoader, DataSource),
     run: RunDir,
+    lock: RunLock,
     device: Device,
 ) -> Result<State> {
     let (train, val, source) = data;
@@ -139,7 +137,7 @@ pub(super) fn fresh_state(
     ));
     for n in &init.notes {
         run.log(n);
-        eprintln!("{n}");
+        crate::train::reporter::say(n);
     }
     if let Some(l) = &init.from_model {
         run.log(&format!(
@@ -173,6 +171,8 @@ pub(super) fn fresh_state(
         init_from: init.init_from,
         config_toml,
         last_checkpoint_step: None,
+        stage: Default::default(),
+        lock,
     })
 }
 
@@ -192,24 +192,35 @@ pub fn new_run(opts: &TrainOptions) -> Result<State> {
             chrono::Local::now().format("%Y%m%d-%H%M%S")
         ),
     };
-    valid_run_name(&name)?;
+    check_run_name(&name)?;
     let path = opts.runs_root.join(&name);
-    if path.exists() {
-        bail!(
-            "run `{name}` already exists at {}: choose another --name, or continue it with --resume {}",
-            path.display(),
-            path.display()
-        );
-    }
-    // Everything that can refuse the run happens before its folder exists.
-    let init = initial_model(&mut cfg, opts.device)?;
-    let data = open_data(&cfg)?;
-    std::fs::create_dir_all(&path)
-        .with_context(|| format!("cannot create run folder {}", path.display()))?;
+    // The folder is created and locked first, so two starts of one name never both train;
+    // everything that can refuse the run comes next, and a refusal removes the folder.
+    let lock = super::claim::claim(&path, &name, &crate::device::name(opts.device))?;
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let init = initial_model(&mut cfg, opts.device)?;
+        let data = open_data(&cfg)?;
+        anyhow::Ok((init, data))
+    }));
+    let (init, data) = match checked {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            super::claim::release_failed(&path, lock);
+            return Err(e);
+        }
+        Err(panic) => {
+            super::claim::release_failed(&path, lock);
+            let text = crate::train::faults::payload_text(panic.as_ref());
+            anyhow::bail!(
+                "{}",
+                crate::train::faults::describe_panic(&text, Default::default(), &cfg)
+            );
+        }
+    };
     let run = RunDir::new(&path);
     crate::paths::write_atomic(&run.config_path(), cfg.to_toml_string().as_bytes())?;
     run.log(&format!("new run `{name}`"));
-    let st = fresh_state(cfg, init, data, run, opts.device)?;
+    let st = fresh_state(cfg, init, data, run, lock, opts.device)?;
     st.status(RunState::Running, "starting")?;
     Ok(st)
 }

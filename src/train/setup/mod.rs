@@ -1,11 +1,13 @@
 //! Everything a training loop needs, built and checked before the first step: the data
 //! (per-rank train streams, val loader), the model (fresh, `init_from`, `W` from
-//! `from_model`), the optimizers, and the run directory. A new run is checked completely
-//! before its folder is created, so a refused config leaves nothing on disk.
+//! `from_model`), the optimizers, and the run directory. A new run's folder is created
+//! exclusively and locked first (`claim.rs`); a config it refuses removes it again, so a
+//! refused config leaves nothing on disk.
 //!
 //! This file holds the options, the state and the data; a new run is built in `fresh.rs`, a
 //! resumed one in `resume.rs`.
 
+mod claim;
 mod fresh;
 mod resume;
 
@@ -20,7 +22,9 @@ use crate::config::{ConfigError, TrainConfig};
 use crate::data::{expand_glob, ordered_shards, DataSource, ShardLoader, TrainStream};
 use crate::model::{Compute, Gpt};
 use crate::runs::checkpoint::{InitLineage, Lineage, ValPoint};
+use crate::runs::lock::RunLock;
 use crate::runs::run_dir::{RunDir, RunState, RunStatus};
+use crate::train::faults::Stage;
 
 pub use fresh::new_run;
 pub use resume::resume_run;
@@ -61,6 +65,10 @@ pub struct State {
     pub init_from: Option<InitLineage>,
     pub config_toml: String,
     pub last_checkpoint_step: Option<i64>,
+    /// What the loop is doing, for the message of a failure there.
+    pub stage: Stage,
+    /// The run folder's lock, held until the state is dropped (after the final status).
+    pub lock: RunLock,
 }
 
 impl State {

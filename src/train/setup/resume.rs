@@ -5,35 +5,55 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use super::fresh::{fresh_state, initial_model};
 use super::{muon_kind, open_data, State};
 use crate::config::TrainConfig;
 use crate::model::Compute;
 use crate::runs::checkpoint;
+use crate::runs::lock;
 use crate::runs::run_dir::{RunDir, RunState};
 use crate::runs::Checkpoint;
+use crate::train::reporter::say;
 use crate::train::{AdamW, Muon};
 
 pub fn resume_run(path: &Path, device: Device) -> Result<State> {
-    if !RunDir::is_run_dir(path) {
+    let run = RunDir::new(path);
+    if !run.config_path().is_file() {
         bail!(
-            "--resume {}: not a run folder (expected {} and {})",
+            "--resume {}: not a run folder (expected {})",
             path.display(),
             crate::runs::run_dir::CONFIG_FILE,
-            crate::runs::run_dir::STATUS_FILE
         );
     }
-    let run = RunDir::new(path);
-    let prior = run.read_status()?;
-    if prior.state == RunState::Running && prior.process_alive() && prior.pid != std::process::id()
-    {
-        bail!(
-            "run {} is still running (pid {})",
-            path.display(),
-            prior.pid
-        );
+    // One writer per run: a run another process trains (or removes) is refused, by pid.
+    let lock =
+        lock::acquire(path, lock::TRAIN, Some(&crate::device::name(device))).map_err(|e| {
+            match e.downcast_ref::<lock::Held>() {
+                Some(held) => anyhow::anyhow!("cannot resume: {held}"),
+                None => e,
+            }
+        })?;
+    match run.read_status() {
+        Ok(prior) => {
+            if prior.state == RunState::Running
+                && prior.process_alive()
+                && prior.pid != std::process::id()
+            {
+                bail!(
+                    "run {} is still running (pid {})",
+                    path.display(),
+                    prior.pid
+                );
+            }
+        }
+        // Lost with its status: what the run holds on disk is all a resume needs.
+        Err(e) => {
+            let msg = format!("{e:#}: resuming it as a lost run");
+            say(&msg);
+            run.log(&msg);
+        }
     }
     let mut cfg = TrainConfig::load(&run.config_path(), &[])?;
     checkpoint::remove_stale_temporaries(path);
@@ -46,10 +66,10 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
             "{} has no complete checkpoint yet: restarting it from step 0 with its saved config",
             path.display()
         );
-        eprintln!("{msg}");
+        say(&msg);
         run.log(&msg);
         run.truncate_metrics(-1)?;
-        return fresh_state(cfg, init, data, run, device);
+        return fresh_state(cfg, init, data, run, lock, device);
     };
     let ckpt = Checkpoint::open(&latest)?;
     let meta = &ckpt.meta;
@@ -82,9 +102,13 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
     let mut model = ckpt.load_model(device)?;
     model.set_trainable(!meta.wte_frozen);
     let opt = ckpt.load_optimizer(device)?;
+    let opt_file = latest.join(checkpoint::OPTIMIZER_FILE);
     let adamw = match (meta.wte_frozen, opt.adamw) {
         (true, _) => None,
         (false, Some((m, v))) => {
+            for (name, t) in [("adamw.exp_avg", &m), ("adamw.exp_avg_sq", &v)] {
+                check_shape(&opt_file, name, t, &model.wte, "W")?;
+            }
             let mut a = AdamW::new(&cfg.optimizer.adamw, &model.wte);
             a.exp_avg = m;
             a.exp_avg_sq = v;
@@ -93,7 +117,7 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
         }
         (false, None) => bail!(
             "{}: W trains but the checkpoint has no AdamW state",
-            latest.display()
+            opt_file.display()
         ),
     };
     let mut muon = Muon::new(
@@ -103,16 +127,20 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
     );
     let mut buffers = opt.muon;
     for (i, (name, p)) in model.block_named_parameters().iter().enumerate() {
-        let b = buffers
-            .remove(name)
-            .with_context(|| format!("{}: no Muon momentum for {name}", latest.display()))?;
-        if b.size() != p.size() {
-            bail!(
-                "{}: Muon momentum for {name} has the wrong shape",
-                latest.display()
-            );
-        }
+        let b = buffers.remove(name).with_context(|| {
+            format!(
+                "{}: no tensor `muon.momentum.{name}` (Muon's momentum for {name})",
+                opt_file.display()
+            )
+        })?;
+        check_shape(&opt_file, &format!("muon.momentum.{name}"), &b, p, name)?;
         muon.momentum[i] = b;
+    }
+    if let Some(name) = buffers.keys().next() {
+        bail!(
+            "{}: tensor `muon.momentum.{name}` is the momentum of a parameter this model does not have",
+            opt_file.display()
+        );
     }
     run.truncate_metrics(meta.step)?;
     run.log(&format!(
@@ -140,5 +168,20 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
         val,
         started: Instant::now(),
         config_toml,
+        stage: Default::default(),
+        lock,
     })
+}
+
+/// An optimizer tensor must have its parameter's shape.
+fn check_shape(file: &Path, name: &str, t: &Tensor, param: &Tensor, what: &str) -> Result<()> {
+    if t.size() != param.size() {
+        bail!(
+            "{}: tensor `{name}` has shape {:?}, expected {:?} (the shape of {what})",
+            file.display(),
+            t.size(),
+            param.size()
+        );
+    }
+    Ok(())
 }

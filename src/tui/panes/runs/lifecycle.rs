@@ -1,13 +1,12 @@
 //! The Runs pane's trainings: ticking (reaping children, starting queued runs, following
 //! the selected log), resuming, signalling and what a confirmed dialog does.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::{output_log, Confirm, LogSource, Overlay, RunsPane, Spawned, LOG_CAP};
 use crate::runs::process;
-use crate::runs::queue::{self, QueuedRun, Request};
+use crate::runs::queue::{QueuedRun, Request};
 use crate::runs::registry::Phase;
 use crate::tui::widgets::log_view::LogTail;
 
@@ -85,46 +84,30 @@ impl RunsPane {
         changed
     }
 
-    /// Trainings running per device: running runs, and our children that have not said so yet.
-    fn busy(&self) -> HashMap<String, usize> {
-        let mut busy = HashMap::new();
-        for e in self.registry.runs.values() {
-            if e.phase() == Phase::Running {
-                let d = e.device().unwrap_or(&self.device).to_string();
-                *busy.entry(d).or_insert(0) += 1;
-            }
-        }
-        for c in &self.children {
-            if self.registry.get(&c.name).map(|e| e.phase()) != Some(Phase::Running) {
-                *busy.entry(c.device.clone()).or_insert(0) += 1;
-            }
-        }
-        for s in crate::runs::launch::starting(&self.root) {
-            if self.child(&s.name).is_none() {
-                *busy.entry(s.device).or_insert(0) += 1;
-            }
-        }
-        busy
-    }
-
+    /// Starts the queued requests that fit, deciding under the queue's lock with every
+    /// other lab and ending training (see `runs::launch::start_ready`).
     fn start_ready(&mut self) -> bool {
-        let ready = queue::ready(&self.queued, &self.busy(), self.lab.max_concurrent_runs);
-        let mut changed = false;
-        for q in ready {
-            if !self.queue.take(&q) {
-                continue;
-            }
-            changed = true;
+        // A claim left by a taker that died is put back by the look below.
+        if self.queued.is_empty() && self.queue.claimed().is_empty() {
+            return false;
+        }
+        let started = crate::runs::launch::start_ready(
+            &self.root,
+            &self.exe,
+            self.lab.max_concurrent_runs,
+            None,
+        );
+        let changed = !started.is_empty();
+        for (q, child) in started {
             self.queued.retain(|x| x.name != q.name);
-            let args = q.train_args(&self.root);
-            match crate::runs::launch::spawn_request(&self.root, &self.exe, &q) {
+            match child {
                 Ok(child) => {
+                    let args = q.train_args(&self.root);
                     tracing::info!(run = %q.name, pid = child.id(), ?args, "started a training");
                     self.message =
                         Some((format!("started {} (pid {})", q.name, child.id()), false));
                     self.children.push(Spawned {
                         name: q.name.clone(),
-                        device: q.device.clone(),
                         child,
                     });
                 }

@@ -91,7 +91,6 @@ pub enum Overlay {
 
 struct Spawned {
     name: String,
-    device: String,
     child: Child,
 }
 

@@ -2,13 +2,20 @@
 //! checkpoint dir (`.queue/`, one JSON file per request), not in the lab's memory, so a
 //! queued run survives a closed lab and starts when any lab sees a slot free.
 //!
-//! A request is taken by renaming its file to a `.taken` name first: of two labs open on
-//! the same checkpoint dir, only one starts it.
+//! Every decision on the queue (adding a request, choosing and starting what fits) is made
+//! under the queue's lock (`.queue/.lock`), so two labs and the trainings that end never
+//! start more than `max_concurrent_runs` between them, nor queue one name twice. A request
+//! is claimed by a rename and removed only once its training has started, so a crash in
+//! between loses nothing (`claim.rs`).
+
+mod claim;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+pub use claim::{Claim, QueueLock};
 
 pub const QUEUE_DIR: &str = ".queue";
 
@@ -104,14 +111,42 @@ impl Queue {
             .collect()
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.list().iter().any(|q| q.name == name)
+    /// The checkpoint dir the queue belongs to.
+    pub fn root(&self) -> &Path {
+        self.dir.parent().unwrap_or(Path::new("."))
     }
 
-    /// Adds a request at the end of the queue.
+    /// Whether a request for `name` waits or is being started.
+    pub fn contains(&self, name: &str) -> bool {
+        self.list().iter().any(|q| q.name == name) || self.claimed().iter().any(|q| q.name == name)
+    }
+
+    /// Adds a request at the end of the queue. Refused for a name that is not a run name,
+    /// is queued already, names an existing folder (a new run), or a run a training holds
+    /// (a resume).
     pub fn push(&self, q: &QueuedRun) -> Result<PathBuf> {
+        super::run_dir::check_run_name(&q.name)?;
+        let _lock = self.lock()?;
         if self.contains(&q.name) {
             bail!("`{}` is already queued", q.name);
+        }
+        let run = self.root().join(&q.name);
+        match q.request {
+            Request::New { .. } if run.exists() => bail!(
+                "run `{}` already exists at {}: choose another name",
+                q.name,
+                run.display()
+            ),
+            Request::Resume => {
+                if let Some(h) = super::lock::training(&run) {
+                    bail!(
+                        "cannot queue a resume: run `{}` is {}",
+                        q.name,
+                        h.describe()
+                    );
+                }
+            }
+            _ => {}
         }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -122,18 +157,9 @@ impl Queue {
         Ok(file)
     }
 
-    /// Takes a request out of the queue; false when another lab took it first.
-    pub fn take(&self, q: &QueuedRun) -> bool {
-        let taken = q.file.with_extension("taken");
-        if std::fs::rename(&q.file, &taken).is_err() {
-            return false;
-        }
-        let _ = std::fs::remove_file(&taken);
-        true
-    }
-
     /// Removes a waiting request by run name (a cancel).
     pub fn remove(&self, name: &str) -> Result<()> {
+        let _lock = self.lock()?;
         let q = self
             .list()
             .into_iter()
@@ -192,14 +218,71 @@ mod tests {
             again[0].train_args(dir.path()),
             ["train", "--config", "tiny", "--name", "a", "--set", "seed=1", "--device", "cpu"]
         );
-        assert!(queue.take(&again[0]));
-        assert!(!queue.take(&again[0]), "a request starts once");
+        let claim = queue.claim(&again[0]).expect("claimed");
+        assert!(queue.claim(&again[0]).is_none(), "a request starts once");
+        assert!(queue.contains("a"), "being started, still taken");
+        claim.done();
+        assert!(!queue.contains("a"));
         queue.remove("c").unwrap();
         assert!(queue.remove("c").is_err());
         assert_eq!(queue.list().len(), 1);
         // Junk in the queue folder is skipped, not fatal.
         std::fs::write(queue.dir.join("zz.json"), "{not json").unwrap();
         assert_eq!(queue.list().len(), 1);
+    }
+
+    #[test]
+    fn names_taken_by_a_folder_a_request_or_a_training_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::new(dir.path());
+        let new = || Request::New {
+            config: "tiny".into(),
+            sets: vec![],
+        };
+        for bad in ["", ".queue", "a/b", "tab\tname"] {
+            assert!(
+                queue.push(&QueuedRun::new(bad, "cpu", new())).is_err(),
+                "{bad:?}"
+            );
+        }
+        let run = dir.path().join("held");
+        std::fs::create_dir_all(&run).unwrap();
+        let e = queue
+            .push(&QueuedRun::new("held", "cpu", new()))
+            .unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        let lock = crate::runs::lock::acquire(&run, crate::runs::lock::TRAIN, None).unwrap();
+        let e = queue
+            .push(&QueuedRun::new("held", "cpu", Request::Resume))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("is being trained by pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(lock);
+        queue
+            .push(&QueuedRun::new("held", "cpu", Request::Resume))
+            .unwrap();
+        // Two labs queueing one name at the same moment: one of them gets it.
+        for round in 0..20 {
+            let name = format!("race{round}");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let pushers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (root, name, barrier) =
+                        (dir.path().to_path_buf(), name.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Queue::new(&root)
+                            .push(&QueuedRun::new(&name, "cpu", new()))
+                            .is_ok()
+                    })
+                })
+                .collect();
+            let ok: Vec<bool> = pushers.into_iter().map(|p| p.join().unwrap()).collect();
+            assert_eq!(ok.iter().filter(|&&o| o).count(), 1, "{name}: {ok:?}");
+        }
     }
 
     #[test]
