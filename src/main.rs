@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
         let first = short_panic_message(payload);
-        if payload.contains("out of memory") {
+        if stacklab::device::is_out_of_memory(payload) {
             eprintln!("error: the device ran out of memory: {first}");
             eprintln!("try a smaller batch (--batch, or batch.micro_batch in the config)");
         } else {
