@@ -1,15 +1,28 @@
 //! Build script: give the binary an rpath to the libtorch it was linked against, so it
-//! runs without LD_LIBRARY_PATH, and record the git commit for checkpoint metadata.
+//! runs without LD_LIBRARY_PATH, compile the small C++ shim that reads the CUDA caching
+//! allocator's statistics (`csrc/cuda_memory.cpp`), and record the git commit for
+//! checkpoint metadata.
+use std::path::Path;
 use std::process::Command;
 
 fn main() {
     // torch-sys exports the lib dir it linked against (its `links = "tch"` key).
-    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_default();
+    println!("cargo:rustc-env=STACKLAB_TORCH_LIB={lib}");
+    if !lib.is_empty() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-        println!("cargo:rustc-env=STACKLAB_TORCH_LIB={lib}");
-    } else {
-        println!("cargo:rustc-env=STACKLAB_TORCH_LIB=");
     }
+    // The headers sit beside the libraries in both layouts (a libtorch folder, the wheel).
+    let include = Path::new(&lib).join("../include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .flag("-std=c++17")
+        .file("csrc/cuda_memory.cpp")
+        .compile("stacklab_cuda_memory");
+    println!("cargo:rerun-if-changed=csrc/cuda_memory.cpp");
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

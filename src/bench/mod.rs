@@ -59,9 +59,8 @@ pub struct BenchReport {
     pub mfu: Option<f64>,
     pub peak_tflops: Option<f64>,
     pub peak_source: Option<String>,
-    /// Peak memory in GiB: process RSS on the CPU, device memory in use (NVML) on CUDA.
-    pub peak_memory_gib: Option<f64>,
-    pub memory_kind: String,
+    #[serde(flatten)]
+    pub memory: MemoryFigures,
     pub final_loss: f64,
 }
 
@@ -126,40 +125,55 @@ fn synthetic_batch(vocab: i64, b: i64, t: i64, device: Device) -> (Tensor, Tenso
     )
 }
 
-/// Peak memory: device memory in use (NVML, sampled) on CUDA, peak RSS on the CPU.
-struct Memory {
-    device: Device,
-    peak_device: u64,
+/// Peak memory of a bench run, as the JSON reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryFigures {
+    /// Peak memory in GiB: process RSS on the CPU, the whole device's memory in use (NVML)
+    /// on CUDA.
+    pub peak_memory_gib: Option<f64>,
+    pub memory_kind: String,
+    /// The whole device's memory in use (NVML: the CUDA context and the allocator's reserve
+    /// included), the largest sample; CUDA only.
+    pub nvml_memory_used_gib: Option<f64>,
+    /// The CUDA caching allocator's peak of bytes allocated to tensors over the process
+    /// (what `torch.cuda.max_memory_allocated` reports); CUDA only.
+    pub max_memory_allocated_gib: Option<f64>,
+    /// The allocator's peak reserve (`torch.cuda.max_memory_reserved`); CUDA only.
+    pub max_memory_reserved_gib: Option<f64>,
 }
+
+/// Peak memory, sampled after warm-up and at the end (the allocator keeps its own peaks).
+struct Memory(crate::device::memory::PeakMemory, Device);
 
 impl Memory {
     fn new(device: Device) -> Memory {
-        Memory {
-            device,
-            peak_device: 0,
-        }
+        Memory(crate::device::memory::PeakMemory::new(device), device)
     }
 
     fn sample(&mut self) {
-        if let Device::Cuda(i) = self.device {
-            if let Some(g) = crate::device::nvml::gpu(i) {
-                self.peak_device = self.peak_device.max(g.memory_used);
-            }
-        }
+        self.0.sample();
     }
 
-    /// The peak in GiB and what it measures.
-    fn report(&self) -> (Option<f64>, String) {
-        match self.device {
+    fn report(&self) -> MemoryFigures {
+        let r = self.0.report();
+        let (peak_memory_gib, memory_kind) = match self.1 {
             Device::Cuda(_) => (
-                (self.peak_device > 0).then(|| self.peak_device as f64 / crate::device::GIB),
-                "device memory in use (NVML, whole device, sampled after warm-up and at the end)"
+                r.nvml_used_gib,
+                "device memory in use (NVML, whole device, sampled after warm-up and at the end); \
+                 the allocator's peak is max_memory_allocated_gib"
                     .to_string(),
             ),
             _ => (
-                crate::device::peak_rss_bytes().map(|b| b as f64 / crate::device::GIB),
+                r.process_rss_gib,
                 "peak resident memory of the process".to_string(),
             ),
+        };
+        MemoryFigures {
+            peak_memory_gib,
+            memory_kind,
+            nvml_memory_used_gib: r.nvml_used_gib,
+            max_memory_allocated_gib: r.max_allocated_gib,
+            max_memory_reserved_gib: r.max_reserved_gib,
         }
     }
 }
@@ -241,7 +255,6 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         },
         _ => (None, None),
     };
-    let (mem, mem_kind) = memory.report();
     Ok(BenchReport {
         config: opts.config_name.clone(),
         device: crate::device::describe(device),
@@ -271,8 +284,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         mfu: peak.map(|p| tflops / p),
         peak_tflops: peak,
         peak_source: source,
-        peak_memory_gib: mem,
-        memory_kind: mem_kind,
+        memory: memory.report(),
         final_loss: last,
     })
 }

@@ -21,7 +21,7 @@ use anyhow::Result;
 use serde::Serialize;
 use tch::{Device, Tensor};
 
-use super::{synthetic_batch, BenchOptions, Memory, Optimizers};
+use super::{synthetic_batch, BenchOptions, Memory, MemoryFigures, Optimizers};
 use crate::model::loss::backward_from;
 use crate::model::{Compute, Gpt};
 use crate::stack::{assemble, BlockRange, PartView, StackNorms};
@@ -88,8 +88,8 @@ pub struct PartsReport {
     pub warmup_steps: i64,
     pub steps: i64,
     pub parts: Vec<PartTiming>,
-    pub peak_memory_gib: Option<f64>,
-    pub memory_kind: String,
+    #[serde(flatten)]
+    pub memory: MemoryFigures,
 }
 
 /// Runs `f` `warmup` times untimed, then `steps` times timed (the device synchronised
@@ -255,7 +255,6 @@ pub fn run(opts: &BenchOptions) -> Result<PartsReport> {
         memory.sample();
         out.push(timing);
     }
-    let (peak_memory_gib, memory_kind) = memory.report();
     Ok(PartsReport {
         config: opts.config_name.clone(),
         device: crate::device::describe(device),
@@ -271,8 +270,7 @@ pub fn run(opts: &BenchOptions) -> Result<PartsReport> {
         warmup_steps: warmup,
         steps,
         parts: out,
-        peak_memory_gib,
-        memory_kind,
+        memory: memory.report(),
     })
 }
 

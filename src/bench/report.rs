@@ -1,6 +1,6 @@
 //! The human-readable output of `stacklab bench` (`--json` prints the reports as they are).
 
-use super::{BenchReport, PartsReport};
+use super::{BenchReport, MemoryFigures, PartsReport};
 
 fn print_model(config: &str, n_layer: i64, n_embd: i64, vocab: i64, params: i64) {
     println!(
@@ -9,10 +9,13 @@ fn print_model(config: &str, n_layer: i64, n_embd: i64, vocab: i64, params: i64)
     );
 }
 
-fn print_memory(peak: Option<f64>, kind: &str) {
-    match peak {
-        Some(m) => println!("peak memory   {m:.2} GiB ({kind})"),
+fn print_memory(m: &MemoryFigures) {
+    match m.peak_memory_gib {
+        Some(p) => println!("peak memory   {p:.2} GiB ({})", m.memory_kind),
         None => println!("peak memory   n/a"),
+    }
+    if let (Some(a), Some(r)) = (m.max_memory_allocated_gib, m.max_memory_reserved_gib) {
+        println!("allocator     {a:.2} GiB peak allocated, {r:.2} GiB peak reserved");
     }
 }
 
@@ -46,7 +49,7 @@ pub fn print(r: &BenchReport) {
         }
         _ => println!("MFU           n/a (no known bf16 peak for this device)"),
     }
-    print_memory(r.peak_memory_gib, &r.memory_kind);
+    print_memory(&r.memory);
     println!("final loss    {:.4}", r.final_loss);
 }
 
@@ -74,5 +77,5 @@ pub fn print_parts(r: &PartsReport) {
             p.timed
         );
     }
-    print_memory(r.peak_memory_gib, &r.memory_kind);
+    print_memory(&r.memory);
 }

@@ -26,13 +26,39 @@ pub struct HostBatch {
     pub y: Tensor,
 }
 
+/// Whether pinning host memory failed once in this process (no driver, no device): then
+/// batches stay in pageable memory, whose copy to the device works but waits.
+static PINNING_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// `t` in pinned (page-locked) memory for copies to `device`, or `t` itself where pinning
+/// is impossible. `_pin_memory` rather than `pin_memory(device)`: the latter first asks the
+/// driver whether `t` is pinned already (it never is here) and prints two deprecation
+/// warnings for its `device` argument, on every call.
+fn pinned(t: Tensor, device: Device) -> Tensor {
+    if PINNING_FAILED.load(Ordering::Relaxed) {
+        return t;
+    }
+    match t.f_internal_pin_memory(device) {
+        Ok(p) => p,
+        Err(e) => {
+            PINNING_FAILED.store(true, Ordering::Relaxed);
+            let why = e.to_string();
+            let why = why.lines().next().unwrap_or_default();
+            tracing::warn!(
+                "no pinned host memory ({why}): batches are copied from pageable memory"
+            );
+            t
+        }
+    }
+}
+
 impl HostBatch {
     pub fn new(batch: &Batch, device: Device) -> HostBatch {
         let shape = [batch.b as i64, batch.t as i64];
         let host = |v: &[i64]| {
             let t = Tensor::from_slice(v).view(shape);
             if device.is_cuda() {
-                t.pin_memory(device)
+                pinned(t, device)
             } else {
                 t
             }

@@ -42,10 +42,16 @@ impl RotaryTables {
     /// The seed's `[x1·cos + x2·sin, -x1·sin + x2·cos]`, as `x·[cos, cos] + [x2, x1]·[sin, -sin]`:
     /// the same products added in the same pairs (addition commutes exactly), so the same
     /// bits, in four kernels instead of seven (and fewer in the backward pass).
+    ///
+    /// The sum is added in place into the first product, so a bf16 rotation makes two fp32
+    /// full-size temporaries rather than three (autograd saves neither product: their
+    /// gradients need only the tables). The fp32 products stay: they are the seed's
+    /// numerics (bf16 q and k promoted against fp32 tables).
     pub fn apply(&self, x: &Tensor) -> Tensor {
+        let mut y = x * &self.cos2;
         // `[x2, x1]` as a roll by half the head: one kernel, and one in the backward pass.
-        let swapped = x.roll([x.size()[3] / 2], [3]);
-        (x * &self.cos2 + swapped * &self.sin2).to_kind(x.kind())
+        y += x.roll([x.size()[3] / 2], [3]) * &self.sin2;
+        y.to_kind(x.kind())
     }
 }
 

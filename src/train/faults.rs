@@ -63,11 +63,7 @@ pub fn short_message(payload: &str) -> String {
 /// Whether a libtorch error says the device ran out of memory (the caching allocator's
 /// "CUDA out of memory", cuBLAS failing to allocate its workspace, the driver's own code).
 pub fn is_out_of_memory(text: &str) -> bool {
-    let lower = text.to_lowercase();
-    lower.contains("out of memory")
-        || text.contains("CUBLAS_STATUS_ALLOC_FAILED")
-        || text.contains("CUDA_ERROR_OUT_OF_MEMORY")
-        || text.contains("OutOfMemoryError")
+    crate::device::is_out_of_memory(text)
 }
 
 /// The failed run's message for a panic at `stage`.

@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 use anyhow::{bail, Result};
 use tch::Device;
 
+pub mod memory;
+pub mod nvml;
+
 /// What [`init`] found, kept for `doctor` and the logs.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -222,78 +225,26 @@ pub fn bf16_peak_tflops(gpu_name: &str) -> Option<(f64, &'static str)> {
         .map(|(_, v, what)| (*v, *what))
 }
 
-/// GPU names and memory through NVML (the driver's management library), loaded at run time.
-pub mod nvml {
-    use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
-    use std::sync::OnceLock;
+/// What libraries say when device memory ran out: the caching allocator's "CUDA out of
+/// memory", and the CUDA libraries that allocate their own workspaces (a cuBLAS handle on
+/// the first matmul of a full card fails with `CUBLAS_STATUS_ALLOC_FAILED`).
+const OUT_OF_MEMORY_MARKERS: [&str; 7] = [
+    "out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUSOLVER_STATUS_ALLOC_FAILED",
+    "cudaErrorMemoryAllocation",
+    "CUDA_ERROR_OUT_OF_MEMORY",
+    "OutOfMemoryError",
+];
 
-    #[derive(Debug, Clone)]
-    pub struct GpuInfo {
-        pub name: String,
-        pub memory_total: u64,
-        pub memory_used: u64,
-    }
-
-    #[repr(C)]
-    struct MemoryInfo {
-        total: u64,
-        free: u64,
-        used: u64,
-    }
-
-    type Init = unsafe extern "C" fn() -> c_int;
-    type HandleByIndex = unsafe extern "C" fn(c_uint, *mut *mut c_void) -> c_int;
-    type Name = unsafe extern "C" fn(*mut c_void, *mut c_char, c_uint) -> c_int;
-    type Memory = unsafe extern "C" fn(*mut c_void, *mut MemoryInfo) -> c_int;
-
-    fn library() -> Option<&'static libloading::Library> {
-        static LIB: OnceLock<Option<libloading::Library>> = OnceLock::new();
-        LIB.get_or_init(|| {
-            // SAFETY: loading the NVIDIA management library runs no user-visible initialisers.
-            let lib = unsafe { libloading::Library::new("libnvidia-ml.so.1") }.ok()?;
-            let ok = {
-                let init: libloading::Symbol<Init> = unsafe { lib.get(b"nvmlInit_v2") }.ok()?;
-                unsafe { init() == 0 }
-            };
-            ok.then_some(lib)
-        })
-        .as_ref()
-    }
-
-    /// Name and memory of GPU `index` (CUDA's numbering, assuming no CUDA_VISIBLE_DEVICES remap).
-    pub fn gpu(index: usize) -> Option<GpuInfo> {
-        let lib = library()?;
-        // SAFETY: the symbols have the NVML signatures declared above.
-        unsafe {
-            let by_index: libloading::Symbol<HandleByIndex> =
-                lib.get(b"nvmlDeviceGetHandleByIndex_v2").ok()?;
-            let get_name: libloading::Symbol<Name> = lib.get(b"nvmlDeviceGetName").ok()?;
-            let get_memory: libloading::Symbol<Memory> =
-                lib.get(b"nvmlDeviceGetMemoryInfo").ok()?;
-            let mut handle = std::ptr::null_mut();
-            if by_index(index as c_uint, &mut handle) != 0 {
-                return None;
-            }
-            let mut buf = [0 as c_char; 128];
-            if get_name(handle, buf.as_mut_ptr(), buf.len() as c_uint) != 0 {
-                return None;
-            }
-            let name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
-            let mut mem = MemoryInfo {
-                total: 0,
-                free: 0,
-                used: 0,
-            };
-            if get_memory(handle, &mut mem) != 0 {
-                return None;
-            }
-            Some(GpuInfo {
-                name,
-                memory_total: mem.total,
-                memory_used: mem.used,
-            })
-        }
-    }
+/// Whether an error message (a libtorch error, a panic's payload) says that the device ran
+/// out of memory.
+pub fn is_out_of_memory(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    OUT_OF_MEMORY_MARKERS
+        .iter()
+        .any(|m| lower.contains(&m.to_lowercase()))
 }
 
 /// Peak resident memory of this process in bytes (Linux `getrusage`).
@@ -322,6 +273,23 @@ mod tests {
             let n = cuda_device_count();
             let err = parse_device(&format!("cuda:{n}")).unwrap_err().to_string();
             assert!(err.contains("does not exist"), "{err}");
+        }
+    }
+
+    #[test]
+    fn allocation_failures_of_cuda_libraries_are_out_of_memory() {
+        for msg in [
+            "CUDA out of memory. Tried to allocate 12.28 GiB. GPU 0 has a total capacity of 79.19 GiB",
+            "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+            "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        ] {
+            assert!(is_out_of_memory(msg), "{msg}");
+        }
+        for msg in [
+            "CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx`",
+            "shape '[2, 32]' is invalid for input of size 4096",
+        ] {
+            assert!(!is_out_of_memory(msg), "{msg}");
         }
     }
 
