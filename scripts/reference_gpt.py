@@ -10,9 +10,36 @@ Prints tokens/s and model-FLOP utilisation. Usage:
 scripts/bench-cpu.sh and scripts/gpu-check.sh run it beside `stacklab bench`. --heads
 (default width // 64) matches a config with other heads, such as configs/tiny.toml's 4
 heads of 32. --eval times the seed's validation forward: no grad, loss only.
+
+Memory on CUDA, in the same two quantities `stacklab bench --json` reports: the caching
+allocator's peaks (max_allocated_gib = torch.cuda.max_memory_allocated, max_reserved_gib)
+and the whole device's use through NVML (nvml_used_gib: the CUDA context and the
+allocator's reserve included; the largest of the samples after warm-up and at the end),
+the device found by its PCI address.
 """
-import argparse, time, math
+import argparse, ctypes, time, math
 import torch, torch.nn as nn, torch.nn.functional as F
+
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
+def nvml_used_bytes(dev):
+    """The whole device's memory in use (NVML) for CUDA device `dev`, or None."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        if nvml.nvmlInit_v2() != 0:
+            return None
+        p = torch.cuda.get_device_properties(dev)
+        bus = f"{p.pci_domain_id:08x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0".encode()
+        handle = ctypes.c_void_p()
+        if nvml.nvmlDeviceGetHandleByPciBusId_v2(ctypes.c_char_p(bus), ctypes.byref(handle)) != 0:
+            return None
+        mem = _NvmlMemory()
+        if nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem)) != 0:
+            return None
+        return mem.used
+    except (OSError, AttributeError, RuntimeError):
+        return None
 
 NS_DTYPE = torch.bfloat16
 
@@ -121,7 +148,7 @@ def main():
         NS_DTYPE = torch.float32
     torch.manual_seed(0)
     m = GPT(a.vocab, a.layers, a.width, a.heads or a.width // 64, a.seq).to(dev)
-    adam = torch.optim.AdamW(m.head.parameters(), lr=3.6e-3, betas=(0.9, 0.95), weight_decay=0, fused=dev == "cuda")
+    adam = torch.optim.AdamW(m.head.parameters(), lr=3.6e-3, betas=(0.9, 0.95), weight_decay=0, fused=dev.startswith("cuda"))
     ns = torch.compile(ns5) if a.compile else ns5
     muon = Muon(m.blocks.parameters(), lr=3.6e-4, ns=ns)
     fwd = torch.compile(m) if a.compile else m
@@ -140,27 +167,38 @@ def main():
         def step():
             with torch.no_grad():
                 return fwd(x, y)
-    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
     t0 = time.time()
     for _ in range(a.warmup):
         loss = step()
     sync()
     warm = time.time() - t0
+    cuda = dev.startswith("cuda")
+    nvml = [nvml_used_bytes(torch.device(dev))] if cuda else []
     t0 = time.time()
     for _ in range(a.steps):
         loss = step()
     sync()
     dt = (time.time() - t0) / a.steps
+    if cuda:
+        nvml.append(nvml_used_bytes(torch.device(dev)))
     n_params = sum(p.numel() for p in m.parameters())
     flops_tok = 6 * n_params + 12 * a.layers * a.width * a.seq
     tok = a.batch * a.seq
-    mem = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else 0
+    gib = lambda b: f"{b / 2**30:.2f}" if b is not None else "n/a"
+    if cuda:
+        used = [b for b in nvml if b is not None]
+        mem = (f"max_allocated_gib={gib(torch.cuda.max_memory_allocated())} "
+               f"max_reserved_gib={gib(torch.cuda.max_memory_reserved())} "
+               f"nvml_used_gib={gib(max(used) if used else None)}")
+    else:
+        mem = "max_allocated_gib=n/a max_reserved_gib=n/a nvml_used_gib=n/a"
     if a.eval:
         flops_tok = 2 * n_params + 4 * a.layers * a.width * a.seq
     print(f"RESULT mode={'compiled' if a.compile else 'eager'}{'-fp32' if a.fp32 else ''}{'-eval' if a.eval else ''} device={dev} threads={torch.get_num_threads()} batch={a.batch} seq={a.seq} layers={a.layers} heads={a.heads or a.width // 64} "
           f"params={n_params/1e6:.1f}M step_ms={dt*1e3:.1f} tok_s={tok/dt:,.0f} "
           f"tflops={flops_tok*tok/dt/1e12:.1f} mfu_989={flops_tok*tok/dt/989e12*100:.1f}% "
-          f"warmup_s={warm:.1f} peak_gib={mem:.1f} loss={loss.item():.3f}")
+          f"warmup_s={warm:.1f} {mem} loss={loss.item():.3f}")
 
 if __name__ == "__main__":
     main()
