@@ -272,7 +272,7 @@ fn every_subcommand_refuses_bad_input_by_name_without_panic_or_leftovers() {
         case("train: --device before the subcommand", &["--device", "cpu", "train", "--config", "tiny"], &["--device cpu before the subcommand is the lab's", "stacklab train --device cpu"]),
         // train --resume
         case("train --resume: a folder that does not exist", &["train", "--resume", "no/such/run"], &["--resume no/such/run: not a run folder"]),
-        case("train --resume: a folder that is not a run", &["train", "--resume", &not_a_run], &["--resume", "not a run folder (expected config.toml and status.json)"]),
+        case("train --resume: a folder that is not a run", &["train", "--resume", &not_a_run], &["--resume", "not a run folder (expected config.toml)"]),
         case("train --resume: a run whose config is not TOML", &["train", "--resume", &corrupt, "--device", "cpu"], &["corrupt/config.toml: not valid TOML"]),
         case("train --resume: a run without a checkpoint whose data has gone", &["train", "--resume", &no_data, "--device", "cpu"], &["data.train", "no shard files match `no/such/train_*.bin`"]),
         case("train --resume with --set", &["train", "--resume", &no_data, "--set", "seed=1"], &["'--resume <RUN_DIR>' cannot be used with '--set <KEY=VALUE>'"]),

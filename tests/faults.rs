@@ -1,13 +1,14 @@
-//! Faults that must lose nothing, on real tiny trainings: two writers of one run started at
-//! the same moment, a panic in the loop (and libtorch's out-of-memory), output that goes
-//! away mid-run, a corrupted optimizer file, an unreadable status.
+//! A training that meets a fault ends cleanly and loses nothing, on real tiny trainings: a
+//! panic in the loop (and libtorch's out-of-memory) ends it failed and starts the next
+//! queued run; output that goes away and a hangup end nothing; a corrupted optimizer file
+//! is refused by name.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{micro_config, read_json, read_json_lines, Lab};
@@ -34,100 +35,6 @@ fn assert_one_row_per_step(run: &Path, steps: i64) {
     let rows = rows_per_step(run);
     let expected: BTreeMap<i64, usize> = (0..=steps).map(|s| (s, 1)).collect();
     assert_eq!(rows, expected, "rows per step of {}", run.display());
-}
-
-/// Starts the same command twice at once and returns both (pid, output).
-fn twice_at_once(lab: &Lab, args: &[&str]) -> [(u32, Output); 2] {
-    let spawn = || {
-        lab.cmd(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
-    let (pa, pb) = (a.id(), b.id());
-    [
-        (pa, a.wait_with_output().unwrap()),
-        (pb, b.wait_with_output().unwrap()),
-    ]
-}
-
-/// Of two runs started at once, one succeeded and the other refused, naming the first's
-/// pid; returns the refusal.
-fn one_ran_one_refused(both: [(u32, Output); 2]) -> String {
-    for (_, out) in &both {
-        common::no_panic(out);
-    }
-    let ok: Vec<&(u32, Output)> = both.iter().filter(|(_, o)| o.status.success()).collect();
-    assert_eq!(
-        ok.len(),
-        1,
-        "exactly one of the two runs: {:?}",
-        both.iter()
-            .map(|(_, o)| String::from_utf8_lossy(&o.stderr).into_owned())
-            .collect::<Vec<_>>()
-    );
-    let winner = ok[0].0;
-    let (_, lost) = both.iter().find(|(p, _)| *p != winner).unwrap();
-    let err = String::from_utf8_lossy(&lost.stderr).into_owned();
-    assert!(
-        err.contains(&format!("is being trained by pid {winner}")),
-        "the refusal names the training's pid {winner}:\n{err}"
-    );
-    err
-}
-
-#[test]
-fn two_trains_of_one_name_started_together_one_trains_one_refuses() {
-    let lab = Lab::new();
-    let cfg = lab.write("twin.toml", &micro_config(40, ""));
-    let args = [
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--name",
-        "twin",
-        "--device",
-        "cpu",
-    ];
-    let err = one_ran_one_refused(twice_at_once(&lab, &args));
-    assert!(err.contains("choose another --name"), "{err}");
-    let run = lab.checkpoints().join("twin");
-    assert_eq!(state(&run), "done");
-    assert_one_row_per_step(&run, 40);
-}
-
-#[test]
-fn two_resumes_started_together_one_resumes_one_refuses() {
-    let lab = Lab::new();
-    let cfg = lab.write("res.toml", &micro_config(40, ""));
-    lab.ok(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--name",
-        "res",
-        "--stop-after",
-        "3",
-        "--device",
-        "cpu",
-    ]);
-    let run = lab.checkpoints().join("res");
-    assert_eq!(state(&run), "stopped");
-    let err = one_ran_one_refused(twice_at_once(
-        &lab,
-        &[
-            "train",
-            "--resume",
-            run.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ],
-    ));
-    assert!(err.contains("cannot resume: run `res`"), "{err}");
-    assert_eq!(state(&run), "done");
-    assert_one_row_per_step(&run, 40);
 }
 
 /// Waits for a run that something other than the test started, for at most `timeout_s`.
@@ -283,6 +190,52 @@ fn a_training_whose_output_reader_exits_at_step_1_ends_done() {
     assert!(log.contains("done: 12 steps"), "{log}");
 }
 
+/// A closed terminal or a dropped SSH link sends SIGHUP: the training goes on to its end.
+#[test]
+fn a_hangup_does_not_end_the_training() {
+    let lab = Lab::new();
+    let cfg = lab.write("hup.toml", &micro_config(30, ""));
+    let mut cmd = lab.cmd(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--name",
+        "hup",
+        "--device",
+        "cpu",
+    ]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    // As a shell in a terminal starts it: SIGHUP's default action (the test runner's own
+    // may be "ignore", which a child inherits).
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal() is async-signal-safe, the only call between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let run = lab.checkpoints().join("hup");
+    // Once it trains (its first step logged), as long as it lives.
+    while rows_in(&run) < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "ended before training");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: a signal to the training this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the training died with {status}");
+    assert_eq!(state(&run), "done");
+    assert_one_row_per_step(&run, 30);
+}
+
+fn rows_in(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
 fn corrupt_optimizer(file: &Path, name: &str, with: tch::Tensor) {
     let mut tensors = stacklab::model::weights::read_safetensors(file).unwrap();
     assert!(tensors.contains_key(name), "{name} in {}", file.display());
@@ -347,56 +300,4 @@ fn a_resumed_optimizer_state_of_the_wrong_shape_or_dtype_is_refused_by_name() {
     std::fs::write(&file, &good).unwrap();
     lab.ok(&resume);
     assert_one_row_per_step(&run, 10);
-}
-
-#[test]
-fn an_unreadable_status_makes_a_lost_run_that_resumes_and_removes() {
-    let lab = Lab::new();
-    let cfg = lab.write("u.toml", &micro_config(8, ""));
-    lab.ok(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--name",
-        "u",
-        "--stop-after",
-        "5",
-        "--device",
-        "cpu",
-    ]);
-    let run = lab.checkpoints().join("u");
-    std::fs::write(run.join("status.json"), "{\"state\": \"runn").unwrap();
-    let listed: serde_json::Value = serde_json::from_str(&lab.ok(&["runs", "--json"])).unwrap();
-    let u = &listed["runs"][0];
-    assert_eq!(
-        (u["name"].as_str(), u["state"].as_str()),
-        (Some("u"), Some("lost"))
-    );
-    assert!(
-        u["problem"]
-            .as_str()
-            .unwrap()
-            .contains("status.json is unreadable"),
-        "{u}"
-    );
-    let out = lab.run(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    common::no_panic(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("resuming it as a lost run"), "{err}");
-    assert_eq!(state(&run), "done");
-    assert_one_row_per_step(&run, 8);
-    // Lost again (no status at all), then removed.
-    std::fs::remove_file(run.join("status.json")).unwrap();
-    let listed = lab.ok(&["runs"]);
-    assert!(listed.contains("lost"), "{listed}");
-    let out = lab.ok(&["rm", "u"]);
-    assert!(out.contains("removed u"), "{out}");
-    assert!(!run.exists());
 }

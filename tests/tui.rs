@@ -111,8 +111,8 @@ impl Fixture {
             "",
         );
         std::fs::create_dir_all(root.join("broken")).unwrap();
+        // No config beside an unreadable status: not a run (with a config it would be lost).
         std::fs::write(root.join("broken/status.json"), "{\"state\": \"runn").unwrap();
-        std::fs::write(root.join("broken/config.toml"), "seed = 1\n").unwrap();
         Queue::new(&root)
             .push(&QueuedRun::new(
                 "model3",

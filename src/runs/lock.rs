@@ -102,9 +102,20 @@ pub struct RunLock {
     /// Closing it releases the lock.
     _file: File,
     pub path: PathBuf,
+    /// This lock created the lock file (the folder had none).
+    created: bool,
 }
 
 impl RunLock {
+    /// Releases the lock leaving the folder as it was: a lock file this lock created is
+    /// removed first (a refused resume leaves nothing behind). A process waiting for the
+    /// lock meanwhile sees its file gone and takes the one at the path.
+    pub fn discard(self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
     /// The process holding it (this one).
     pub fn holder(&self) -> Option<Holder> {
         read_holder_at(&self.path)
@@ -138,14 +149,21 @@ fn still_in_place(file: &File, path: &Path) -> bool {
 pub fn acquire(run: &Path, purpose: &str, device: Option<&str>) -> Result<RunLock> {
     let path = run.join(LOCK_FILE);
     for _ in 0..TRIES {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| format!("cannot open the run's lock file {}", path.display()))?;
+        let open = |create_new: bool| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(create_new)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+        };
+        let (file, created) = match open(true) {
+            Ok(f) => (Ok(f), true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => (open(false), false),
+            Err(e) => (Err(e), false),
+        };
+        let file =
+            file.with_context(|| format!("cannot open the run's lock file {}", path.display()))?;
         match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(()) if still_in_place(&file, &path) => {
                 let me = Holder {
@@ -156,7 +174,11 @@ pub fn acquire(run: &Path, purpose: &str, device: Option<&str>) -> Result<RunLoc
                 };
                 write_holder(&file, &me)
                     .with_context(|| format!("cannot write {}", path.display()))?;
-                return Ok(RunLock { _file: file, path });
+                return Ok(RunLock {
+                    _file: file,
+                    path,
+                    created,
+                });
             }
             // The file was removed (the run folder with it) after we opened it: try again,
             // on what is at the path now.
@@ -277,6 +299,13 @@ mod tests {
         assert!(training(&run).is_none(), "held, but not by a training");
         assert!(holder(&run).is_some());
         drop(gc);
+        // A lock that created the file and is discarded leaves the folder as it was.
+        std::fs::remove_file(run.join(LOCK_FILE)).unwrap();
+        acquire(&run, TRAIN, None).unwrap().discard();
+        assert!(!run.join(LOCK_FILE).exists());
+        std::fs::write(run.join(LOCK_FILE), "").unwrap();
+        acquire(&run, TRAIN, None).unwrap().discard();
+        assert!(run.join(LOCK_FILE).exists(), "one it found stays");
     }
 
     #[test]

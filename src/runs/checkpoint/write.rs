@@ -40,7 +40,8 @@ pub fn write_checkpoint(
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    // Created, not reused: whatever is at that name now (a link) is not written through.
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let result = (|| -> Result<()> {
         weights::write_model(model, &tmp.join(MODEL_FILE))?;
         sync_file(&tmp.join(MODEL_FILE))?;
@@ -133,7 +134,8 @@ pub fn write_weights_checkpoint(
         .with_context(|| format!("cannot create {}", parent.display()))?;
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    // Created, not reused: whatever is at that name now (a link) is not written through.
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let result = (|| -> Result<()> {
         weights::write_model(model, &tmp.join(MODEL_FILE))?;
         sync_file(&tmp.join(MODEL_FILE))?;

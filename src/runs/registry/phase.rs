@@ -70,8 +70,14 @@ impl RunEntry {
             )),
             (_, false, false) => Some("not a run: no config.toml or status.json".into()),
             (_, true, _) if self.config.is_none() => Some("config.toml is not valid TOML".into()),
-            (_, true, false) => Some("no status.json: its training died before writing one".into()),
-            (None, true, true) => Some("status.json is unreadable: its training's end is unknown".into()),
+            (_, true, false) => Some(
+                "no status.json: its training died before writing one; it resumes from what it holds"
+                    .into(),
+            ),
+            (None, true, true) => Some(
+                "status.json is unreadable: its training's end is unknown; it resumes from what it holds"
+                    .into(),
+            ),
             (None, false, true) => Some("status.json is not a stacklab run status".into()),
             (Some(_), false, _) => Some("no config.toml".into()),
             _ => None,

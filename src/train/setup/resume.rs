@@ -12,7 +12,7 @@ use super::{muon_kind, open_data, State};
 use crate::config::TrainConfig;
 use crate::model::Compute;
 use crate::runs::checkpoint;
-use crate::runs::lock;
+use crate::runs::lock::{self, RunLock};
 use crate::runs::run_dir::{RunDir, RunState};
 use crate::runs::Checkpoint;
 use crate::train::reporter::say;
@@ -35,6 +35,22 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
                 None => e,
             }
         })?;
+    let mut lock = Some(lock);
+    let result = resume_locked(path, run, device, &mut lock);
+    if let (Err(_), Some(l)) = (&result, lock) {
+        // Refused: the folder is left as it was.
+        l.discard();
+    }
+    result
+}
+
+/// The resume, with the run's lock held (`lock` is moved into the state at the end).
+fn resume_locked(
+    path: &Path,
+    run: RunDir,
+    device: Device,
+    lock: &mut Option<RunLock>,
+) -> Result<State> {
     match run.read_status() {
         Ok(prior) => {
             if prior.state == RunState::Running
@@ -69,6 +85,7 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
         say(&msg);
         run.log(&msg);
         run.truncate_metrics(-1)?;
+        let lock = lock.take().expect("held until the state owns it");
         return fresh_state(cfg, init, data, run, lock, device);
     };
     let ckpt = Checkpoint::open(&latest)?;
@@ -149,6 +166,7 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
         meta.step
     ));
     let config_toml = cfg.to_toml_string();
+    let lock = lock.take().expect("held until the state owns it");
     Ok(State {
         step: meta.step,
         tokens_seen: meta.tokens_seen,

@@ -143,8 +143,9 @@ impl RunsPane {
         if !phase.resumable() {
             return self.notify(
                 format!(
-                    "{name} is {}: only stopped, failed or lost runs resume",
-                    phase.as_str()
+                    "{name} is {}{}: only stopped, failed or lost runs resume",
+                    phase.as_str(),
+                    self.pid_note(name)
                 ),
                 true,
             );
@@ -155,6 +156,16 @@ impl RunsPane {
             Err(e) => self.notify(format!("{e:#}"), true),
         }
         self.tick();
+    }
+
+    /// " (pid N)" for a run whose training process is known (its lock's holder or its
+    /// status), else nothing.
+    fn pid_note(&self, name: &str) -> String {
+        self.registry
+            .get(name)
+            .and_then(|e| e.training())
+            .map(|(pid, _)| format!(" (pid {pid})"))
+            .unwrap_or_default()
     }
 
     /// Signals a run's training: by its status (pid and start time), or our child's pid.
@@ -194,7 +205,14 @@ impl RunsPane {
             Confirm::Delete(n) => {
                 let phase = self.phase(&n);
                 if phase.is_active() || phase == Phase::Corrupt {
-                    return self.notify(format!("{n} is {}: not deleted", phase.as_str()), true);
+                    return self.notify(
+                        format!(
+                            "{n} is {}{}: not deleted",
+                            phase.as_str(),
+                            self.pid_note(&n)
+                        ),
+                        true,
+                    );
                 }
                 let r = crate::runs::control::remove_run(&self.root, &n).map(|_| ());
                 let _ = std::fs::remove_file(output_log(&self.root, &n));

@@ -188,7 +188,7 @@ impl RunsPane {
         let Some(e) = self.registry.get(name) else {
             return vec![format!("{name}: starting")];
         };
-        if e.status.is_none() {
+        if e.phase() == Phase::Corrupt {
             return vec![
                 "not readable as a run (the lab only reads it)".into(),
                 format!(
