@@ -96,6 +96,15 @@ impl DeviceArg {
     }
 }
 
+impl Cli {
+    /// Whether the command may call libtorch, so its CUDA library must be loaded first.
+    /// `data` never does: it skips the load, and the memory it takes (about 250 MB of
+    /// libraries and their teardown at exit).
+    pub fn needs_libtorch(&self) -> bool {
+        !matches!(self.command, Some(Command::Data(_)))
+    }
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
     if let (Some(d), Some(_)) = (&cli.device, &cli.command) {
         bail!(

@@ -6,8 +6,6 @@ fn main() -> ExitCode {
     // Before anything else, while this is the only thread: the environment is read
     // unsynchronised by libc and libtorch, so it is written only here.
     stacklab::device::set_tf32_variable();
-    // libtorch's CUDA library must be loaded before the first tch call.
-    stacklab::device::init();
     std::panic::set_hook(Box::new(|info| {
         use std::io::Write;
         let payload = stacklab::train::faults::payload_text(info.payload());
@@ -30,6 +28,11 @@ fn main() -> ExitCode {
         }
     }));
     let cli = stacklab::cli::Cli::parse();
+    // libtorch's CUDA library must be loaded before the first tch call (parsing makes none
+    // and starts no thread).
+    if cli.needs_libtorch() {
+        stacklab::device::init();
+    }
     match stacklab::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

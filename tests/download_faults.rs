@@ -1,6 +1,7 @@
 //! `stacklab data download` against servers that misbehave (a loopback test server, no
 //! network): a body without end, a 200 answer to a range request, a redirect from https to
-//! plain http, a file that changed between runs, and a busy server (503, 429).
+//! plain http, a file that changed between runs, and a busy server (503, 429); and a
+//! `data` command never loads libtorch's CUDA library.
 
 mod common;
 #[path = "download/server.rs"]
@@ -232,4 +233,51 @@ fn a_busy_server_is_retried_after_its_retry_after_and_not_forever() {
         "{e}"
     );
     assert_eq!(server.seen_for("fineweb_train_000001.bin").len(), 3);
+}
+
+#[test]
+fn a_data_command_does_not_load_libtorchs_cuda_library() {
+    let lab = Lab::new();
+    let server = server_with(0);
+    server.then(VAL, Answer::Stall(std::time::Duration::from_secs(3)));
+    let out = lab.path("fw");
+    let mut child = lab
+        .cmd(&[
+            "data",
+            "download",
+            "fineweb10B",
+            "--shards",
+            "0",
+            "--retries",
+            "0",
+            "--endpoint",
+            &server.url,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // While it waits for the answer, its mappings are what it loaded.
+    let started = std::time::Instant::now();
+    while server.seen_for(VAL).is_empty() {
+        assert!(started.elapsed().as_secs() < 60, "no request came");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
+    child.wait().unwrap();
+    let cpu = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so"))
+        .expect("the binary links libtorch_cpu.so");
+    let cuda = Path::new(cpu).with_file_name("libtorch_cuda.so");
+    if !cuda.exists() {
+        eprintln!("a CPU-only libtorch ({cpu}): nothing to check");
+    }
+    assert!(
+        !maps.contains("libtorch_cuda.so"),
+        "`data download` mapped {}",
+        cuda.display()
+    );
 }

@@ -80,6 +80,8 @@ pub enum Answer {
     /// The file with no Content-Length (the end is the closed connection), then bytes
     /// without end.
     Endless,
+    /// Nothing for this long, then a 503.
+    Stall(std::time::Duration),
 }
 
 #[derive(Clone)]
@@ -276,6 +278,12 @@ fn serve<S: Read + Write>(conn: S, st: &Mutex<State>) {
                 "HTTP/1.1 {code} Busy\r\n{ra}Content-Length: 0\r\nConnection: close\r\n\r\n"
             );
             let _ = conn.write_all(h.as_bytes());
+            return;
+        }
+        Some(Answer::Stall(d)) => {
+            std::thread::sleep(*d);
+            let _ = conn
+                .write_all(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return;
         }
         Some(Answer::Redirect(to)) => {

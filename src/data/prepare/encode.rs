@@ -14,9 +14,21 @@ use tokenizers::{AddedToken, Tokenizer};
 use super::input::{Cutting, Item, Source, TextStream};
 use super::EOT;
 
-/// Pieces for encoding: the GPT-2 regex always splits where they are cut.
+/// Pieces for encoding: the GPT-2 regex always splits where they are cut. Encoding takes
+/// tens of bytes of transient memory per byte of text (pre-tokenized splits, byte
+/// alignments, token strings), so pieces stay small: 64 KiB pieces peak 66 MB lower than
+/// 256 KiB ones on 2 threads, with the same tokens.
 pub const PIECE: Cutting = Cutting {
-    target: 256 << 10,
+    target: 64 << 10,
+    hard_max: 64 << 20,
+};
+
+/// Pieces of the BPE's training sample, cut where the GPT-2 regex splits (so the word
+/// counts, and the tokenizer, do not depend on it). The trainer pre-tokenizes each piece
+/// into a word list and a count map of its own before merging them: 64 KiB pieces instead
+/// of 1 MiB took the training's peak on a 20 MB sample from 440 MB to 207 MB.
+const SAMPLE_PIECE: Cutting = Cutting {
+    target: 64 << 10,
     hard_max: 64 << 20,
 };
 /// A tokenizer that may not split there (a normalizer, another pre-tokenizer) gets whole
@@ -49,11 +61,7 @@ pub fn train_bpe(
         .into();
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let used = Mutex::new(0u64);
-    let cut = Cutting {
-        target: 1 << 20,
-        hard_max: 64 << 20,
-    };
-    let mut stream = TextStream::new(sources, cut, text_field).with_limit(sample_bytes);
+    let mut stream = TextStream::new(sources, SAMPLE_PIECE, text_field).with_limit(sample_bytes);
     let texts = std::iter::from_fn(|| loop {
         match stream.next()? {
             Ok(Item::Text(t, _)) => {

@@ -58,12 +58,8 @@ pub fn prepare(sources: &[Source], opts: &PrepareOptions) -> Result<Dataset> {
                     opts.train_sample_mb
                 );
             }
-            let (tok, used) = train_bpe(
-                sources,
-                &opts.text_field,
-                *vocab_size,
-                opts.train_sample_mb * 1_000_000,
-            )?;
+            let (tok, used) =
+                train_bpe(sources, &opts.text_field, *vocab_size, opts.sample_bytes())?;
             sample = Some(used);
             tok
         }

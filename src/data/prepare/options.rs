@@ -78,6 +78,11 @@ impl PrepareOptions {
         }
     }
 
+    /// `--train-sample-mb` in bytes; a sample larger than any input means all of it.
+    pub fn sample_bytes(&self) -> u64 {
+        self.train_sample_mb.saturating_mul(1_000_000)
+    }
+
     pub(super) fn check(&self) -> Result<()> {
         match self.val {
             ValSplit::LastFraction(f) if !(f > 0.0 && f < 1.0) => {
@@ -153,5 +158,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope.json: no such file"), "{e}");
+    }
+
+    #[test]
+    fn a_sample_of_any_size_is_a_byte_count() {
+        let mut o = PrepareOptions::new(TokenizerSpec::Train { vocab_size: 300 }, "o".into());
+        o.train_sample_mb = 20;
+        assert_eq!(o.sample_bytes(), 20_000_000);
+        // 18,446,744,073,710 MB wrapped to a sample of 448,384 bytes before.
+        o.train_sample_mb = 18_446_744_073_710;
+        assert_eq!(o.sample_bytes(), u64::MAX);
     }
 }
