@@ -5,34 +5,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::{micro_config, read_json, read_json_lines, Lab};
-
-fn state(run: &Path) -> String {
-    read_json(&run.join("status.json"))["state"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-/// How many rows `metrics.jsonl` has for each step.
-fn rows_per_step(run: &Path) -> BTreeMap<i64, usize> {
-    let mut rows = BTreeMap::new();
-    for r in read_json_lines(&run.join("metrics.jsonl")) {
-        *rows.entry(r["step"].as_i64().unwrap()).or_insert(0) += 1;
-    }
-    rows
-}
-
-/// One row for each of the steps 0 (the first validation) to `steps`, and no other.
-fn assert_one_row_per_step(run: &Path, steps: i64) {
-    let rows = rows_per_step(run);
-    let expected: BTreeMap<i64, usize> = (0..=steps).map(|s| (s, 1)).collect();
-    assert_eq!(rows, expected, "rows per step of {}", run.display());
-}
+use common::{assert_one_row_per_step, micro_config, state, Lab};
 
 /// Starts the same command twice at once and returns both (pid, output).
 fn twice_at_once(lab: &Lab, args: &[&str]) -> [(u32, Output); 2] {

@@ -154,7 +154,7 @@ pub(super) fn stitch_seam(
         Some(t) if trained_wins => ("trained", t),
         _ => ("lstsq", probe.lstsq),
     };
-    let tokens = |b: &[(Tensor, Tensor)]| b.iter().map(|(x, _)| x.numel() as usize).sum();
+    let tokens = |b: &[(Tensor, Tensor)]| b.iter().map(|(x, _)| x.numel()).sum();
     Ok(StitchReport {
         none,
         identity: probe.identity,

@@ -170,3 +170,27 @@ pub fn read_json_lines(p: &Path) -> Vec<serde_json::Value> {
 pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
+
+/// A run's state in its `status.json` (empty when unreadable).
+pub fn state(run: &Path) -> String {
+    read_json(&run.join("status.json"))["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// How many rows `metrics.jsonl` has for each step.
+pub fn rows_per_step(run: &Path) -> std::collections::BTreeMap<i64, usize> {
+    let mut rows = std::collections::BTreeMap::new();
+    for r in read_json_lines(&run.join("metrics.jsonl")) {
+        *rows.entry(r["step"].as_i64().unwrap()).or_insert(0) += 1;
+    }
+    rows
+}
+
+/// One row for each of the steps 0 (the first validation) to `steps`, and no other.
+pub fn assert_one_row_per_step(run: &Path, steps: i64) {
+    let rows = rows_per_step(run);
+    let expected: std::collections::BTreeMap<i64, usize> = (0..=steps).map(|s| (s, 1)).collect();
+    assert_eq!(rows, expected, "rows per step of {}", run.display());
+}
