@@ -413,6 +413,33 @@ fn the_builder_gives_stacks_block_lists_evaluates_cancels_and_keeps_results() {
         "{msg}"
     );
     assert_eq!(o.draft.block_list(), "m1:0..1 | m2:1..2", "unchanged");
+    // Rows with ranges no part has, or too few of them, are refused naming the file.
+    let absurd = row.replace(",1:2;1:2,", ",0:99999;1:2,");
+    let short = row.replace(",1:2;1:2,", ",1:2,");
+    assert!(absurd != row && short != row, "{row}");
+    let bad = f.lab.path("lab/bad.csv");
+    std::fs::write(&bad, format!("{header}\n{absurd}\n{short}\n")).unwrap();
+    let mut z = BuilderPane::new(&f.lab.checkpoints(), &f.exe, "cpu", &bad, Waker::none());
+    assert_eq!(z.rows.len(), 2);
+    let before = z.draft.block_list();
+    for (i, want) in [
+        "part 1 takes blocks 0..99999 of a model with 2 blocks",
+        "not 2 half-open START:END ranges",
+    ]
+    .iter()
+    .enumerate()
+    {
+        z.row_cursor = i;
+        key(&mut z, KeyCode::Enter);
+        let (msg, err) = z.message.clone().unwrap();
+        assert!(
+            err && msg.contains("cannot open that stack")
+                && msg.contains("bad.csv")
+                && msg.contains(want),
+            "{msg}"
+        );
+        assert_eq!(z.draft.block_list(), before, "unchanged");
+    }
 
     // A stale evaluation is cancelled when the stack changes (and Esc cancels one).
     let slow = f.lab.write(

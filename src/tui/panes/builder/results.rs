@@ -30,6 +30,8 @@ pub struct Row {
     pub paths: Vec<PathBuf>,
     /// Each part's block range; empty when the row does not record them.
     pub ranges: Vec<BlockRange>,
+    /// The `ranges` field as written (to name it when it cannot be opened).
+    pub ranges_text: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,7 @@ pub fn load(path: &Path) -> Result<(Vec<Row>, usize)> {
                 .map(str::parse)
                 .collect::<Result<Vec<_>>>()
                 .unwrap_or_default(),
+            ranges_text: get("ranges"),
         });
     }
     Ok((rows, bad))
