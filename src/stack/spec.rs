@@ -70,14 +70,6 @@ pub enum Layers {
 }
 
 impl Layers {
-    /// The seed's defaults: both flags off.
-    pub fn seed_default() -> Layers {
-        Layers::Flags {
-            use_first_layer: false,
-            use_last_layer: false,
-        }
-    }
-
     /// The range of every part, for parts of `depths` blocks.
     pub fn ranges(&self, depths: &[i64]) -> Vec<BlockRange> {
         match self {

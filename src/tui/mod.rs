@@ -18,7 +18,7 @@ pub mod theme;
 pub mod widgets;
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -304,9 +304,4 @@ async fn main_loop(
     .await;
     signals.close();
     result
-}
-
-/// The config dir's `lab.toml` path (for messages).
-pub fn lab_config_path() -> PathBuf {
-    LabConfig::path(Path::new(&crate::paths::config_dir()))
 }
