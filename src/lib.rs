@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod eval;
 pub mod export;
 pub mod filelock;
+pub mod hash;
 pub mod inspect;
 pub mod model;
 pub mod paths;

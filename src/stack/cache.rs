@@ -53,10 +53,8 @@ pub struct LossKey {
 
 impl LossKey {
     fn file_name(&self) -> String {
-        use sha2::{Digest, Sha256};
         let text = serde_json::to_string(self).expect("a key serialises");
-        let h = Sha256::digest(text.as_bytes());
-        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hash::sha256_hex(text.as_bytes());
         // `v2`: keys before the model identity named weights only; they never match.
         format!("v2-{hex}.json")
     }

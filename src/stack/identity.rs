@@ -24,7 +24,6 @@ struct Function<'a> {
 /// SHA-256 over the weights' hash, the outer norms and the resolved block list. Where a
 /// block came from (its source label) is display only and not part of it.
 pub fn model_id(weights_sha256: &str, model: &Gpt) -> String {
-    use sha2::{Digest, Sha256};
     let f = Function {
         schema: 1,
         weights_sha256,
@@ -43,10 +42,7 @@ pub fn model_id(weights_sha256: &str, model: &Gpt) -> String {
             .collect(),
     };
     let text = serde_json::to_string(&f).expect("a model's function serialises");
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hash::sha256_hex(text.as_bytes())
 }
 
 #[cfg(test)]

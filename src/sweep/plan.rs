@@ -75,12 +75,7 @@ pub const RESULTS: &str = "results.csv";
 pub const TABLES: &str = "tables.md";
 
 fn short_hash(s: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hash::sha256_hex(s.as_bytes())[..16].to_string()
 }
 
 fn absolute(p: &Path) -> PathBuf {

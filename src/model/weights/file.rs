@@ -108,7 +108,6 @@ fn opts_with_metadata(
 
 /// SHA-256 of `W`'s fp32 bytes: the identity of a shared embedding/head, for lineage.
 pub fn wte_hash(wte: &Tensor) -> String {
-    use sha2::{Digest, Sha256};
     let t = wte
         .detach()
         .to_device(Device::Cpu)
@@ -117,6 +116,5 @@ pub fn wte_hash(wte: &Tensor) -> String {
     let n = t.numel();
     let mut bytes = vec![0u8; n * 4];
     t.copy_data_u8(&mut bytes, n);
-    let digest = Sha256::digest(&bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hash::sha256_hex(&bytes)
 }
