@@ -2,13 +2,14 @@
 """The architecture's figures for src/: long functions, process spawns, untyped JSON reads,
 imports against the layering, and module cycles. `scripts/arch-report.py [--list]`.
 
-Layering (a module may import only modules on its own level or below):
+Layering (a module imports only modules on its own level or below; within a level, no
+cycles):
     main, cli                       the binary's commands: parse flags, print
     tui                             the lab
     sweep                           sweeps
-    runs                            run folders, the queue, registry
-    jobs                            requests to and reports from a stacklab child process
-    stack, inspect, eval, bench, export, train, doctor   use cases
+    runs, jobs, train, stack, inspect, eval, bench, export, doctor
+                                    run folders and the queue, requests to child processes,
+                                    the use cases
     data, model, config, device     the core
     paths, hash, filelock, progress helpers
 """
@@ -19,8 +20,9 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 LEVEL = {
-    "main": 8, "cli": 8, "tui": 7, "sweep": 6, "runs": 5, "jobs": 4,
-    "stack": 3, "inspect": 3, "eval": 3, "bench": 3, "export": 3, "train": 3, "doctor": 3,
+    "main": 8, "cli": 8, "tui": 7, "sweep": 6,
+    "runs": 3, "jobs": 3, "stack": 3, "inspect": 3, "eval": 3, "bench": 3, "export": 3,
+    "train": 3, "doctor": 3,
     "data": 2, "model": 2, "config": 2, "device": 2,
     "paths": 1, "hash": 1, "filelock": 1, "progress": 1, "lib": 9,
 }
