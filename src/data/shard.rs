@@ -48,6 +48,13 @@ pub fn read_header(path: &Path) -> Result<usize> {
 /// Checks a shard header against the size of the whole file: the token count, or why the
 /// file is not a shard. `path` only names the file in the message.
 pub fn check_header(path: &Path, header: &[u8], file_size: u64) -> Result<usize> {
+    if header.len() < HEADER_BYTES {
+        bail!(
+            "shard {}: a header of {} bytes, shorter than the {HEADER_BYTES}-byte header",
+            path.display(),
+            header.len()
+        );
+    }
     let int = |i: usize| i32::from_le_bytes(header[4 * i..4 * i + 4].try_into().unwrap());
     let (magic, version, count) = (int(0), int(1), int(2));
     if magic != SHARD_MAGIC {
@@ -174,6 +181,15 @@ pub fn write(path: &Path, tokens: &[u16]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_shorter_than_a_header_is_an_error_not_a_panic() {
+        let p = Path::new("short.bin");
+        for n in [0, 3, 11, HEADER_BYTES - 1] {
+            let e = check_header(p, &vec![0u8; n], n as u64).unwrap_err();
+            assert!(e.to_string().contains("short.bin"), "{e}");
+        }
+    }
 
     #[test]
     fn round_trip() {

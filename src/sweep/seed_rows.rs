@@ -34,6 +34,11 @@ pub fn is_seed_format(rows: &Rows) -> bool {
     rows.has("val_losses") && !rows.has("mean_val_loss")
 }
 
+/// A row's value in `column` (empty when the file has no such column).
+fn cell<'a>(row: &'a BTreeMap<String, String>, column: &str) -> &'a str {
+    row.get(column).map(String::as_str).unwrap_or("")
+}
+
 /// Converts the seed's rows into stacklab's columns.
 pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
     if !seed.has("val_loss_stack") || !seed.has("val_losses") {
@@ -67,8 +72,8 @@ pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
     for (i, r) in seed.rows.iter().enumerate() {
         let at = || format!("seed row {}", i + 2);
         let mut row = BTreeMap::new();
-        let stack: f64 = r["val_loss_stack"].trim().parse().with_context(at)?;
-        let parts: Vec<f64> = python_list(&r["val_losses"])
+        let stack: f64 = cell(r, "val_loss_stack").trim().parse().with_context(at)?;
+        let parts: Vec<f64> = python_list(cell(r, "val_losses"))
             .iter()
             .map(|v| v.parse::<f64>())
             .collect::<std::result::Result<_, _>>()
@@ -82,7 +87,7 @@ pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
         row.insert("mean_val_loss".into(), mean.to_string());
         row.insert("delta_vs_best".into(), (stack - best).to_string());
         for k in ["use_first_layer", "use_last_layer"] {
-            row.insert(k.into(), r[k].to_lowercase());
+            row.insert(k.into(), cell(r, k).to_lowercase());
         }
         if has_norms {
             for k in ["norm_wte", "norm_lm_head", "norm_inter_model"] {
@@ -90,29 +95,34 @@ pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
             }
         }
         if let Some(c) = ids_col {
-            let ids = python_list(&r[c]);
+            let ids = python_list(cell(r, c));
             row.insert("models".into(), ids.join(";"));
             let distinct = ids.iter().collect::<std::collections::BTreeSet<_>>().len() > 1;
             row.insert("unique_model".into(), distinct.to_string());
         }
         if seed.has("coconut_everies") {
-            let every = python_list(&r["coconut_everies"]);
+            let every = python_list(cell(r, "coconut_everies"));
             row.insert(
                 "coconut_every".into(),
                 every.first().cloned().unwrap_or_default(),
             );
         }
         if seed.has("norm_wtes") {
-            let wtes: Vec<String> = python_list(&r["norm_wtes"])
+            let wtes: Vec<String> = python_list(cell(r, "norm_wtes"))
                 .iter()
                 .map(|s| norm(s))
                 .collect();
-            let heads: Vec<String> = python_list(&r["norm_lm_heads"])
+            let heads: Vec<String> = python_list(cell(r, "norm_lm_heads"))
                 .iter()
                 .map(|s| norm(s))
                 .collect();
-            let mismatch = wtes.iter().any(|w| *w != row["norm_wte"])
-                || heads.iter().any(|h| *h != row["norm_lm_head"]);
+            // Unknown (empty) when the rows do not say which norms the stack used.
+            let mismatch = match (row.get("norm_wte"), row.get("norm_lm_head")) {
+                (Some(w), Some(h)) => {
+                    (wtes.iter().any(|x| x != w) || heads.iter().any(|x| x != h)).to_string()
+                }
+                _ => String::new(),
+            };
             row.insert(
                 "training_norms".into(),
                 wtes.iter()
@@ -121,7 +131,7 @@ pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
                     .collect::<Vec<_>>()
                     .join(" + "),
             );
-            row.insert(NORM_MISMATCH.into(), mismatch.to_string());
+            row.insert(NORM_MISMATCH.into(), mismatch);
         }
         out.rows.push(row);
     }

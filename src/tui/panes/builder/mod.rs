@@ -164,7 +164,7 @@ impl BuilderPane {
             }
         };
         let d = Draft::new(parts);
-        if let Err(why) = check_ranges(&row, &d.depths()) {
+        if let Err(why) = results::check_ranges(&row, &d.depths()) {
             self.message = Some((
                 format!(
                     "cannot open that stack: {} records {why}",
@@ -384,30 +384,4 @@ impl Pane for BuilderPane {
     fn status_keys(&self) -> String {
         "f/l layers · w/h/m norms · e evaluate · i inspect · S/C save · J/K Enter reopen".into()
     }
-}
-
-/// Refuses a results row whose ranges cannot be this stack's: unreadable, another count
-/// than parts, or outside a part's blocks (`0 <= start < end <= depth`).
-fn check_ranges(row: &results::Row, depths: &[i64]) -> Result<(), String> {
-    let text = row.ranges_text.trim();
-    if text.is_empty() {
-        return Ok(());
-    }
-    if row.ranges.len() != depths.len() {
-        return Err(format!(
-            "ranges `{text}`, which are not {} half-open START:END ranges (one per part)",
-            depths.len()
-        ));
-    }
-    for (i, (r, d)) in row.ranges.iter().zip(depths).enumerate() {
-        if r.start < 0 || r.start >= r.end || r.end > *d {
-            return Err(format!(
-                "ranges `{text}`: part {} takes blocks {}..{} of a model with {d} blocks",
-                i + 1,
-                r.start,
-                r.end
-            ));
-        }
-    }
-    Ok(())
 }

@@ -129,6 +129,32 @@ pub fn load(path: &Path) -> Result<(Vec<Row>, usize)> {
     Ok((rows, bad))
 }
 
+/// Refuses a results row whose ranges cannot be this stack's: unreadable, another count
+/// than parts, or outside a part's blocks (`0 <= start < end <= depth`).
+pub fn check_ranges(row: &Row, depths: &[i64]) -> Result<(), String> {
+    let text = row.ranges_text.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    if row.ranges.len() != depths.len() {
+        return Err(format!(
+            "ranges `{text}`, which are not {} half-open START:END ranges (one per part)",
+            depths.len()
+        ));
+    }
+    for (i, (r, d)) in row.ranges.iter().zip(depths).enumerate() {
+        if r.start < 0 || r.start >= r.end || r.end > *d {
+            return Err(format!(
+                "ranges `{text}`: part {} takes blocks {}..{} of a model with {d} blocks",
+                i + 1,
+                r.start,
+                r.end
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Sorts rows in place.
 pub fn sort(rows: &mut [Row], by: SortBy) {
     match by {
