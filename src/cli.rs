@@ -1,8 +1,14 @@
 //! The command line: no subcommand opens the lab; the subcommands run the same work headless.
-//! This file holds the parser and the dispatch; `train`/`bench` live in `cli/train.rs`,
-//! `eval`/`export` in `cli/checkpoint.rs`, the other commands in their own modules.
+//! Every command's flags and printing live under `cli/`, one file per command family
+//! (`stack.rs`, `inspect.rs`, `sweep.rs`, `train.rs`: train and bench, `checkpoint.rs`: eval
+//! and export; `selection.rs`: the flags stack and inspect share); the work they start is
+//! library code below. This file holds the parser and the dispatch.
 
 mod checkpoint;
+pub mod inspect;
+pub mod selection;
+pub mod stack;
+pub mod sweep;
 mod train;
 
 use std::process::ExitCode;
@@ -15,6 +21,7 @@ use self::train::{run_bench, run_train};
 use crate::data::command::DataCommand;
 
 pub use checkpoint::{EvalArgs, ExportArgs};
+pub use selection::StackSelectionArgs;
 pub use train::{BenchArgs, TrainArgs};
 
 #[derive(Debug, Parser)]
@@ -51,7 +58,7 @@ pub enum Command {
     /// Validation loss of a checkpoint on the first N tokens of val shards.
     Eval(EvalArgs),
     /// Stack checkpoints (one model's blocks under another's) and score the stack beside its parts.
-    Stack(crate::stack::cli::StackArgs),
+    Stack(stack::StackArgs),
     /// Time full training steps on synthetic tokens: step time, tokens/s, TFLOP/s, MFU, memory.
     Bench(BenchArgs),
     /// Write a checkpoint as one .safetensors file that loads strictly into the seed's PyTorch GPT.
@@ -61,10 +68,10 @@ pub enum Command {
     Data(DataCommand),
     /// The seed's whole experiment from a sweep config: train what is missing, evaluate the
     /// stack grid, write results.csv and tables.md (resumable).
-    Sweep(crate::sweep::cli::SweepArgs),
+    Sweep(sweep::SweepArgs),
     /// Why a stack fails at its seam: residual norms, logit lens, CKA and stitching, for the
     /// stack and each part alone on the same tokens (takes stack's flags).
-    Inspect(crate::inspect::cli::InspectArgs),
+    Inspect(inspect::InspectArgs),
     /// Every run in the checkpoint dir: state, step, losses, tokens/s, age, size on disk.
     Runs(crate::runs::cli::RunsArgs),
     /// Stop a run gracefully (SIGTERM: it checkpoints, then ends stopped), or --kill it.
@@ -126,9 +133,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Eval(a)) => run_eval(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Bench(a)) => run_bench(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Export(a)) => run_export(a).map(|_| ExitCode::SUCCESS),
-        Some(Command::Sweep(a)) => crate::sweep::cli::run(a).map(|_| ExitCode::SUCCESS),
-        Some(Command::Stack(a)) => crate::stack::cli::run(a).map(|_| ExitCode::SUCCESS),
-        Some(Command::Inspect(a)) => crate::inspect::cli::run(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Sweep(a)) => sweep::run(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Stack(a)) => stack::run(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Inspect(a)) => inspect::run(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Runs(a)) => crate::runs::cli::run_runs(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Stop(a)) => crate::runs::cli::run_stop(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Rm(a)) => crate::runs::cli::run_rm(a).map(|_| ExitCode::SUCCESS),

@@ -47,7 +47,13 @@ pub fn evaluate(
     tokens: i64,
     device: Device,
 ) -> Result<EvalResult> {
-    let s = evaluate_many(&[model], loader, tokens, device, false)?;
+    let s = evaluate_many(
+        &[model],
+        loader,
+        tokens,
+        device,
+        &mut crate::progress::Silent,
+    )?;
     Ok(EvalResult {
         val_loss: s.losses[0],
         tokens: s.tokens,
@@ -65,8 +71,7 @@ pub struct Scores {
 
 /// Scores the first `tokens` tokens (whole sequences) from the start of the loader's shards
 /// with every model, in batches of the loader's size and a smaller last one: each batch is
-/// read once and every model scores it. With `progress`, a bar (tokens, tokens/s, ETA) on
-/// stderr.
+/// read once and every model scores it, tokens reported to `progress` as stage `eval`.
 ///
 /// The loader is read on another thread, ahead of the device ([`crate::data::prefetch`]);
 /// on CUDA several of its batches go through the models in one forward
@@ -81,7 +86,7 @@ pub fn evaluate_many(
     loader: &mut ShardLoader,
     tokens: i64,
     device: Device,
-    progress: bool,
+    progress: &mut dyn crate::progress::Sink,
 ) -> Result<Scores> {
     let start = Instant::now();
     let t = loader.seq_len() as i64;
@@ -93,16 +98,6 @@ pub fn evaluate_many(
     // Never score a token twice: running out of val tokens is an error, not a wrap-around.
     loader.set_wrapping(false);
     loader.reset()?;
-    let bar = (progress && !crate::progress::json_enabled()).then(|| {
-        let bar = indicatif::ProgressBar::new((sequences * t) as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {human_pos}/{human_len} tokens  {per_sec}  ETA {eta}",
-            )
-            .expect("valid progress template"),
-        );
-        bar
-    });
     let group = models
         .iter()
         .map(|m| loader_batches_per_forward(device, m.width(), b, t))
@@ -166,11 +161,8 @@ pub fn evaluate_many(
                     // The mean of the chunk times its tokens, summed in fp64 (as on the host).
                     *sum += m.loss(&x, &y, Compute::Fp32).to_kind(Kind::Double) * n as f64;
                 }
-                if let Some(bar) = &bar {
-                    bar.inc(n as u64);
-                }
                 done += n;
-                crate::progress::emit("eval", done, sequences * t);
+                progress.update("eval", done, sequences * t);
             }
             Ok(sums)
         })
@@ -180,9 +172,7 @@ pub fn evaluate_many(
         .iter()
         .map(|s| s.double_value(&[]) / scored as f64)
         .collect();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     crate::device::synchronize(device);
     Ok(Scores {
         losses,

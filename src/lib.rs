@@ -14,6 +14,7 @@ pub mod export;
 pub mod filelock;
 pub mod hash;
 pub mod inspect;
+pub mod jobs;
 pub mod model;
 pub mod paths;
 pub mod progress;

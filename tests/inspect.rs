@@ -89,7 +89,14 @@ fn a_model_split_into_itself_matches_the_model_everywhere() {
         hist_bins: 16,
         device: Device::Cpu,
     };
-    let r = inspect(&input, &mut val, &mut train, &opts).unwrap();
+    let r = inspect(
+        &input,
+        &mut val,
+        &mut train,
+        &opts,
+        &mut stacklab::progress::Silent,
+    )
+    .unwrap();
     assert_eq!(r.schema, "stacklab.inspect/1");
     assert_eq!(r.tokens, 192);
     assert_eq!(r.points.len(), 3);
@@ -355,7 +362,14 @@ fn a_boundary_norm_is_what_arrives_at_the_seam_and_the_stitch_replaces_it() {
             hist_bins: 16,
             device: Device::Cpu,
         };
-        let r = inspect(&input, &mut val, &mut train, &opts).unwrap();
+        let r = inspect(
+            &input,
+            &mut val,
+            &mut train,
+            &opts,
+            &mut stacklab::progress::Silent,
+        )
+        .unwrap();
         let want = r.parts[0].val_loss;
         let seam = &r.seams[0];
         // What arrives is the normed residual (RMS 1 for a weightless norm), unlike what the

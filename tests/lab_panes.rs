@@ -14,6 +14,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use stacklab::runs::catalog::Catalog;
+use stacklab::stack::{EvalOptions, Layers, StackNorms, StackSpec};
 use stacklab::tui::action::{Action, Event, Handled};
 use stacklab::tui::app::App;
 use stacklab::tui::jobs::Waker;
@@ -505,16 +506,25 @@ fn inspect_pane_draws_the_report_with_the_seam_marked() {
     let f = fixture();
     let figures = f.lab.path("figures");
     let mut p = InspectPane::new(&f.exe, "cpu", &figures, Waker::none());
-    let sel: Vec<String> = [
-        "--models".to_string(),
-        step(&f, "m1").display().to_string(),
-        step(&f, "m2").display().to_string(),
-        "--tokens".into(),
-        "512".into(),
-    ]
-    .to_vec();
+    let spec = StackSpec {
+        models: vec![
+            step(&f, "m1").display().to_string(),
+            step(&f, "m2").display().to_string(),
+        ],
+        layers: Layers::Flags {
+            use_first_layer: false,
+            use_last_layer: false,
+        },
+        norms: StackNorms::default(),
+        sha256: vec![None, None],
+    };
+    let eval = EvalOptions {
+        tokens: Some(512),
+        ..EvalOptions::default()
+    };
     p.update(&Action::Inspect {
-        args: sel,
+        spec,
+        eval,
         what: "stack m1:0..1 | m2:1..2".into(),
     });
     assert!(p.is_running());

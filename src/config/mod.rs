@@ -16,6 +16,7 @@ pub use sections::{
 
 pub mod bounds;
 mod keys;
+pub mod lab;
 mod sections;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,6 @@
 //! metrics. The README's "Inspect" section states every definition.
 
 pub mod cka;
-pub mod cli;
 mod collect;
 mod latent;
 pub mod lens;
@@ -12,6 +11,7 @@ pub mod plot;
 pub mod report;
 pub mod run;
 mod seam;
+pub mod stack;
 pub mod stitch;
 
 pub use report::InspectReport;

@@ -53,6 +53,7 @@ pub fn inspect(
     val: &mut ShardLoader,
     train: &mut ShardLoader,
     opts: &InspectOptions,
+    progress: &mut dyn crate::progress::Sink,
 ) -> Result<InspectReport> {
     let start = Instant::now();
     let dev = opts.device;
@@ -126,10 +127,11 @@ pub fn inspect(
                 c.add(&p.model, &x, &y, true);
             }
             probe_done += n;
-            crate::progress::emit("probe", probe_done, probe_total);
+            progress.update("probe", probe_done, probe_total);
         }
     });
 
+    progress.finish();
     let all_rms = st
         .points
         .iter()

@@ -1,7 +1,7 @@
 //! Starting queued trainings, from the lab or from a training that just ended.
 //!
 //! Under the queue's lock, a request is chosen (`queue::ready`), claimed (`Queue::claim`)
-//! and started detached (`process::spawn_detached`: its own session, stdin from /dev/null,
+//! and started detached (`jobs::spawn::start_detached`: its own session, stdin from /dev/null,
 //! output to `.lab/NAME.out`); only then is it removed from the queue. Until its training
 //! writes a status or takes its run's lock, it is recorded as starting in
 //! `.queue/starting/NAME.json` (pid and start time), so every lab and every ending training
@@ -20,6 +20,7 @@ use super::process;
 use super::queue::{self, Queue, QueuedRun, Request};
 use super::registry::{phase_of, Phase};
 use super::run_dir::RunDir;
+use crate::jobs::spawn::{self, Io, Spec};
 
 /// Where trainings started from the queue write their stdout and stderr (beside `.queue/`).
 pub const LAB_DIR: &str = ".lab";
@@ -105,10 +106,20 @@ pub fn busy(root: &Path) -> HashMap<String, usize> {
     busy
 }
 
-/// Starts a request taken from the queue: `exe train ...` detached, recorded as starting.
+/// Starts a request taken from the queue: `exe train ...` detached (its own session, output
+/// appended to `.lab/NAME.out`), recorded as starting.
 pub fn spawn_request(root: &Path, exe: &Path, q: &QueuedRun) -> Result<Child> {
-    let args = q.train_args(root);
-    let child = process::spawn_detached(exe, &args, &output_log(root, &q.name))?;
+    let req = q.train_request(root);
+    let child = spawn::start_detached(
+        &Spec {
+            program: exe,
+            args: &req.to_args(),
+            env: &req.env(),
+        },
+        &Io::Logged {
+            log: output_log(root, &q.name),
+        },
+    )?;
     let marker = Starting {
         name: q.name.clone(),
         device: q.device.clone(),
@@ -189,7 +200,7 @@ pub fn start_next(root: &Path, device: &str) {
     let say = |msg: String| {
         let _ = writeln!(std::io::stderr(), "{msg}");
     };
-    let max = match crate::tui::config::LabConfig::load(&crate::paths::config_dir()) {
+    let max = match crate::config::lab::LabConfig::load(&crate::paths::config_dir()) {
         Ok(c) => c.max_concurrent_runs,
         Err(e) => {
             say(format!(
@@ -198,12 +209,10 @@ pub fn start_next(root: &Path, device: &str) {
             1
         }
     };
-    let exe = match std::env::current_exe() {
+    let exe = match spawn::stacklab_exe() {
         Ok(p) => p,
         Err(e) => {
-            say(format!(
-                "warning: cannot start queued runs: cannot find this program: {e}"
-            ));
+            say(format!("warning: cannot start queued runs: {e:#}"));
             return;
         }
     };

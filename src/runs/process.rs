@@ -1,11 +1,8 @@
-//! Training processes as the lab sees them: started detached (their own session, no
-//! terminal, output to a file), named by pid *and* start time so a reused pid is never taken
-//! for a training, and stopped by signalling their process group.
+//! Training processes as the lab sees them: named by pid *and* start time so a reused pid is
+//! never taken for a training, and stopped by signalling their process group (they are
+//! started detached, their own session, by `jobs::spawn::start_detached`).
 
-use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
@@ -64,39 +61,6 @@ pub fn is_alive_as(pid: u32, start_time: Option<u64>) -> bool {
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
-/// Starts `program args` detached from the lab: a new session (no controlling terminal, so
-/// a closed terminal or a dropped SSH link sends it no SIGHUP), stdin from /dev/null,
-/// stdout and stderr appended to `output`. The caller keeps the `Child` only to reap it.
-pub fn spawn_detached(program: &Path, args: &[String], output: &Path) -> Result<Child> {
-    if let Some(dir) = output.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(output)
-        .with_context(|| format!("cannot open {}", output.display()))?;
-    let err = out
-        .try_clone()
-        .with_context(|| format!("cannot open {}", output.display()))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    // SAFETY: setsid is async-signal-safe, the only call between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .with_context(|| format!("cannot start {}", program.display()))
-}
-
 /// Sends `signal` to the training `pid` (checked against `start_time` first): to its whole
 /// process group when it leads one (trainings the lab started), else to the pid alone (a
 /// training started from a shell shares its group with the shell).
@@ -147,10 +111,15 @@ mod tests {
     fn detached_children_lead_their_own_session_and_stop_by_group() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("logs/out.log");
-        let mut child = spawn_detached(
-            Path::new("/bin/sh"),
-            &["-c".into(), "echo hello; exec sleep 1000".into()],
-            &out,
+        use crate::jobs::spawn::{start_detached, Io, Spec};
+        let args = ["-c".to_string(), "echo hello; exec sleep 1000".to_string()];
+        let mut child = start_detached(
+            &Spec {
+                program: Path::new("/bin/sh"),
+                args: &args,
+                env: &[],
+            },
+            &Io::Logged { log: out.clone() },
         )
         .unwrap();
         let pid = child.id();

@@ -4,12 +4,14 @@
 
 pub mod assemble;
 pub mod cache;
-pub mod cli;
-pub mod eval;
 pub mod identity;
 pub mod results;
+pub mod row;
+pub mod score;
 pub mod selection;
 pub mod spec;
 
 pub use assemble::{assemble, PartView, Stack};
+pub use score::{score, ScoreOptions};
+pub use selection::{prepare, EvalOptions, Prepared};
 pub use spec::{BlockRange, Layers, StackNorms, StackSpec};

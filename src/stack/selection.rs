@@ -5,129 +5,34 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+
 use tch::Device;
 
 use super::assemble::{self, PartView};
 use super::identity::model_id;
-use super::spec::{parse_ranges, BlockRange, Layers, StackNorms, StackSpec};
+use super::spec::{BlockRange, Layers, StackNorms, StackSpec};
 use crate::config::{DataConfig, NormKind, TrainConfig};
 use crate::model::weights::SeedOptions;
 use crate::model::Gpt;
 use crate::runs::checkpoint;
 use crate::runs::CheckpointRef;
 
-#[derive(Debug, Args)]
-/// Which stack, and the data it is scored on: what `stack` and `inspect` share.
-pub struct StackSelection {
-    /// The models, bottom first: checkpoint folders, run folders, names, or seed-named
-    /// .safetensors files; the same model may repeat.
-    #[arg(long, num_args = 1.., value_name = "MODEL")]
-    pub models: Vec<String>,
-    /// Keep the first block of every part after the first (the seed's flag).
-    #[arg(long)]
-    pub use_first_layer: bool,
-    /// Keep the last block of every part before the last (the seed's flag).
-    #[arg(long)]
-    pub use_last_layer: bool,
-    /// One half-open block range start:end per model, e.g. "0:11,1:12" (replaces the two flags).
-    #[arg(long, value_name = "START:END,...")]
-    pub ranges: Option<String>,
-    /// Norm on the embeddings: none, rms_norm, layer_norm (default none).
-    #[arg(long)]
-    pub norm_wte: Option<String>,
-    /// Norm before the head: none, rms_norm, layer_norm (default rms_norm).
-    #[arg(long)]
-    pub norm_lm_head: Option<String>,
-    /// Norm before every part after the first: none, rms_norm, layer_norm (default none).
-    #[arg(long)]
-    pub norm_inter_model: Option<String>,
-    /// Val shard glob, or `embedded`; default: the data the first model was trained on.
-    #[arg(long)]
+/// How a stack is scored, beside its spec: the data, and what seed-format files cannot
+/// tell. `None` everywhere means the defaults (the first model's data and sizes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalOptions {
+    /// Val shard glob, or `embedded`.
     pub data: Option<String>,
-    /// Train shards (what `inspect` fits its stitches on, and what a saved stack records
-    /// as its training data); default: the first model's training data.
-    #[arg(long, value_name = "GLOB")]
+    /// Train shards: what `inspect` fits its stitches on and a saved stack records.
     pub train_data: Option<String>,
-    /// The norms seed-format files were trained with, NORM_WTE/NORM_LM_HEAD (e.g.
-    /// none/rms_norm), for files whose metadata does not say; their own losses use them.
-    #[arg(long, value_name = "WTE/HEAD")]
-    pub part_norms: Option<String>,
-    /// Tokens to score; default: the first model's eval.val_tokens (seed files: 10,485,760).
-    #[arg(long)]
+    /// The norms seed-format files were trained with (norm_wte, norm_lm_head), for files
+    /// whose metadata does not say.
+    pub part_norms: Option<(NormKind, NormKind)>,
     pub tokens: Option<i64>,
-    /// Sequence length; default: the first model's.
-    #[arg(long)]
     pub seq_len: Option<i64>,
-    /// Sequences per forward pass; default 64 on CUDA, 16 on the CPU.
-    #[arg(long)]
     pub batch: Option<i64>,
     /// Heads of seed-named files (default width / 64).
-    #[arg(long)]
     pub n_head: Option<i64>,
-    #[command(flatten)]
-    pub device: crate::cli::DeviceArg,
-    /// Read the stack (models, ranges or flags, norms) from a TOML file; norms given here override it.
-    #[arg(long, value_name = "FILE")]
-    pub spec: Option<PathBuf>,
-}
-
-fn parse_norm(flag: &str, v: &Option<String>) -> Result<Option<NormKind>> {
-    v.as_deref()
-        .map(|s| s.parse::<NormKind>().with_context(|| format!("--{flag}")))
-        .transpose()
-}
-
-/// The spec the command line describes: a spec file, or `--models` with flags or ranges.
-pub fn spec_from_args(a: &StackSelection) -> Result<StackSpec> {
-    let wte = parse_norm("norm-wte", &a.norm_wte)?;
-    let head = parse_norm("norm-lm-head", &a.norm_lm_head)?;
-    let inter = parse_norm("norm-inter-model", &a.norm_inter_model)?;
-    let mut spec = match &a.spec {
-        Some(path) => {
-            if !a.models.is_empty() || a.ranges.is_some() || a.use_first_layer || a.use_last_layer {
-                bail!(
-                    "--spec {} gives the models and their blocks; leave out --models, --ranges, --use-first-layer and --use-last-layer (norms given on the command line override the spec's)",
-                    path.display()
-                );
-            }
-            StackSpec::load(path)?
-        }
-        None => {
-            if a.models.is_empty() {
-                bail!("give the models to stack with --models A B [C...], or a spec file with --spec FILE");
-            }
-            let layers = match &a.ranges {
-                Some(r) => {
-                    if a.use_first_layer || a.use_last_layer {
-                        bail!("--ranges replace --use-first-layer and --use-last-layer: give explicit ranges or the flags, not both");
-                    }
-                    Layers::Ranges(parse_ranges(r).context("--ranges")?)
-                }
-                None => Layers::Flags {
-                    use_first_layer: a.use_first_layer,
-                    use_last_layer: a.use_last_layer,
-                },
-            };
-            StackSpec {
-                models: a.models.clone(),
-                layers,
-                norms: StackNorms::default(),
-                sha256: vec![None; a.models.len()],
-            }
-        }
-    };
-    if let Some(n) = wte {
-        spec.norms.norm_wte = n;
-    }
-    if let Some(n) = head {
-        spec.norms.norm_lm_head = n;
-    }
-    if let Some(n) = inter {
-        spec.norms.norm_inter_model = n;
-    }
-    spec.check_shape()?;
-    Ok(spec)
 }
 
 /// A distinct model of the stack (by its [`model_id`]: weights and block layout), loaded once.
@@ -145,19 +50,6 @@ pub struct Loaded {
     pub trained_norms: Option<(NormKind, NormKind)>,
     /// Where those came from: `meta.toml`, `file metadata` or `--part-norms`.
     pub trained_norms_from: Option<&'static str>,
-}
-
-/// `none/rms_norm` (or `none,rms_norm`) as the two norms a model was trained with.
-fn parse_part_norms(v: &str) -> Result<(NormKind, NormKind)> {
-    let parts: Vec<&str> = v.split(['/', ',']).map(str::trim).collect();
-    if parts.len() != 2 {
-        bail!("--part-norms {v}: expected NORM_WTE/NORM_LM_HEAD, e.g. none/rms_norm");
-    }
-    let norm = |s: &str| {
-        s.parse::<NormKind>()
-            .with_context(|| format!("--part-norms {v}"))
-    };
-    Ok((norm(parts[0])?, norm(parts[1])?))
 }
 
 /// The norms a seed-format file records in its metadata (`stacklab export` writes both).
@@ -207,7 +99,7 @@ pub fn first_train_glob(first: &CheckpointRef) -> Result<Option<String>> {
 /// glob for both. `None` when the training shards are unknown (a seed-format file and no
 /// `--train-data`).
 pub fn data_source(
-    sel: &StackSelection,
+    sel: &EvalOptions,
     first: &CheckpointRef,
 ) -> Result<(String, Option<i64>, Option<DataConfig>)> {
     let train = match &sel.train_data {
@@ -295,18 +187,38 @@ impl Prepared {
             .collect()
     }
 
+    /// The spec with every model's resolved path and its weights' SHA-256 (what
+    /// `--save-spec` writes, so the same stack can be scored again and checked).
+    pub fn resolved_spec(&self) -> StackSpec {
+        StackSpec {
+            models: self
+                .part_of
+                .iter()
+                .map(|&j| self.loaded[j].path.display().to_string())
+                .collect(),
+            layers: self.spec.layers.clone(),
+            norms: self.norms,
+            sha256: self
+                .part_of
+                .iter()
+                .map(|&j| Some(self.loaded[j].sha256.clone()))
+                .collect(),
+        }
+    }
+
     /// The first part's checkpoint (its data is the default data).
     pub fn first(&self) -> &CheckpointRef {
         &self.loaded[self.part_of[0]].ckpt
     }
 }
 
-/// Resolves, loads and checks the stack a command line describes; refuses what cannot be
+/// Resolves, loads and checks a stack; refuses what cannot be
 /// stacked before anything is computed.
-pub fn prepare(a: &StackSelection, device: Device) -> Result<Prepared> {
-    let spec = spec_from_args(a)?;
+pub fn prepare(spec: &StackSpec, eval: &EvalOptions, device: Device) -> Result<Prepared> {
+    spec.check_shape()?;
+    let spec = spec.clone();
     let norms = spec.norms;
-    let part_norms = a.part_norms.as_deref().map(parse_part_norms).transpose()?;
+    let part_norms = eval.part_norms;
     // Resolve every model, hash its weights, load each distinct one once: the same file
     // once, and two files that compute the same function ([`model_id`]) as one model.
     let mut loaded: Vec<Loaded> = Vec::new();
@@ -333,7 +245,7 @@ pub fn prepare(a: &StackSelection, device: Device) -> Result<Prepared> {
                     path,
                     sha.clone(),
                     &norms,
-                    a.n_head,
+                    eval.n_head,
                     part_norms,
                     device,
                 )?;

@@ -1,7 +1,6 @@
 //! Sweeps: the seed's whole experiment (train the models, evaluate the stack grid) as one
 //! resumable command, with tables computed from the raw result rows.
 
-pub mod cli;
 pub mod columns;
 pub mod config;
 pub mod plan;

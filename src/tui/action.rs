@@ -36,14 +36,16 @@ pub enum Action {
     Notify(String, bool),
     /// Checkpoints for the stack builder, bottom first; shows the builder.
     SendToBuilder(Vec<std::path::PathBuf>),
-    /// Inspect this stack (the `stack`/`inspect` selection arguments); shows the Inspect pane.
+    /// Inspect this stack, scored this way; shows the Inspect pane.
     Inspect {
-        args: Vec<String>,
+        spec: crate::stack::StackSpec,
+        eval: crate::stack::EvalOptions,
         what: String,
     },
 }
 
-/// A pane's answer to a key.
+/// A pane's answer to a key (one per key press: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handled {
     /// Not this pane's key: the app's global keys get it.

@@ -10,7 +10,8 @@
 pub mod action;
 pub mod app;
 pub mod ascii;
-pub mod config;
+/// The lab's settings (`lab.toml`), kept with the other config files.
+pub use crate::config::lab as config;
 pub mod jobs;
 pub mod panes;
 pub mod series;

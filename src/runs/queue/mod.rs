@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use claim::{Claim, QueueLock};
 
+use crate::jobs::request::{TrainRequest, TrainStart};
+
 pub const QUEUE_DIR: &str = ".queue";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,26 +57,26 @@ impl QueuedRun {
         }
     }
 
+    /// The `train` request that runs this queued one under the checkpoint dir `root`.
+    pub fn train_request(&self, root: &Path) -> TrainRequest {
+        TrainRequest {
+            start: match &self.request {
+                Request::New { config, sets } => TrainStart::New {
+                    config: config.clone(),
+                    name: Some(self.name.clone()),
+                    sets: sets.clone(),
+                },
+                Request::Resume => TrainStart::Resume(root.join(&self.name)),
+            },
+            stop_after: None,
+            device: self.device.clone(),
+            checkpoint_dir: None,
+        }
+    }
+
     /// The arguments of `stacklab` that run this request.
     pub fn train_args(&self, root: &Path) -> Vec<String> {
-        let mut a = vec!["train".to_string()];
-        match &self.request {
-            Request::New { config, sets } => {
-                a.extend(["--config".into(), config.clone()]);
-                a.extend(["--name".into(), self.name.clone()]);
-                for s in sets {
-                    a.extend(["--set".into(), s.clone()]);
-                }
-            }
-            Request::Resume => {
-                a.extend([
-                    "--resume".into(),
-                    root.join(&self.name).display().to_string(),
-                ]);
-            }
-        }
-        a.extend(["--device".into(), self.device.clone()]);
-        a
+        self.train_request(root).to_args()
     }
 }
 

@@ -4,8 +4,7 @@
 //! resumes: finished runs are reused and rows already written are not recomputed.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -13,52 +12,48 @@ use anyhow::{bail, Context, Result};
 use super::config::SweepConfig;
 use super::plan::{Plan, PlannedRun, PlannedStack, RunAction, RESULTS, TABLES};
 use super::tables::{standard_tables, to_markdown, Rows};
-pub use row::COLUMNS;
+use crate::jobs::request::{TrainRequest, TrainStart};
+use crate::jobs::spawn::{self, Spec};
 use row::{append_row, stack_row};
 
 mod row;
 
-fn stacklab() -> Result<PathBuf> {
-    std::env::current_exe().context("cannot find the stacklab executable")
-}
-
 fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
     let configs = out.join("configs");
-    let logs = out.join("logs");
     std::fs::create_dir_all(&configs)?;
-    std::fs::create_dir_all(&logs)?;
     let cfg_path = configs.join(format!("{}.toml", r.name));
     crate::paths::write_atomic(&cfg_path, r.config.to_toml_string().as_bytes())?;
-    let mut args: Vec<String> = vec!["train".into()];
-    match r.action {
-        RunAction::Train => args.extend([
-            "--config".into(),
-            cfg_path.display().to_string(),
-            "--name".into(),
-            r.name.clone(),
-        ]),
-        RunAction::Resume => args.extend(["--resume".into(), r.dir.display().to_string()]),
+    let start = match r.action {
+        RunAction::Train => TrainStart::New {
+            config: cfg_path.display().to_string(),
+            name: Some(r.name.clone()),
+            sets: vec![],
+        },
+        RunAction::Resume => TrainStart::Resume(r.dir.clone()),
         RunAction::Reuse => return Ok(()),
-    }
-    args.extend(["--device".into(), device.into()]);
-    let log_path = logs.join(format!("{}.log", r.name));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let status = Command::new(stacklab()?)
-        .args(&args)
-        .env(
-            crate::paths::ENV_CHECKPOINT_DIR,
-            r.dir.parent().expect("a run dir has a parent"),
-        )
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .status()
-        .context("cannot start stacklab train")?;
-    if status.code() == Some(130) || status.code().is_none() {
+    };
+    let req = TrainRequest {
+        start,
+        stop_after: None,
+        device: device.to_string(),
+        checkpoint_dir: Some(
+            r.dir
+                .parent()
+                .expect("a run dir has a parent")
+                .to_path_buf(),
+        ),
+    };
+    let log_path = out.join("logs").join(format!("{}.log", r.name));
+    let exe = spawn::stacklab_exe()?;
+    let status = spawn::run_logged(
+        &Spec {
+            program: &exe,
+            args: &req.to_args(),
+            env: &req.env(),
+        },
+        &log_path,
+    )?;
+    if spawn::interrupted(&status) {
         bail!(
             "interrupted while training {}; run the same sweep again to resume",
             r.name
@@ -172,7 +167,11 @@ pub fn execute(plan: &Plan, cfg: &SweepConfig, device: &str) -> Result<String> {
         let row = stack_row(s, cfg, plan, device)?;
         // Rows of this stack from other checkpoints are kept, marked superseded.
         append_row(&csv, &row)?;
-        progress.line(&format!("{}: val_loss_stack {}", s.describe(), row[8]));
+        progress.line(&format!(
+            "{}: val_loss_stack {}",
+            s.describe(),
+            row.val_loss_stack
+        ));
     }
     if let Some(b) = &progress.bar {
         b.finish_and_clear();

@@ -1,164 +1,109 @@
-//! One stack's row of `results.csv`: the stack evaluated as a child `stacklab stack --json`,
-//! its result joined with the sweep's keys, and the row appended atomically under a lock.
+//! One stack's row of `results.csv`: the stack evaluated as a child `stacklab stack --json`
+//! (a typed [`StackRequest`]), its typed report joined with the sweep's keys, and the row
+//! appended under the file's lock, superseding the stack's earlier rows.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use super::stacklab;
+use crate::jobs::request::{StackRequest, StackSelection};
+use crate::jobs::spawn::{self, Spec};
+use crate::stack::results::StackReport;
+use crate::stack::row::ResultsRow;
+use crate::stack::{EvalOptions, Layers, StackNorms, StackSpec};
 use crate::sweep::config::SweepConfig;
 use crate::sweep::plan::config_hash;
 use crate::sweep::plan::{Plan, PlannedRun, PlannedStack};
-use crate::sweep::tables::{Rows, NORM_MISMATCH, SUPERSEDED};
 
-/// The columns of a sweep's `results.csv`: the sweep's own keys, then the stack's. A row's
-/// identity is its `stack_id` with the checkpoints' `sha256`, `model_ids` and the training
-/// configs' `config_sha256`; a row computed from checkpoints since retrained is kept,
-/// marked `superseded`, and left out of the tables.
-pub const COLUMNS: [&str; 31] = [
-    "stack_id",
-    "sweep",
-    "replicate",
-    "models",
-    "seeds",
-    "training_norms",
-    "coconut_every",
-    "coconut_mode",
-    "val_loss_stack",
-    "val_losses",
-    "mean_val_loss",
-    "delta_vs_best",
-    "use_first_layer",
-    "use_last_layer",
-    "norm_wte",
-    "norm_lm_head",
-    "norm_inter_model",
-    "unique_model",
-    NORM_MISMATCH,
-    "block_list",
-    "ranges",
-    "checkpoints",
-    "sha256",
-    "model_ids",
-    "config_sha256",
-    "data",
-    "tokens",
-    "seq_len",
-    "seconds",
-    "created_at",
-    SUPERSEDED,
-];
-
-/// Appends one row under the file's lock, marking the rows it replaces (the same
-/// `stack_id`) superseded. The file is rewritten with the current columns (older files
-/// gain the new ones, empty) through a temporary and a rename, so an interrupted sweep
-/// never leaves half a row; a file that cannot be read is an error, never taken as empty.
-pub(super) fn append_row(path: &Path, values: &[String]) -> Result<()> {
-    anyhow::ensure!(
-        values.len() == COLUMNS.len(),
-        "a row has {} values",
-        values.len()
-    );
-    let _lock = crate::filelock::exclusive(&crate::filelock::beside(path))?;
-    let existing = match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Rows::default(),
-        _ => Rows::read_csv(path)?,
+/// The request that evaluates one planned stack.
+pub(super) fn stack_request(
+    s: &PlannedStack,
+    cfg: &SweepConfig,
+    device: &str,
+) -> Result<StackRequest> {
+    let e = &cfg.eval;
+    let eval = EvalOptions {
+        data: (!e.data.is_empty()).then(|| e.data.clone()),
+        tokens: (e.tokens > 0).then_some(e.tokens),
+        seq_len: e.seq_len,
+        batch: e.batch,
+        ..EvalOptions::default()
     };
-    let id = &values[0];
-    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
-    w.write_record(COLUMNS)?;
-    for r in &existing.rows {
-        let record: Vec<&str> = COLUMNS
-            .iter()
-            .map(|c| {
-                if *c == SUPERSEDED && r.get("stack_id") == Some(id) {
-                    "true"
-                } else {
-                    r.get(*c).map(String::as_str).unwrap_or("")
-                }
-            })
-            .collect();
-        w.write_record(&record)?;
-    }
-    w.write_record(values)?;
-    let bytes = w
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    crate::paths::write_atomic(path, &bytes)
+    let selection = match &s.spec {
+        Some(p) => StackSelection {
+            spec: StackSpec::load(p)?,
+            spec_file: Some(p.clone()),
+            eval,
+            device: device.to_string(),
+        },
+        None => StackSelection::of(
+            StackSpec {
+                models: s.dirs.iter().map(|d| d.display().to_string()).collect(),
+                layers: Layers::Flags {
+                    use_first_layer: s.use_first_layer == Some(true),
+                    use_last_layer: s.use_last_layer == Some(true),
+                },
+                norms: StackNorms {
+                    norm_wte: s.norms.norm_wte,
+                    norm_lm_head: s.norms.norm_lm_head,
+                    norm_inter_model: s.norms.norm_inter_model,
+                },
+                sha256: vec![None; s.dirs.len()],
+            },
+            eval,
+            device,
+        ),
+    };
+    Ok(StackRequest {
+        selection,
+        results: None,
+        save: None,
+        no_cache: false,
+    })
 }
 
+/// Evaluates one planned stack in a child and returns its row.
 pub(super) fn stack_row(
     s: &PlannedStack,
     cfg: &SweepConfig,
     plan: &Plan,
     device: &str,
-) -> Result<Vec<String>> {
-    let mut args: Vec<String> = vec!["stack".into()];
-    match &s.spec {
-        Some(p) => args.extend(["--spec".into(), p.display().to_string()]),
-        None => {
-            args.push("--models".into());
-            args.extend(s.dirs.iter().map(|d| d.display().to_string()));
-            if s.use_first_layer == Some(true) {
-                args.push("--use-first-layer".into());
-            }
-            if s.use_last_layer == Some(true) {
-                args.push("--use-last-layer".into());
-            }
-            args.extend([
-                "--norm-wte".into(),
-                s.norms.norm_wte.to_string(),
-                "--norm-lm-head".into(),
-                s.norms.norm_lm_head.to_string(),
-                "--norm-inter-model".into(),
-                s.norms.norm_inter_model.to_string(),
-            ]);
-        }
-    }
-    let e = &cfg.eval;
-    if !e.data.is_empty() {
-        args.extend(["--data".into(), e.data.clone()]);
-    }
-    if e.tokens > 0 {
-        args.extend(["--tokens".into(), e.tokens.to_string()]);
-    }
-    if let Some(t) = e.seq_len {
-        args.extend(["--seq-len".into(), t.to_string()]);
-    }
-    if let Some(b) = e.batch {
-        args.extend(["--batch".into(), b.to_string()]);
-    }
-    args.extend(["--json".into(), "--device".into(), device.into()]);
-    let logs = plan.out.join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(logs.join("stacks.log"))?;
-    let out = Command::new(stacklab()?)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stderr(log)
-        .output()
-        .context("cannot start stacklab stack")?;
-    if out.status.code() == Some(130) || out.status.code().is_none() {
+) -> Result<ResultsRow> {
+    let args = stack_request(s, cfg, device)?.to_args();
+    let log = plan.out.join("logs").join("stacks.log");
+    let exe = spawn::stacklab_exe()?;
+    let out = spawn::run_for_output(
+        &Spec {
+            program: &exe,
+            args: &args,
+            env: &[],
+        },
+        &log,
+    )?;
+    if spawn::interrupted(&out.status) {
         bail!(
             "interrupted while evaluating {}; run the same sweep again to resume",
             s.describe()
         );
     }
     if !out.status.success() {
-        bail!(
-            "evaluating {} failed (see {})",
-            s.describe(),
-            logs.join("stacks.log").display()
-        );
+        bail!("evaluating {} failed (see {})", s.describe(), log.display());
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(last)
-        .with_context(|| format!("stack printed no JSON result for {}", s.describe()))?;
+    let report: StackReport = crate::jobs::decode_report(
+        &String::from_utf8_lossy(&out.stdout),
+        &format!("stack for {}", s.describe()),
+    )?;
+    Ok(sweep_row(s, cfg, plan, &report))
+}
+
+/// The report's row with the sweep's keys: the stack's id, the sweep, the replicate, its
+/// models as the sweep names them, their seeds, training configs and COCONUT settings.
+pub(super) fn sweep_row(
+    s: &PlannedStack,
+    cfg: &SweepConfig,
+    plan: &Plan,
+    report: &StackReport,
+) -> ResultsRow {
     let runs: Vec<&PlannedRun> = s
         .models
         .iter()
@@ -170,23 +115,12 @@ pub(super) fn stack_row(
         })
         .collect();
     let join = |it: Vec<String>| it.join(";");
-    let models = v["models"].as_array().cloned().unwrap_or_default();
-    let trained: Vec<(String, String)> = models
-        .iter()
-        .map(|m| {
-            (
-                m["trained_norm_wte"].as_str().unwrap_or("").to_string(),
-                m["trained_norm_lm_head"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    let (wte, head) = (
-        v["norm_wte"].as_str().unwrap_or("").to_string(),
-        v["norm_lm_head"].as_str().unwrap_or("").to_string(),
-    );
-    let mismatch = trained
-        .iter()
-        .any(|(w, h)| (!w.is_empty() && *w != wte) || (!h.is_empty() && *h != head));
+    let same = |v: Vec<String>| -> String {
+        match v.first() {
+            Some(first) if v.iter().all(|x| x == first) => first.clone(),
+            _ => v.join(";"),
+        }
+    };
     let every: Vec<String> = runs
         .iter()
         .map(|r| r.config.coconut.every.to_string())
@@ -201,20 +135,11 @@ pub(super) fn stack_row(
             }
         })
         .collect();
-    let same = |v: Vec<String>| -> String {
-        if v.iter().all(|x| *x == v[0]) {
-            v.first().cloned().unwrap_or_default()
-        } else {
-            v.join(";")
-        }
-    };
-    let num = |k: &str| v[k].as_f64().map(|x| x.to_string()).unwrap_or_default();
-    let flag = |k: &str| v[k].as_bool().map(|b| b.to_string()).unwrap_or_default();
-    Ok(vec![
-        s.id.clone(),
-        cfg.name.clone(),
-        s.replicate.map(|r| r.to_string()).unwrap_or_default(),
-        match &s.spec {
+    ResultsRow {
+        stack_id: s.id.clone(),
+        sweep: cfg.name.clone(),
+        replicate: s.replicate.map(|r| r as i64),
+        models: match &s.spec {
             // A spec's stack is the spec: its rows never pool with another spec's.
             Some(p) => format!(
                 "spec {}",
@@ -224,71 +149,29 @@ pub(super) fn stack_row(
             ),
             None => join(s.models.clone()),
         },
-        join(runs.iter().map(|r| r.seed.to_string()).collect()),
-        join(trained.iter().map(|(w, h)| format!("{w}/{h}")).collect()),
-        if runs.is_empty() {
+        seeds: join(runs.iter().map(|r| r.seed.to_string()).collect()),
+        coconut_every: if runs.is_empty() {
             String::new()
         } else {
             same(every)
         },
-        if runs.is_empty() {
+        coconut_mode: if runs.is_empty() {
             String::new()
         } else {
             same(modes)
         },
-        num("val_loss_stack"),
-        join(
-            v["val_losses"]
-                .as_array()
-                .map(|a| a.iter().map(|x| x.to_string()).collect())
-                .unwrap_or_default(),
-        ),
-        num("mean_val_loss"),
-        num("delta_vs_best"),
-        flag("use_first_layer"),
-        flag("use_last_layer"),
-        wte,
-        head,
-        v["norm_inter_model"].as_str().unwrap_or("").to_string(),
-        flag("unique_model"),
-        mismatch.to_string(),
-        v["block_list"].as_str().unwrap_or("").to_string(),
-        join(
-            models
-                .iter()
-                .map(|m| format!("{}:{}", m["start"], m["end"]))
-                .collect(),
-        ),
-        join(
-            models
-                .iter()
-                .map(|m| m["path"].as_str().unwrap_or("").to_string())
-                .collect(),
-        ),
-        join(
-            models
-                .iter()
-                .map(|m| m["sha256"].as_str().unwrap_or("").to_string())
-                .collect(),
-        ),
-        join(
-            models
-                .iter()
-                .map(|m| m["model_id"].as_str().unwrap_or("").to_string())
-                .collect(),
-        ),
-        join(runs.iter().map(|r| config_hash(&r.config)).collect()),
-        v["data"].as_str().unwrap_or("").to_string(),
-        v["tokens"]
-            .as_i64()
-            .map(|x| x.to_string())
-            .unwrap_or_default(),
-        v["seq_len"]
-            .as_i64()
-            .map(|x| x.to_string())
-            .unwrap_or_default(),
-        num("seconds"),
-        chrono::Local::now().to_rfc3339(),
-        "false".into(),
-    ])
+        config_sha256: join(runs.iter().map(|r| config_hash(&r.config)).collect()),
+        created_at: chrono::Local::now().to_rfc3339(),
+        superseded: Some(false),
+        ..ResultsRow::of_report(report)
+    }
+}
+
+/// Appends one row under the file's lock, marking the rows it replaces (the same
+/// `stack_id`) superseded. A file with an older header is rewritten with today's columns
+/// (the new ones empty in old rows) through a temporary and a rename, so an interrupted
+/// sweep never leaves half a row; a file that cannot be read is an error, never taken as
+/// empty.
+pub(super) fn append_row(path: &Path, row: &ResultsRow) -> Result<()> {
+    row.append_superseding(path)
 }

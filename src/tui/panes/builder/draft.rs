@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use crate::config::NormKind;
 use crate::runs::catalog::{CkptInfo, Entry};
-use crate::stack::spec::{flag_ranges, flags_of, BlockRange, StackNorms};
+use crate::stack::spec::{flag_ranges, flags_of, BlockRange, Layers, StackNorms, StackSpec};
+use crate::stack::EvalOptions;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {
@@ -304,32 +305,30 @@ impl Draft {
         out
     }
 
+    /// The stack as a spec: the parts' checkpoints bottom first, the flags or the ranges
+    /// edited by hand, the norms.
+    pub fn spec(&self) -> StackSpec {
+        StackSpec {
+            models: self
+                .parts
+                .iter()
+                .map(|p| p.path.display().to_string())
+                .collect(),
+            layers: match &self.custom {
+                Some(r) => Layers::Ranges(r.clone()),
+                None => Layers::Flags {
+                    use_first_layer: self.use_first_layer,
+                    use_last_layer: self.use_last_layer,
+                },
+            },
+            norms: self.norms,
+            sha256: vec![None; self.parts.len()],
+        }
+    }
+
     /// The stack's `stack`/`inspect` selection arguments.
     pub fn selection_args(&self) -> Vec<String> {
-        let mut a = vec!["--models".to_string()];
-        a.extend(self.parts.iter().map(|p| p.path.display().to_string()));
-        match &self.custom {
-            Some(r) => {
-                let r: Vec<String> = r.iter().map(|r| format!("{}:{}", r.start, r.end)).collect();
-                a.extend(["--ranges".into(), r.join(",")]);
-            }
-            None => {
-                if self.use_first_layer {
-                    a.push("--use-first-layer".into());
-                }
-                if self.use_last_layer {
-                    a.push("--use-last-layer".into());
-                }
-            }
-        }
-        for (flag, n) in [
-            ("--norm-wte", self.norms.norm_wte),
-            ("--norm-lm-head", self.norms.norm_lm_head),
-            ("--norm-inter-model", self.norms.norm_inter_model),
-        ] {
-            a.extend([flag.to_string(), n.to_string()]);
-        }
-        a
+        crate::jobs::request::spec_args(&self.spec(), &EvalOptions::default())
     }
 
     /// A short description (`m1 run-a/step_000120 | m2 run-b/step_000120`).

@@ -18,7 +18,10 @@ use ratatui::layout::Rect;
 use ratatui::Frame;
 
 use super::Pane;
+use crate::jobs::request::{StackRequest, StackSelection};
 use crate::runs::catalog::Catalog;
+use crate::stack::results::StackReport;
+use crate::stack::EvalOptions;
 use crate::tui::action::{Action, Handled};
 use crate::tui::jobs::{Job, Outcome, Waker};
 use crate::tui::theme::Theme;
@@ -199,21 +202,22 @@ impl BuilderPane {
         if let Some(j) = self.job.as_mut() {
             j.cancel();
         }
-        let mut args = vec!["stack".to_string()];
-        args.extend(self.draft.selection_args());
-        args.extend([
-            "--device".into(),
-            self.device.clone(),
-            "--json".into(),
-            "--results".into(),
-            self.results_file.display().to_string(),
-        ]);
-        if kind == JobKind::SaveCheckpoint {
+        let save = (kind == JobKind::SaveCheckpoint).then(|| {
             let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-            let dir = self.root.join(format!("stack-{stamp}"));
-            args.extend(["--save".into(), dir.display().to_string()]);
-        }
-        match Job::start(&self.exe, &args, &self.draft.describe(), &self.waker) {
+            self.root.join(format!("stack-{stamp}"))
+        });
+        let req = StackRequest {
+            selection: StackSelection::of(self.draft.spec(), EvalOptions::default(), &self.device),
+            results: Some(self.results_file.clone()),
+            save,
+            no_cache: false,
+        };
+        match Job::start(
+            &self.exe,
+            &req.to_args(),
+            &self.draft.describe(),
+            self.waker.as_wake(),
+        ) {
             Ok(j) => {
                 self.job = Some(j);
                 self.job_draft = Some(self.draft.clone());
@@ -228,20 +232,20 @@ impl BuilderPane {
         match outcome {
             Outcome::Done(json) => {
                 self.reload_results();
-                let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-                let stack = v["val_loss_stack"].as_f64();
-                let delta = v["delta_vs_best"].as_f64();
-                let saved = v["saved"].as_str().map(|s| format!(" · saved {s}"));
-                self.message = Some(match (stack, delta) {
-                    (Some(s), Some(d)) => (
-                        format!(
-                            "stack {s:.4} · stack - best part {d:+.4}{}",
-                            saved.unwrap_or_default()
+                self.message = Some(
+                    match crate::jobs::decode_report::<StackReport>(&json, "stack") {
+                        Ok(r) => (
+                            format!(
+                                "stack {:.4} · stack - best part {:+.4}{}",
+                                r.val_loss_stack,
+                                r.delta_vs_best,
+                                r.saved.map(|s| format!(" · saved {s}")).unwrap_or_default()
+                            ),
+                            false,
                         ),
-                        false,
-                    ),
-                    _ => ("the evaluation printed no result".into(), true),
-                });
+                        Err(_) => ("the evaluation printed no result".into(), true),
+                    },
+                );
             }
             Outcome::Failed(e) => self.message = Some((format!("stack failed: {e}"), true)),
             Outcome::Cancelled => {}
@@ -290,7 +294,8 @@ impl Pane for BuilderPane {
                     return Handled::Yes;
                 }
                 return Handled::Then(Action::Inspect {
-                    args: self.draft.selection_args(),
+                    spec: self.draft.spec(),
+                    eval: EvalOptions::default(),
                     what: self.draft.describe(),
                 });
             }

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::stack::results::CSV_COLUMNS;
+use crate::stack::row::ResultsRow;
 use crate::stack::spec::BlockRange;
 
 /// The lab's results file.
@@ -58,74 +58,52 @@ impl SortBy {
     }
 }
 
-fn col(name: &str) -> usize {
-    CSV_COLUMNS
-        .iter()
-        .position(|c| *c == name)
-        .expect("a results column")
-}
-
-/// Reads the results file (none yet: no rows). A row that does not parse is skipped and
-/// counted, never fatal.
+/// Reads the results file (none yet: no rows). A row that does not read is skipped and
+/// counted, never fatal; a file that is not a results file is an error.
 pub fn load(path: &Path) -> Result<(Vec<Row>, usize)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], 0)),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let (rows, bad) = ResultsRow::read_lossy(path)?;
+    let split = |v: &str| -> Vec<String> {
+        v.split(';')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect()
     };
-    crate::stack::results::check_csv(path)?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let mut rows = Vec::new();
-    let mut bad = 0;
-    for rec in rdr.records() {
-        let Ok(rec) = rec else {
-            bad += 1;
-            continue;
-        };
-        let get = |name: &str| rec.get(col(name)).unwrap_or("").to_string();
-        let num = |name: &str| get(name).parse::<f64>().ok();
-        let (Some(stack), Some(mean), Some(delta)) = (
-            num("val_loss_stack"),
-            num("mean_val_loss"),
-            num("delta_vs_best"),
-        ) else {
-            bad += 1;
-            continue;
-        };
-        rows.push(Row {
-            created_at: get("created_at"),
-            val_loss_stack: stack,
-            val_losses: get("val_losses")
-                .split(';')
-                .filter_map(|v| v.parse().ok())
-                .collect(),
-            mean_val_loss: mean,
-            delta_vs_best: delta,
-            use_first_layer: get("use_first_layer"),
-            use_last_layer: get("use_last_layer"),
-            norms: [
-                get("norm_wte"),
-                get("norm_lm_head"),
-                get("norm_inter_model"),
-            ],
-            block_list: get("block_list"),
-            warnings: get("warnings"),
-            paths: get("paths")
-                .split(';')
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .collect(),
-            ranges: get("ranges")
-                .split(';')
-                .map(str::parse)
-                .collect::<Result<Vec<_>>>()
-                .unwrap_or_default(),
-            ranges_text: get("ranges"),
-        });
-    }
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let flag = |v: Option<bool>| v.map(|b| b.to_string()).unwrap_or_default();
+            // `paths` is what `stack` writes; a sweep's rows also name them `checkpoints`.
+            let paths = if r.paths.is_empty() {
+                &r.checkpoints
+            } else {
+                &r.paths
+            };
+            Row {
+                val_loss_stack: r.val_loss_stack,
+                val_losses: r
+                    .val_losses
+                    .split(';')
+                    .filter_map(|v| v.parse().ok())
+                    .collect(),
+                mean_val_loss: r.mean_val_loss,
+                delta_vs_best: r.delta_vs_best,
+                use_first_layer: flag(r.use_first_layer),
+                use_last_layer: flag(r.use_last_layer),
+                norms: [r.norm_wte, r.norm_lm_head, r.norm_inter_model],
+                block_list: r.block_list,
+                warnings: r.warnings,
+                paths: split(paths).into_iter().map(PathBuf::from).collect(),
+                ranges: r
+                    .ranges
+                    .split(';')
+                    .map(str::parse)
+                    .collect::<Result<Vec<_>>>()
+                    .unwrap_or_default(),
+                ranges_text: r.ranges,
+                created_at: r.created_at,
+            }
+        })
+        .collect();
     Ok((rows, bad))
 }
 

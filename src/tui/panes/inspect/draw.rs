@@ -248,7 +248,7 @@ pub fn draw(p: &mut InspectPane, f: &mut Frame, area: Rect, theme: &Theme) {
     let Some(r) = &p.report else {
         let text = match &p.request {
             None => "no stack inspected yet: build one in the Stack pane and press i".to_string(),
-            Some((_, what)) => format!("inspecting {what} ..."),
+            Some((_, _, what)) => format!("inspecting {what} ..."),
         };
         f.render_widget(
             Paragraph::new(text)

@@ -14,6 +14,8 @@ use ratatui::Frame;
 
 use super::Pane;
 use crate::inspect::report::InspectReport;
+use crate::jobs::request::{InspectRequest, StackSelection};
+use crate::stack::{EvalOptions, StackSpec};
 use crate::tui::action::{Action, Handled};
 use crate::tui::jobs::{Job, Outcome, Waker};
 use crate::tui::theme::Theme;
@@ -24,8 +26,8 @@ pub struct InspectPane {
     pub figures_root: PathBuf,
     pub device: String,
     waker: Waker,
-    /// The stack's selection arguments and its description.
-    pub request: Option<(Vec<String>, String)>,
+    /// The stack (spec and how it is scored) and its description.
+    pub request: Option<(StackSpec, EvalOptions, String)>,
     pub job: Option<Job>,
     /// The figures folder the running job writes, if it is an export.
     plot_dir: Option<PathBuf>,
@@ -67,7 +69,7 @@ impl InspectPane {
     }
 
     fn start(&mut self, plot: bool) {
-        let Some((sel, what)) = self.request.clone() else {
+        let Some((spec, eval, what)) = self.request.clone() else {
             self.message = Some((
                 "no stack to inspect: build one in the Stack pane and press i".into(),
                 true,
@@ -77,17 +79,16 @@ impl InspectPane {
         if let Some(j) = self.job.as_mut() {
             j.cancel();
         }
-        let mut args = vec!["inspect".to_string()];
-        args.extend(sel);
-        args.extend(["--device".into(), self.device.clone(), "--json".into()]);
-        self.plot_dir = None;
-        if plot {
+        self.plot_dir = plot.then(|| {
             let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-            let dir = self.figures_root.join(format!("stack-{stamp}"));
-            args.extend(["--plot".into(), dir.display().to_string()]);
-            self.plot_dir = Some(dir);
-        }
-        match Job::start(&self.exe, &args, &what, &self.waker) {
+            self.figures_root.join(format!("stack-{stamp}"))
+        });
+        let req = InspectRequest {
+            selection: StackSelection::of(spec, eval, &self.device),
+            plot: self.plot_dir.clone(),
+            stitch: 0,
+        };
+        match Job::start(&self.exe, &req.to_args(), &what, self.waker.as_wake()) {
             Ok(j) => {
                 self.job = Some(j);
                 self.message = None;
@@ -105,28 +106,28 @@ impl InspectPane {
 
     fn finished(&mut self, outcome: Outcome, what: String) {
         match outcome {
-            Outcome::Done(json) => match serde_json::from_str::<InspectReport>(&json) {
-                Ok(r) => {
-                    self.show(r, &what);
-                    if let Some(dir) = self.plot_dir.take() {
-                        let mut files: Vec<String> = std::fs::read_dir(&dir)
-                            .into_iter()
-                            .flatten()
-                            .flatten()
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect();
-                        files.sort();
-                        self.message = Some((
-                            format!("{} figures written to {}", files.len(), dir.display()),
-                            false,
-                        ));
-                        self.figures = Some((dir, files));
+            Outcome::Done(json) => {
+                match crate::jobs::decode_report::<InspectReport>(&json, "inspect") {
+                    Ok(r) => {
+                        self.show(r, &what);
+                        if let Some(dir) = self.plot_dir.take() {
+                            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                                .into_iter()
+                                .flatten()
+                                .flatten()
+                                .map(|e| e.file_name().to_string_lossy().into_owned())
+                                .collect();
+                            files.sort();
+                            self.message = Some((
+                                format!("{} figures written to {}", files.len(), dir.display()),
+                                false,
+                            ));
+                            self.figures = Some((dir, files));
+                        }
                     }
+                    Err(e) => self.message = Some((format!("{e:#}"), true)),
                 }
-                Err(e) => {
-                    self.message = Some((format!("inspect printed no readable report: {e}"), true))
-                }
-            },
+            }
             Outcome::Failed(e) => self.message = Some((format!("inspect failed: {e}"), true)),
             Outcome::Cancelled => {}
         }
@@ -158,8 +159,8 @@ impl Pane for InspectPane {
 
     fn update(&mut self, action: &Action) -> bool {
         match action {
-            Action::Inspect { args, what } => {
-                let new = Some((args.clone(), what.clone()));
+            Action::Inspect { spec, eval, what } => {
+                let new = Some((spec.clone(), eval.clone(), what.clone()));
                 if self.request != new || self.report.is_none() {
                     self.request = new;
                     self.start(false);

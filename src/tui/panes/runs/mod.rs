@@ -148,7 +148,7 @@ impl RunsPane {
             root: root.to_path_buf(),
             config_dir: config_dir.to_path_buf(),
             device: device.to_string(),
-            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stacklab")),
+            exe: crate::jobs::stacklab_exe().unwrap_or_else(|_| PathBuf::from("stacklab")),
             lab,
             registry: Registry::new(root),
             queue: Queue::new(root),

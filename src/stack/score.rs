@@ -1,118 +1,90 @@
-//! `stacklab stack`: resolve the models, check the stack before computing anything, score
-//! the stack and every part on the same tokens in one pass (parts from the cache when they
-//! can), print the result, and optionally save the spec, the stack and a CSV row. Resolving
-//! and checking the stack live in `selection`, which `inspect` shares.
+//! Scoring a prepared stack: the stack and every distinct part on the same tokens in one
+//! pass (parts' own losses from the cache when they can be), the report, and saving the
+//! stack as a checkpoint folder. What `stack` computes, as a library function: the command
+//! only parses flags, prints and appends the row.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use tch::Device;
 
 use super::assemble;
 use super::cache::{DataFile, LossCache, LossKey};
-use super::eval::evaluate_together;
 use super::results::{BlockEntry, ModelEntry, StackReport};
-use super::spec::{flags_of, StackSpec};
+use super::selection::{data_source, EvalOptions, Prepared};
+use super::spec::flags_of;
 use crate::config::{DataConfig, TrainConfig};
 use crate::data::ShardLoader;
-use crate::eval::LanguageModel;
+use crate::eval::{evaluate_many, LanguageModel};
+use crate::progress::Sink;
 use crate::runs::checkpoint::{self, CheckpointMeta, ValPoint};
 use crate::runs::CheckpointRef;
 
-pub use super::selection::{
-    data_source, prepare, spec_from_args, Loaded, Prepared, StackSelection,
-};
-
-#[derive(Debug, Args)]
-pub struct StackArgs {
-    #[command(flatten)]
-    pub sel: StackSelection,
-    /// Write the stack's spec (resolved paths, sha256 of each model) to a TOML file.
-    #[arg(long, value_name = "FILE")]
-    pub save_spec: Option<PathBuf>,
-    /// Save the stack as a checkpoint folder that eval, stack and init_from load.
-    #[arg(long, value_name = "DIR")]
-    pub save: Option<PathBuf>,
-    /// Append the result as one row of a CSV file (header written when new).
-    #[arg(long, value_name = "FILE.csv")]
-    pub results: Option<PathBuf>,
-    /// One JSON object as the last line of stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Recompute every model's own loss instead of reading it from the cache.
-    #[arg(long)]
+/// What scoring does beside scoring.
+#[derive(Debug, Clone, Default)]
+pub struct ScoreOptions {
+    /// Recompute every part's own loss instead of reading it from the cache.
     pub no_cache: bool,
+    /// Save the stack as a checkpoint folder here (it must not exist).
+    pub save: Option<PathBuf>,
 }
 
-pub fn run(a: StackArgs) -> Result<()> {
-    let started = Instant::now();
-    let device = a.sel.device.resolve()?;
-    if let Some(dir) = &a.save {
-        if dir.exists() {
-            bail!(
-                "--save {}: {} already exists: give a new folder to save into",
-                dir.display(),
-                dir.display()
-            );
-        }
-    }
-    if let Some(p) = &a.results {
-        super::results::check_csv(p).context("--results")?;
-    }
-
-    let prepared = prepare(&a.sel, device)?;
-    let (spec, norms, loaded, part_of, ranges, depths) = (
-        &prepared.spec,
-        prepared.norms,
-        &prepared.loaded,
-        &prepared.part_of,
-        &prepared.ranges,
-        &prepared.depths,
-    );
-    let warnings = prepared.warnings.clone();
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    let parts = prepared.parts();
-
-    let (val_glob, default_tokens, data_cfg) = data_source(&a.sel, &loaded[part_of[0]].ckpt)?;
-    if a.save.is_some() && data_cfg.is_none() {
-        bail!(
-            "--save: a saved stack records its models' training data, and `{}` (a seed-format file) does not say which it was: give --train-data GLOB",
-            loaded[part_of[0]].ckpt.name()
-        );
-    }
-    let tokens = a.sel.tokens.or(default_tokens).unwrap_or(10_485_760);
-    let seq_len = a.sel.seq_len.unwrap_or(parts[0].model.cfg.seq_len);
-    let batch = a
-        .sel
-        .batch
-        .unwrap_or(if device.is_cuda() { 64 } else { 16 });
+/// The tokens, sequence length and batch a stack is scored with: the options, else the first
+/// model's (its val tokens and length), else 10,485,760 tokens and 64 (CUDA) or 16.
+fn sizes(
+    eval: &EvalOptions,
+    default_tokens: Option<i64>,
+    seq_len: i64,
+    device: Device,
+) -> Result<(i64, i64, i64)> {
+    let tokens = eval.tokens.or(default_tokens).unwrap_or(10_485_760);
+    let seq_len = eval.seq_len.unwrap_or(seq_len);
+    let batch = eval.batch.unwrap_or(if device.is_cuda() { 64 } else { 16 });
     anyhow::ensure!(
         batch > 0 && seq_len > 0 && tokens > 0,
         "--batch, --seq-len and --tokens must be positive"
     );
+    Ok((tokens, seq_len, batch))
+}
+
+/// Refuses to save a stack over anything that exists (before any work is done).
+pub fn check_save_target(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        bail!(
+            "--save {}: {} already exists: give a new folder to save into",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Scores the stack beside its parts and returns the report (`started`: when the work
+/// began, for its `seconds`).
+pub fn score(
+    prepared: &Prepared,
+    eval: &EvalOptions,
+    opts: &ScoreOptions,
+    device: Device,
+    progress: &mut dyn Sink,
+    started: Instant,
+) -> Result<StackReport> {
+    if let Some(dir) = &opts.save {
+        check_save_target(dir)?;
+    }
+    let (norms, loaded, part_of) = (prepared.norms, &prepared.loaded, &prepared.part_of);
+    let parts = prepared.parts();
+    let (val_glob, default_tokens, data_cfg) = data_source(eval, prepared.first())?;
+    if opts.save.is_some() && data_cfg.is_none() {
+        bail!(
+            "--save: a saved stack records its models' training data, and `{}` (a seed-format file) does not say which it was: give --train-data GLOB",
+            prepared.first().name()
+        );
+    }
+    let (tokens, seq_len, batch) = sizes(eval, default_tokens, parts[0].model.cfg.seq_len, device)?;
     let mut loader = ShardLoader::from_glob(&val_glob, batch as usize, seq_len as usize)
         .with_context(|| format!("--data {val_glob}"))?;
-
-    let resolved_spec = StackSpec {
-        models: part_of
-            .iter()
-            .map(|&j| loaded[j].path.display().to_string())
-            .collect(),
-        layers: spec.layers.clone(),
-        norms,
-        sha256: part_of
-            .iter()
-            .map(|&j| Some(loaded[j].sha256.clone()))
-            .collect(),
-    };
-    if let Some(p) = &a.save_spec {
-        crate::paths::write_atomic(p, resolved_spec.to_toml_string().as_bytes())
-            .with_context(|| "--save-spec")?;
-    }
 
     // Each distinct model's own loss: from the cache, or scored in the same pass as the stack.
     let data_files = loader
@@ -135,11 +107,9 @@ pub fn run(a: StackArgs) -> Result<()> {
     let mut own: Vec<Option<(f64, bool)>> = keys
         .iter()
         .map(|k| {
-            if a.no_cache {
-                None
-            } else {
-                cache.get(k).map(|(l, _)| (l, true))
-            }
+            (!opts.no_cache)
+                .then(|| cache.get(k).map(|(l, _)| (l, true)))
+                .flatten()
         })
         .collect();
     let stack = assemble::assemble(&parts, &norms, seq_len);
@@ -150,7 +120,7 @@ pub fn run(a: StackArgs) -> Result<()> {
             .iter()
             .map(|&j| &loaded[j].model as &dyn LanguageModel),
     );
-    let scores = evaluate_together(&models, &mut loader, tokens, device)?;
+    let scores = evaluate_many(&models, &mut loader, tokens, device, progress)?;
     for (k, &j) in to_score.iter().enumerate() {
         let loss = scores.losses[k + 1];
         own[j] = Some((loss, false));
@@ -161,14 +131,52 @@ pub fn run(a: StackArgs) -> Result<()> {
     let own: Vec<(f64, bool)> = own.into_iter().map(|o| o.expect("scored")).collect();
 
     let val_loss_stack = scores.losses[0];
+    let saved = match &opts.save {
+        Some(dir) => Some(save_stack(
+            dir,
+            &stack,
+            prepared.first(),
+            data_cfg.expect("checked before scoring"),
+            tokens,
+            val_loss_stack,
+            device,
+        )?),
+        None => None,
+    };
     let val_losses: Vec<f64> = part_of.iter().map(|&j| own[j].0).collect();
-    let mean = val_losses.iter().sum::<f64>() / val_losses.len() as f64;
     let best = val_losses.iter().copied().fold(f64::INFINITY, f64::min);
-    let (use_first_layer, use_last_layer) = match flags_of(ranges, depths) {
+    let (use_first_layer, use_last_layer) = match flags_of(&prepared.ranges, &prepared.depths) {
         Some((f, l)) => (Some(f), Some(l)),
         None => (None, None),
     };
-    let block_entries: Vec<BlockEntry> = stack
+    Ok(StackReport {
+        val_loss_stack,
+        mean_val_loss: val_losses.iter().sum::<f64>() / val_losses.len() as f64,
+        delta_vs_best: val_loss_stack - best,
+        val_losses,
+        use_first_layer,
+        use_last_layer,
+        norm_wte: norms.norm_wte,
+        norm_lm_head: norms.norm_lm_head,
+        norm_inter_model: norms.norm_inter_model,
+        unique_model: loaded.len() > 1,
+        block_list: assemble::block_list(&parts),
+        blocks: block_entries(&stack),
+        models: model_entries(prepared, &own),
+        data: val_glob,
+        tokens: scores.tokens,
+        seq_len,
+        batch,
+        device: crate::device::name(device),
+        warnings: prepared.warnings.clone(),
+        saved: saved.map(|p| p.display().to_string()),
+        seconds: started.elapsed().as_secs_f64(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+    })
+}
+
+fn block_entries(stack: &assemble::Stack) -> Vec<BlockEntry> {
+    stack
         .model
         .blocks
         .iter()
@@ -179,12 +187,17 @@ pub fn run(a: StackArgs) -> Result<()> {
             attn_scale: b.attn_scale,
             n_head: b.n_head,
         })
-        .collect();
-    let model_entries: Vec<ModelEntry> = part_of
+        .collect()
+}
+
+/// Each part as the report tells it, with its model's own loss (and whether it was cached).
+fn model_entries(prepared: &Prepared, own: &[(f64, bool)]) -> Vec<ModelEntry> {
+    prepared
+        .part_of
         .iter()
-        .zip(ranges)
+        .zip(&prepared.ranges)
         .map(|(&j, r)| {
-            let l = &loaded[j];
+            let l = &prepared.loaded[j];
             let trained = l.trained_norms;
             ModelEntry {
                 label: l.label.clone(),
@@ -204,54 +217,7 @@ pub fn run(a: StackArgs) -> Result<()> {
                 cached: own[j].1,
             }
         })
-        .collect();
-
-    let saved = match &a.save {
-        Some(dir) => Some(save_stack(
-            dir,
-            &stack,
-            &loaded[part_of[0]].ckpt,
-            data_cfg.expect("checked before scoring"),
-            tokens,
-            val_loss_stack,
-            device,
-        )?),
-        None => None,
-    };
-
-    let report = StackReport {
-        val_loss_stack,
-        val_losses,
-        mean_val_loss: mean,
-        delta_vs_best: val_loss_stack - best,
-        use_first_layer,
-        use_last_layer,
-        norm_wte: norms.norm_wte,
-        norm_lm_head: norms.norm_lm_head,
-        norm_inter_model: norms.norm_inter_model,
-        unique_model: loaded.len() > 1,
-        block_list: assemble::block_list(&parts),
-        blocks: block_entries,
-        models: model_entries,
-        data: val_glob,
-        tokens: scores.tokens,
-        seq_len,
-        batch,
-        device: crate::device::name(device),
-        warnings,
-        saved: saved.map(|p| p.display().to_string()),
-        seconds: started.elapsed().as_secs_f64(),
-        created_at: chrono::Utc::now().to_rfc3339(),
-    };
-    if let Some(p) = &a.results {
-        report.append_csv(p).context("--results")?;
-    }
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.text());
-    }
-    Ok(())
+        .collect()
 }
 
 /// Writes the stack as a checkpoint folder: seed-named weights, every block's scale, heads,

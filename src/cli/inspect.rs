@@ -1,23 +1,22 @@
 //! `stacklab inspect`: the stack `stack` would score (same flags), and each part alone, run
-//! on the same probe tokens; the report as text, JSON (`stacklab.inspect/1`) and figures.
+//! on the same probe tokens (`inspect::inspect_stack`); the report printed as text or JSON
+//! (`stacklab.inspect/1`), and the figures written.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 
-use super::report::InspectReport;
-use super::run::{block_list, inspect, InspectInput, InspectOptions, PartInput};
-use crate::data::ShardLoader;
-use crate::runs::CheckpointRef;
-use crate::stack::assemble;
-use crate::stack::cli::{data_source, prepare, StackSelection};
-use crate::stack::selection::first_train_glob;
+use super::selection::StackSelectionArgs;
+use crate::inspect::report::InspectReport;
+use crate::inspect::run::block_list;
+use crate::inspect::stack::{inspect_stack, SeamOptions};
+use crate::stack::selection::prepare;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     #[command(flatten)]
-    pub sel: StackSelection,
+    pub sel: StackSelectionArgs,
     /// Write the figures (norm heat map with the seam marked, RMS and logit lens per layer,
     /// CKA matrices) as SVG files into DIR.
     #[arg(long, value_name = "DIR")]
@@ -35,27 +34,6 @@ pub struct InspectArgs {
     /// One JSON object (schema stacklab.inspect/1) as the last line of stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The probe's default size: enough tokens for CKA at width 768.
-pub const DEFAULT_TOKENS: i64 = 16_384;
-
-/// Where the stitches are fitted: `--train-data`, the embedded corpus's train split with
-/// `--data embedded`, else the first model's training data.
-fn train_glob(a: &InspectArgs, first: &CheckpointRef) -> Result<String> {
-    if let Some(g) = &a.sel.train_data {
-        return Ok(g.clone());
-    }
-    if a.sel.data.as_deref() == Some("embedded") {
-        return Ok(crate::data::embedded::ensure_prepared()?.train_glob());
-    }
-    match first_train_glob(first)? {
-        Some(g) => Ok(g),
-        None => bail!(
-            "{}: a seed-format file does not say which data it was trained on; give --train-data GLOB (the stitches are fitted on train tokens)",
-            first.name()
-        ),
-    }
 }
 
 fn text(r: &InspectReport) -> String {
@@ -149,65 +127,21 @@ fn text(r: &InspectReport) -> String {
 
 pub fn run(a: InspectArgs) -> Result<()> {
     let device = a.sel.device.resolve()?;
-    if a.stitch < 0 {
-        bail!("--stitch {}: must be 0 or more", a.stitch);
-    }
-    if a.hist_bins < 2 {
-        bail!("--hist-bins {}: must be at least 2", a.hist_bins);
-    }
-    let p = prepare(&a.sel, device)?;
+    let (spec, eval) = (a.sel.spec()?, a.sel.eval()?);
+    let opts = SeamOptions {
+        stitch: a.stitch,
+        stitch_lr: a.stitch_lr,
+        hist_bins: a.hist_bins,
+    };
+    opts.check()?;
+    let p = prepare(&spec, &eval, device)?;
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
-    let (val_glob, _, _) = data_source(&a.sel, p.first())?;
-    let train = train_glob(&a, p.first())?;
-    let parts = p.parts();
-    let seq_len = a.sel.seq_len.unwrap_or(parts[0].model.cfg.seq_len);
-    let batch = a.sel.batch.unwrap_or(if device.is_cuda() { 16 } else { 8 });
-    let tokens = a.sel.tokens.unwrap_or(DEFAULT_TOKENS);
-    for (flag, v) in [
-        ("--seq-len", seq_len),
-        ("--batch", batch),
-        ("--tokens", tokens),
-    ] {
-        if v <= 0 {
-            bail!("{flag} {v}: must be at least 1");
-        }
-    }
-    let mut val = ShardLoader::from_glob(&val_glob, batch as usize, seq_len as usize)
-        .with_context(|| format!("--data {val_glob}"))?;
-    let mut train_loader = ShardLoader::from_glob(&train, batch as usize, seq_len as usize)
-        .with_context(|| format!("--train-data {train}"))?;
-    let stack = assemble::assemble(&parts, &p.norms, seq_len);
-    let input = InspectInput {
-        stack: stack.model,
-        parts: parts
-            .iter()
-            .map(|v| PartInput {
-                label: v.label.to_string(),
-                path: v.name.to_string(),
-                model: {
-                    let mut m = v.model.shallow_clone();
-                    m.cfg.seq_len = seq_len;
-                    m
-                },
-                start: v.range.start,
-                end: v.range.end,
-            })
-            .collect(),
-        norm_inter_model: p.norms.norm_inter_model,
-    };
-    let opts = InspectOptions {
-        tokens,
-        batch: batch as usize,
-        stitch_steps: a.stitch,
-        stitch_lr: a.stitch_lr,
-        hist_bins: a.hist_bins,
-        device,
-    };
-    let report = inspect(&input, &mut val, &mut train_loader, &opts)?;
+    let mut progress = crate::progress::for_command();
+    let report = inspect_stack(&p, &eval, &opts, device, progress.as_mut())?;
     let figures = match &a.plot {
-        Some(dir) => super::plot::write_figures(&report, dir)?,
+        Some(dir) => crate::inspect::plot::write_figures(&report, dir)?,
         None => Vec::new(),
     };
     if a.json {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::config::SweepConfig;
-use super::plan::{estimate_seconds, plan, RunAction, RESULTS};
+use crate::sweep::config::SweepConfig;
+use crate::sweep::plan::{estimate_seconds, plan, RunAction, RESULTS};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -27,7 +27,7 @@ pub struct SweepArgs {
     #[arg(long, value_name = "DIR|CSV", conflicts_with_all = ["config", "dry_run", "out"])]
     pub report: Option<PathBuf>,
     #[command(flatten)]
-    pub device: crate::cli::DeviceArg,
+    pub device: super::DeviceArg,
 }
 
 pub fn run(a: SweepArgs) -> Result<()> {
@@ -50,8 +50,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
                 csv.display()
             );
         }
-        print!("{}", super::run::write_tables(&csv, &dir)?);
-        eprintln!("wrote {}", dir.join(super::plan::TABLES).display());
+        print!("{}", crate::sweep::run::write_tables(&csv, &dir)?);
+        eprintln!("wrote {}", dir.join(crate::sweep::plan::TABLES).display());
         return Ok(());
     }
     let name = a
@@ -129,7 +129,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let result = super::run::execute(&p, &cfg, &crate::device::name(device));
+    let result = crate::sweep::run::execute(&p, &cfg, &crate::device::name(device));
     if stop.load(Ordering::SeqCst) {
         bail!("sweep interrupted; run the same command again to resume");
     }
