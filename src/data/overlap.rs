@@ -29,7 +29,7 @@ fn same_file(a: &Path, b: &Path, hashes: &mut BTreeMap<PathBuf, String>) -> Resu
         if let Some(h) = hashes.get(p) {
             return Ok(h.clone());
         }
-        let h = crate::runs::checkpoint::sha256_file(p)?;
+        let h = crate::hash::sha256_file(p)?;
         hashes.insert(p.clone(), h.clone());
         Ok(h)
     };

@@ -4,10 +4,10 @@
 use anyhow::{bail, Result};
 use tch::Tensor;
 
+use super::input::C;
 use super::lens::{self, LensAccumulator};
 use super::norms::{percentiles, PointCollector};
 use super::report::PointReport;
-use super::run::C;
 use crate::data::ShardLoader;
 use crate::model::{apply_norm, Gpt};
 

@@ -3,8 +3,8 @@
 
 use tch::{Kind, Tensor};
 
+use super::input::{InspectInput, C};
 use super::report::{ActivationStats, LatentReport};
-use super::run::{InspectInput, C};
 use crate::model::apply_norm;
 
 fn stats(t: &Tensor) -> ActivationStats {

@@ -4,8 +4,10 @@
 
 pub mod cka;
 mod collect;
+pub mod input;
 mod latent;
 pub mod lens;
+mod measure;
 pub mod norms;
 pub mod plot;
 pub mod report;
@@ -14,5 +16,6 @@ mod seam;
 pub mod stack;
 pub mod stitch;
 
+pub use input::{InspectInput, InspectOptions, PartInput};
 pub use report::InspectReport;
-pub use run::{inspect, InspectInput, InspectOptions, PartInput};
+pub use run::inspect;

@@ -4,7 +4,7 @@
 use tch::Tensor;
 
 use super::cka::Cka;
-use super::run::{InspectOptions, C};
+use super::input::{InspectOptions, C};
 use super::stitch::{AdamOnMap, Affine};
 use crate::model::{apply_norm, Gpt, Ropes};
 

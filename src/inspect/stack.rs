@@ -5,8 +5,9 @@
 use anyhow::{bail, Context, Result};
 use tch::Device;
 
+use super::input::{InspectInput, InspectOptions, PartInput};
 use super::report::InspectReport;
-use super::run::{inspect, InspectInput, InspectOptions, PartInput};
+use super::run::inspect;
 use crate::data::ShardLoader;
 use crate::progress::Sink;
 use crate::runs::CheckpointRef;

@@ -8,7 +8,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::gpt::Compute;
+use super::compute::Compute;
 
 /// Logit elements per chunk (1 GiB of fp32 logits).
 const CHUNK_ELEMENTS: i64 = 1 << 28;

@@ -15,25 +15,7 @@ use crate::config::NormKind;
 use crate::model::weights::{self, SeedOptions};
 use crate::model::Gpt;
 
-/// SHA-256 of a file's bytes, read in pieces.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(crate::hash::hex(&h.finalize()))
-}
+pub use crate::hash::sha256_file;
 
 /// A native checkpoint folder whose metadata has been read.
 #[derive(Debug, Clone)]
