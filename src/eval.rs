@@ -105,40 +105,9 @@ pub fn evaluate_many(
         .unwrap_or(1);
     let min_vocab = models.iter().map(|m| m.vocab_size()).min().unwrap_or(0);
     let mut left = sequences;
-    // Read on the prefetch thread: up to `group` loader batches as one chunk of host tensors,
-    // with where the chunk's largest token id came from when some model cannot embed it.
-    let produce = || -> Option<Result<Chunk>> {
-        if left == 0 {
-            return None;
-        }
-        let mut batches = Vec::new();
-        while left > 0 && batches.len() < group {
-            let n = left.min(b);
-            match loader.next_sequences(n as usize) {
-                Ok(batch) => {
-                    let max = batch.max_token();
-                    if max >= min_vocab {
-                        left = 0;
-                        let place = loader_place(loader);
-                        return Some(Ok(Chunk::OutOfVocab { max, place }));
-                    }
-                    batches.push(batch);
-                }
-                Err(e) => {
-                    return Some(Err(anyhow::anyhow!(
-                        "cannot score {} tokens of {t}-token sequences: {e}",
-                        sequences * t
-                    )))
-                }
-            }
-            left -= n;
-        }
-        let scored = batches.iter().map(|x| (x.b * x.t) as i64).sum();
-        Some(Ok(Chunk::Tokens {
-            host: HostBatch::from_batches(&batches, device),
-            tokens: scored,
-        }))
-    };
+    // Read on the prefetch thread: up to `group` loader batches as one chunk of host tensors.
+    let requested = sequences * t;
+    let produce = || read_chunk(loader, &mut left, b, group, min_vocab, requested, device);
     let sums = tch::no_grad(|| {
         prefetch::scoped(2, produce, |chunks| -> Result<Vec<Tensor>> {
             let mut sums: Vec<Tensor> = models
@@ -179,6 +148,50 @@ pub fn evaluate_many(
         tokens: scored,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The next chunk for [`evaluate_many`]: up to `group` loader batches (of at most `b`
+/// sequences, `left` still to read of the `requested` tokens) as one host batch, or where
+/// a token id some model cannot embed was read; `None` when every sequence is read.
+fn read_chunk(
+    loader: &mut ShardLoader,
+    left: &mut i64,
+    b: i64,
+    group: usize,
+    min_vocab: i64,
+    requested: i64,
+    device: Device,
+) -> Option<Result<Chunk>> {
+    if *left == 0 {
+        return None;
+    }
+    let t = loader.seq_len() as i64;
+    let mut batches = Vec::new();
+    while *left > 0 && batches.len() < group {
+        let n = (*left).min(b);
+        match loader.next_sequences(n as usize) {
+            Ok(batch) => {
+                let max = batch.max_token();
+                if max >= min_vocab {
+                    *left = 0;
+                    let place = loader_place(loader);
+                    return Some(Ok(Chunk::OutOfVocab { max, place }));
+                }
+                batches.push(batch);
+            }
+            Err(e) => {
+                return Some(Err(anyhow::anyhow!(
+                    "cannot score {requested} tokens of {t}-token sequences: {e}"
+                )))
+            }
+        }
+        *left -= n;
+    }
+    let scored = batches.iter().map(|x| (x.b * x.t) as i64).sum();
+    Some(Ok(Chunk::Tokens {
+        host: HostBatch::from_batches(&batches, device),
+        tokens: scored,
+    }))
 }
 
 /// What the prefetch thread hands the evaluation loop.

@@ -139,7 +139,7 @@ impl Fixture {
             ascii,
         );
         // Never start anything from these tests.
-        pane.exe = PathBuf::from("/nonexistent/stacklab");
+        pane.trainings.exe = PathBuf::from("/nonexistent/stacklab");
         pane.now = Some(written_at() + Duration::from_secs(125));
         pane.tick();
         pane
@@ -590,7 +590,7 @@ fn the_new_run_form_offers_training_configs_and_keeps_the_schedule_fractions() {
             ..LabConfig::default()
         };
         let mut pane = RunsPane::new(&fx.root(), d, "cuda:0", lab, false);
-        pane.exe = PathBuf::from("/nonexistent/stacklab");
+        pane.trainings.exe = PathBuf::from("/nonexistent/stacklab");
         let mut app = App::new(
             vec![Box::new(pane)],
             Theme::shipped_default(),
@@ -677,12 +677,20 @@ fn the_queue_starts_one_run_per_slot_and_stop_kill_resume_work_on_processes() {
     }
     // The queue is on disk: a pane opened later (a reopened lab) starts it.
     let mut pane = RunsPane::new(&root, dir.path(), "cpu", LabConfig::default(), false);
-    pane.exe = fake_trainer(dir.path(), &root);
+    pane.trainings.exe = fake_trainer(dir.path(), &root);
     pane.tick();
     assert_eq!(pane.phase("b"), Phase::Queued);
     tick_until(&mut pane, "a to run", |p| p.phase("a") == Phase::Running);
     assert_eq!(pane.phase("b"), Phase::Queued, "one slot on the cpu");
-    let pid_a = pane.registry.get("a").unwrap().status.as_ref().unwrap().pid;
+    let pid_a = pane
+        .trainings
+        .registry
+        .get("a")
+        .unwrap()
+        .status
+        .as_ref()
+        .unwrap()
+        .pid;
     // s + y: SIGTERM to a's process group. The stand-in dies without a final status: lost.
     assert_eq!(pane.selected.as_deref(), Some("a"));
     press(&mut pane, 's');
@@ -691,7 +699,15 @@ fn the_queue_starts_one_run_per_slot_and_stop_kill_resume_work_on_processes() {
     assert!(!process::is_alive_as(pid_a, None), "stopped and reaped");
     // The slot is free: b starts.
     tick_until(&mut pane, "b to run", |p| p.phase("b") == Phase::Running);
-    let pid_b = pane.registry.get("b").unwrap().status.as_ref().unwrap().pid;
+    let pid_b = pane
+        .trainings
+        .registry
+        .get("b")
+        .unwrap()
+        .status
+        .as_ref()
+        .unwrap()
+        .pid;
     // r on the lost run queues a resume; it waits for b's slot.
     press(&mut pane, 'r');
     pane.tick();
@@ -707,7 +723,15 @@ fn the_queue_starts_one_run_per_slot_and_stop_kill_resume_work_on_processes() {
     tick_until(&mut pane, "a to run again", |p| {
         p.phase("a") == Phase::Running
     });
-    let pid_a2 = pane.registry.get("a").unwrap().status.as_ref().unwrap().pid;
+    let pid_a2 = pane
+        .trainings
+        .registry
+        .get("a")
+        .unwrap()
+        .status
+        .as_ref()
+        .unwrap()
+        .pid;
     assert_ne!(pid_a2, pid_a);
     press(&mut pane, 'k');
     press(&mut pane, 'K');

@@ -75,18 +75,14 @@ fn positive_flag(flag: &str, v: Option<i64>) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn run_eval(a: EvalArgs) -> Result<()> {
-    let device = a.device.resolve()?;
-    for (flag, v) in [
-        ("tokens", a.tokens),
-        ("seq-len", a.seq_len),
-        ("batch", a.batch),
-        ("n-head", a.n_head),
-    ] {
-        positive_flag(flag, v)?;
-    }
-    let ckpt = CheckpointRef::resolve(&a.checkpoint).context("--checkpoint")?;
-    if let (CheckpointRef::Native(c), Some(h)) = (&ckpt, a.n_head) {
+/// The model as `eval` scores it: the norms given on the command line (warning when they
+/// are not the ones it was trained with), `--n-head` only for seed-format files.
+fn load_for_eval(
+    a: &EvalArgs,
+    ckpt: &CheckpointRef,
+    device: tch::Device,
+) -> Result<crate::model::Gpt> {
+    if let (CheckpointRef::Native(c), Some(h)) = (ckpt, a.n_head) {
         if h != c.meta.model.n_head {
             anyhow::bail!(
                 "--n-head {h}: {} records n_head = {}; --n-head is for seed-format .safetensors files",
@@ -116,17 +112,22 @@ pub(super) fn run_eval(a: EvalArgs) -> Result<()> {
             );
         }
     }
-    let model = match a.seq_len {
+    match a.seq_len {
         Some(t) => ckpt
             .load_model(&opts, device)
-            .with_context(|| format!("--seq-len {t}"))?,
-        None => ckpt.load_model(&opts, device)?,
-    };
-    let (val_glob, default_tokens) = match (&a.data, &ckpt) {
+            .with_context(|| format!("--seq-len {t}")),
+        None => ckpt.load_model(&opts, device),
+    }
+}
+
+/// The val shards to score and their default token count: `--data` (or `embedded`), else
+/// what the checkpoint was trained on.
+fn val_data(data: Option<&str>, ckpt: &CheckpointRef) -> Result<(String, Option<i64>)> {
+    Ok(match (data, ckpt) {
         (Some(d), _) if d == "embedded" => {
             (crate::data::embedded::ensure_prepared()?.val_glob(), None)
         }
-        (Some(d), _) => (d.clone(), None),
+        (Some(d), _) => (d.to_string(), None),
         (None, CheckpointRef::Native(c)) => {
             let cfg = TrainConfig::from_toml_str(
                 &c.config_toml()?,
@@ -142,7 +143,22 @@ pub(super) fn run_eval(a: EvalArgs) -> Result<()> {
             "{}: a seed-format file does not say which data it was trained on; give --data GLOB",
             p.display()
         ),
-    };
+    })
+}
+
+pub(super) fn run_eval(a: EvalArgs) -> Result<()> {
+    let device = a.device.resolve()?;
+    for (flag, v) in [
+        ("tokens", a.tokens),
+        ("seq-len", a.seq_len),
+        ("batch", a.batch),
+        ("n-head", a.n_head),
+    ] {
+        positive_flag(flag, v)?;
+    }
+    let ckpt = CheckpointRef::resolve(&a.checkpoint).context("--checkpoint")?;
+    let model = load_for_eval(&a, &ckpt, device)?;
+    let (val_glob, default_tokens) = val_data(a.data.as_deref(), &ckpt)?;
     let tokens = a.tokens.or(default_tokens).unwrap_or(10_485_760);
     let seq_len = model.cfg.seq_len;
     let tokens_flag = match a.tokens {

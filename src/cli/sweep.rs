@@ -32,27 +32,7 @@ pub struct SweepArgs {
 
 pub fn run(a: SweepArgs) -> Result<()> {
     if let Some(p) = &a.report {
-        let (csv, dir) = if p.is_dir() {
-            (p.join(RESULTS), p.clone())
-        } else {
-            (
-                p.clone(),
-                p.parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(".")),
-            )
-        };
-        if !csv.is_file() {
-            bail!(
-                "--report {}: no results CSV at {}",
-                p.display(),
-                csv.display()
-            );
-        }
-        print!("{}", crate::sweep::run::write_tables(&csv, &dir)?);
-        eprintln!("wrote {}", dir.join(crate::sweep::plan::TABLES).display());
-        return Ok(());
+        return report(p);
     }
     let name = a
         .config
@@ -76,50 +56,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
         )?)
     };
     let p = plan(&cfg, &out, &crate::paths::checkpoint_dir())?;
-    let count = |act: RunAction| p.runs.iter().filter(|r| r.action == act).count();
-    let todo = p.stacks.iter().filter(|s| !s.done).count();
     if a.dry_run {
-        println!(
-            "sweep `{}` into {}: {} runs to train ({} new, {} to resume, {} finished and reused), {} stacks to evaluate ({} already in {})",
-            cfg.name,
-            out.display(),
-            count(RunAction::Train) + count(RunAction::Resume),
-            count(RunAction::Train),
-            count(RunAction::Resume),
-            count(RunAction::Reuse),
-            todo,
-            p.stacks.len() - todo,
-            RESULTS
-        );
-        for r in &p.runs {
-            println!(
-                "  run   {:<8} {} (model {}, seed {}, {} steps)",
-                match r.action {
-                    RunAction::Train => "train",
-                    RunAction::Resume => "resume",
-                    RunAction::Reuse => "reuse",
-                },
-                r.dir.display(),
-                r.model,
-                r.seed,
-                r.config.schedule.steps
-            );
-        }
-        for s in &p.stacks {
-            println!(
-                "  stack {:<8} {}",
-                if s.done { "done" } else { "eval" },
-                s.describe()
-            );
-        }
-        for m in &p.missing {
-            println!("  missing: {m}");
-        }
-        println!(
-            "estimated time: {} on {} (a rough estimate from model FLOPs)",
-            crate::train::format_duration(estimate_seconds(&p, &cfg, device.is_cuda())),
-            crate::device::name(device)
-        );
+        print_plan(&p, &cfg, &out, device);
         return Ok(());
     }
     // Ctrl-C reaches the child too: it finishes its step and checkpoints; the sweep stops
@@ -137,4 +75,81 @@ pub fn run(a: SweepArgs) -> Result<()> {
     print!("{md}");
     eprintln!("results in {}", out.join(RESULTS).display());
     Ok(())
+}
+
+/// `--report DIR|CSV`: the tables rewritten from a results file (stacklab's or the seed's).
+fn report(p: &std::path::Path) -> Result<()> {
+    let (csv, dir) = if p.is_dir() {
+        (p.join(RESULTS), p.to_path_buf())
+    } else {
+        (
+            p.to_path_buf(),
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        )
+    };
+    if !csv.is_file() {
+        bail!(
+            "--report {}: no results CSV at {}",
+            p.display(),
+            csv.display()
+        );
+    }
+    print!("{}", crate::sweep::run::write_tables(&csv, &dir)?);
+    eprintln!("wrote {}", dir.join(crate::sweep::plan::TABLES).display());
+    return Ok(());
+}
+
+/// `--dry-run`: the runs to train and the stacks to evaluate, and an estimated time.
+fn print_plan(
+    p: &crate::sweep::plan::Plan,
+    cfg: &SweepConfig,
+    out: &std::path::Path,
+    device: tch::Device,
+) {
+    let count = |act: RunAction| p.runs.iter().filter(|r| r.action == act).count();
+    let todo = p.stacks.iter().filter(|s| !s.done).count();
+    println!(
+        "sweep `{}` into {}: {} runs to train ({} new, {} to resume, {} finished and reused), {} stacks to evaluate ({} already in {})",
+        cfg.name,
+        out.display(),
+        count(RunAction::Train) + count(RunAction::Resume),
+        count(RunAction::Train),
+        count(RunAction::Resume),
+        count(RunAction::Reuse),
+        todo,
+        p.stacks.len() - todo,
+        RESULTS
+    );
+    for r in &p.runs {
+        println!(
+            "  run   {:<8} {} (model {}, seed {}, {} steps)",
+            match r.action {
+                RunAction::Train => "train",
+                RunAction::Resume => "resume",
+                RunAction::Reuse => "reuse",
+            },
+            r.dir.display(),
+            r.model,
+            r.seed,
+            r.config.schedule.steps
+        );
+    }
+    for s in &p.stacks {
+        println!(
+            "  stack {:<8} {}",
+            if s.done { "done" } else { "eval" },
+            s.describe()
+        );
+    }
+    for m in &p.missing {
+        println!("  missing: {m}");
+    }
+    println!(
+        "estimated time: {} on {} (a rough estimate from model FLOPs)",
+        crate::train::format_duration(estimate_seconds(p, cfg, device.is_cuda())),
+        crate::device::name(device)
+    );
 }

@@ -80,18 +80,13 @@ pub struct StackReport {
 }
 
 impl StackReport {
-    /// The summary a person reads.
-    pub fn text(&self) -> String {
+    /// One line per distinct model: its checkpoint, depth, training norms and weights.
+    fn models_text(&self) -> String {
         let mut s = String::new();
         let mut line = |l: String| {
             s.push_str(&l);
             s.push('\n');
         };
-        line(format!(
-            "stack           {}  ({} blocks)",
-            self.block_list,
-            self.blocks.len()
-        ));
         let mut seen = Vec::new();
         for m in &self.models {
             if seen.contains(&m.label) {
@@ -116,6 +111,26 @@ impl StackReport {
                 &m.sha256[..12.min(m.sha256.len())]
             ));
         }
+        s
+    }
+
+    /// The summary a person reads.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push('\n');
+        };
+        line(format!(
+            "stack           {}  ({} blocks)",
+            self.block_list,
+            self.blocks.len()
+        ));
+        s.push_str(&self.models_text());
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push('\n');
+        };
         line(format!(
             "norms           norm_wte {}, norm_lm_head {}, norm_inter_model {}",
             self.norm_wte, self.norm_lm_head, self.norm_inter_model

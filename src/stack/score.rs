@@ -86,50 +86,13 @@ pub fn score(
     let mut loader = ShardLoader::from_glob(&val_glob, batch as usize, seq_len as usize)
         .with_context(|| format!("--data {val_glob}"))?;
 
-    // Each distinct model's own loss: from the cache, or scored in the same pass as the stack.
-    let data_files = loader
-        .files()
-        .iter()
-        .map(|f| DataFile::of(f))
-        .collect::<Result<Vec<_>>>()?;
-    let cache = LossCache::in_data_dir();
-    let keys: Vec<LossKey> = loaded
-        .iter()
-        .map(|l| LossKey {
-            model_id: l.id.clone(),
-            data: data_files.clone(),
-            tokens,
-            seq_len,
-            batch,
-            device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
-        })
-        .collect();
-    let mut own: Vec<Option<(f64, bool)>> = keys
-        .iter()
-        .map(|k| {
-            (!opts.no_cache)
-                .then(|| cache.get(k).map(|(l, _)| (l, true)))
-                .flatten()
-        })
-        .collect();
     let stack = assemble::assemble(&parts, &norms, seq_len);
-    let to_score: Vec<usize> = (0..loaded.len()).filter(|&j| own[j].is_none()).collect();
-    let mut models: Vec<&dyn LanguageModel> = vec![&stack.model];
-    models.extend(
-        to_score
-            .iter()
-            .map(|&j| &loaded[j].model as &dyn LanguageModel),
-    );
-    let scores = evaluate_many(&models, &mut loader, tokens, device, progress)?;
-    for (k, &j) in to_score.iter().enumerate() {
-        let loss = scores.losses[k + 1];
-        own[j] = Some((loss, false));
-        if let Err(e) = cache.put(&keys[j], loss, scores.tokens) {
-            eprintln!("warning: cannot cache {}'s loss: {e:#}", loaded[j].label);
-        }
-    }
-    let own: Vec<(f64, bool)> = own.into_iter().map(|o| o.expect("scored")).collect();
-
+    let sizes = Sizes {
+        tokens,
+        seq_len,
+        batch,
+    };
+    let (scores, own) = score_pass(prepared, &stack, &mut loader, sizes, opts, device, progress)?;
     let val_loss_stack = scores.losses[0];
     let saved = match &opts.save {
         Some(dir) => Some(save_stack(
@@ -173,6 +136,71 @@ pub fn score(
         seconds: started.elapsed().as_secs_f64(),
         created_at: chrono::Utc::now().to_rfc3339(),
     })
+}
+
+/// What a stack is scored on.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    tokens: i64,
+    seq_len: i64,
+    batch: i64,
+}
+
+/// One pass over the tokens: the stack, and each distinct model whose own loss is not in
+/// the cache (what is scored goes into it). Returns the pass's scores (the stack first) and
+/// every distinct model's own loss with whether it came from the cache.
+fn score_pass(
+    prepared: &Prepared,
+    stack: &assemble::Stack,
+    loader: &mut ShardLoader,
+    sizes: Sizes,
+    opts: &ScoreOptions,
+    device: Device,
+    progress: &mut dyn Sink,
+) -> Result<(crate::eval::Scores, Vec<(f64, bool)>)> {
+    let loaded = &prepared.loaded;
+    let data = loader
+        .files()
+        .iter()
+        .map(|f| DataFile::of(f))
+        .collect::<Result<Vec<_>>>()?;
+    let cache = LossCache::in_data_dir();
+    let keys: Vec<LossKey> = loaded
+        .iter()
+        .map(|l| LossKey {
+            model_id: l.id.clone(),
+            data: data.clone(),
+            tokens: sizes.tokens,
+            seq_len: sizes.seq_len,
+            batch: sizes.batch,
+            device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
+        })
+        .collect();
+    let mut own: Vec<Option<(f64, bool)>> = keys
+        .iter()
+        .map(|k| {
+            (!opts.no_cache)
+                .then(|| cache.get(k).map(|(l, _)| (l, true)))
+                .flatten()
+        })
+        .collect();
+    let to_score: Vec<usize> = (0..loaded.len()).filter(|&j| own[j].is_none()).collect();
+    let mut models: Vec<&dyn LanguageModel> = vec![&stack.model];
+    models.extend(
+        to_score
+            .iter()
+            .map(|&j| &loaded[j].model as &dyn LanguageModel),
+    );
+    let scores = evaluate_many(&models, loader, sizes.tokens, device, progress)?;
+    for (k, &j) in to_score.iter().enumerate() {
+        let loss = scores.losses[k + 1];
+        own[j] = Some((loss, false));
+        if let Err(e) = cache.put(&keys[j], loss, scores.tokens) {
+            eprintln!("warning: cannot cache {}'s loss: {e:#}", loaded[j].label);
+        }
+    }
+    let own = own.into_iter().map(|o| o.expect("scored")).collect();
+    Ok((scores, own))
 }
 
 fn block_entries(stack: &assemble::Stack) -> Vec<BlockEntry> {

@@ -218,9 +218,65 @@ pub fn prepare(spec: &StackSpec, eval: &EvalOptions, device: Device) -> Result<P
     spec.check_shape()?;
     let spec = spec.clone();
     let norms = spec.norms;
-    let part_norms = eval.part_norms;
-    // Resolve every model, hash its weights, load each distinct one once: the same file
-    // once, and two files that compute the same function ([`model_id`]) as one model.
+    let (loaded, part_of, mut warnings) = load_distinct(&spec, eval, device)?;
+
+    // The checks, before anything is computed.
+    let depths: Vec<i64> = part_of
+        .iter()
+        .map(|&j| loaded[j].model.blocks.len() as i64)
+        .collect();
+    let ranges = spec.layers.ranges(&depths);
+    let names: Vec<String> = loaded.iter().map(|l| l.ckpt.name()).collect();
+    let parts: Vec<PartView> = part_of
+        .iter()
+        .zip(&ranges)
+        .map(|(&j, &range)| PartView {
+            label: &loaded[j].label,
+            name: &names[j],
+            model: &loaded[j].model,
+            range,
+            trained_norms: loaded[j].trained_norms,
+        })
+        .collect();
+    assemble::check(&parts, matches!(spec.layers, Layers::Flags { .. }))?;
+    warnings.extend(assemble::warnings(&parts, &norms));
+    drop(parts);
+    let unknown: Vec<String> = loaded
+        .iter()
+        .filter(|l| l.trained_norms.is_none())
+        .map(|l| format!("{} (`{}`)", l.label, l.ckpt.name()))
+        .collect();
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "the training norms of {} are unknown (seed-format files whose metadata does not record them): their own losses use the stack's norm_wte {} and norm_lm_head {}; give --part-norms NORM_WTE/NORM_LM_HEAD if they were trained with others",
+            unknown.join(", "),
+            norms.norm_wte,
+            norms.norm_lm_head
+        ));
+    }
+
+    Ok(Prepared {
+        spec,
+        norms,
+        loaded,
+        part_of,
+        ranges,
+        depths,
+        names,
+        warnings,
+    })
+}
+
+/// Resolves every model, hashes its weights and loads each distinct one once: the same file
+/// once, and two files that compute the same function ([`model_id`]) as one model. Returns
+/// the models, each part's index among them, and the warnings (a spec's recorded sha256
+/// that no longer matches).
+fn load_distinct(
+    spec: &StackSpec,
+    eval: &EvalOptions,
+    device: Device,
+) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
+    let (norms, part_norms) = (spec.norms, eval.part_norms);
     let mut loaded: Vec<Loaded> = Vec::new();
     let mut part_of: Vec<usize> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
@@ -275,51 +331,7 @@ pub fn prepare(spec: &StackSpec, eval: &EvalOptions, device: Device) -> Result<P
         part_of.push(idx);
     }
 
-    // The checks, before anything is computed.
-    let depths: Vec<i64> = part_of
-        .iter()
-        .map(|&j| loaded[j].model.blocks.len() as i64)
-        .collect();
-    let ranges = spec.layers.ranges(&depths);
-    let names: Vec<String> = loaded.iter().map(|l| l.ckpt.name()).collect();
-    let parts: Vec<PartView> = part_of
-        .iter()
-        .zip(&ranges)
-        .map(|(&j, &range)| PartView {
-            label: &loaded[j].label,
-            name: &names[j],
-            model: &loaded[j].model,
-            range,
-            trained_norms: loaded[j].trained_norms,
-        })
-        .collect();
-    assemble::check(&parts, matches!(spec.layers, Layers::Flags { .. }))?;
-    warnings.extend(assemble::warnings(&parts, &norms));
-    drop(parts);
-    let unknown: Vec<String> = loaded
-        .iter()
-        .filter(|l| l.trained_norms.is_none())
-        .map(|l| format!("{} (`{}`)", l.label, l.ckpt.name()))
-        .collect();
-    if !unknown.is_empty() {
-        warnings.push(format!(
-            "the training norms of {} are unknown (seed-format files whose metadata does not record them): their own losses use the stack's norm_wte {} and norm_lm_head {}; give --part-norms NORM_WTE/NORM_LM_HEAD if they were trained with others",
-            unknown.join(", "),
-            norms.norm_wte,
-            norms.norm_lm_head
-        ));
-    }
-
-    Ok(Prepared {
-        spec,
-        norms,
-        loaded,
-        part_of,
-        ranges,
-        depths,
-        names,
-        warnings,
-    })
+    Ok((loaded, part_of, warnings))
 }
 
 /// Loads one model of the stack as it scores its own loss: a checkpoint with the norms it

@@ -144,7 +144,7 @@ pub fn run(opts: LabOptions) -> Result<()> {
     runs.tick();
     let (tx, rx) = mpsc::unbounded_channel();
     let waker = jobs::Waker::new(tx.clone());
-    let exe = runs.exe.clone();
+    let exe = runs.trainings.exe.clone();
     let device_name = crate::device::name(device);
     let checkpoints = CheckpointsPane::new(&root, waker.clone());
     let builder = BuilderPane::new(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use super::{output_log, Confirm, LogSource, Overlay, RunsPane, Spawned, LOG_CAP};
+use super::{output_log, Confirm, LogSource, Overlay, RunsPane, LOG_CAP};
 use crate::runs::process;
 use crate::runs::queue::{QueuedRun, Request};
 use crate::runs::registry::Phase;
@@ -14,24 +14,10 @@ impl RunsPane {
     /// Checks the run folders, the queue and the children; starts queued runs that have a
     /// slot. Returns whether anything shown changed.
     pub fn tick(&mut self) -> bool {
-        let mut changed = self.reap();
-        changed |= self.registry.refresh();
-        let queued = self.queue.list();
-        if queued
-            .iter()
-            .map(|q| &q.name)
-            .ne(self.queued.iter().map(|q| &q.name))
-        {
-            changed = true;
+        let (mut changed, news) = self.trainings.tick(self.lab.max_concurrent_runs);
+        if let Some(n) = news.into_iter().last() {
+            self.message = Some(n);
         }
-        self.queued = queued;
-        let elsewhere: Vec<String> = crate::runs::launch::starting(&self.root)
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        changed |= elsewhere != self.started_elsewhere;
-        self.started_elsewhere = elsewhere;
-        changed |= self.start_ready();
         changed |= self.sync_log();
         // Ages and the ETA move while something runs: redraw once a second then.
         let second = self
@@ -46,73 +32,6 @@ impl RunsPane {
         self.last_second = second;
         if changed {
             self.rebuild_order();
-        }
-        changed
-    }
-
-    /// Waits for children that ended, so none is left a zombie.
-    fn reap(&mut self) -> bool {
-        let mut changed = false;
-        let mut i = 0;
-        while i < self.children.len() {
-            match self.children[i].child.try_wait() {
-                Ok(None) => i += 1,
-                Ok(Some(status)) => {
-                    let c = self.children.remove(i);
-                    changed = true;
-                    let has_status = self
-                        .registry
-                        .get(&c.name)
-                        .is_some_and(|e| e.status.is_some());
-                    if !status.success() && status.code() != Some(130) && !has_status {
-                        let out = std::fs::read_to_string(output_log(&self.root, &c.name))
-                            .unwrap_or_default();
-                        let last = out
-                            .lines()
-                            .rev()
-                            .find(|l| !l.trim().is_empty())
-                            .unwrap_or("no output");
-                        self.message = Some((format!("{} did not start: {last}", c.name), true));
-                    }
-                    tracing::info!(run = %c.name, %status, "training process ended");
-                }
-                Err(_) => {
-                    self.children.remove(i);
-                }
-            }
-        }
-        changed
-    }
-
-    /// Starts the queued requests that fit, deciding under the queue's lock with every
-    /// other lab and ending training (see `runs::launch::start_ready`).
-    fn start_ready(&mut self) -> bool {
-        // A claim left by a taker that died is put back by the look below.
-        if self.queued.is_empty() && self.queue.claimed().is_empty() {
-            return false;
-        }
-        let started = crate::runs::launch::start_ready(
-            &self.root,
-            &self.exe,
-            self.lab.max_concurrent_runs,
-            None,
-        );
-        let changed = !started.is_empty();
-        for (q, child) in started {
-            self.queued.retain(|x| x.name != q.name);
-            match child {
-                Ok(child) => {
-                    let args = q.train_args(&self.root);
-                    tracing::info!(run = %q.name, pid = child.id(), ?args, "started a training");
-                    self.message =
-                        Some((format!("started {} (pid {})", q.name, child.id()), false));
-                    self.children.push(Spawned {
-                        name: q.name.clone(),
-                        child,
-                    });
-                }
-                Err(e) => self.message = Some((format!("cannot start {}: {e:#}", q.name), true)),
-            }
         }
         changed
     }
@@ -151,7 +70,7 @@ impl RunsPane {
             );
         }
         let q = QueuedRun::new(name, &self.device, Request::Resume);
-        match self.queue.push(&q) {
+        match self.trainings.queue.push(&q) {
             Ok(_) => self.notify(format!("{name}: resume queued"), false),
             Err(e) => self.notify(format!("{e:#}"), true),
         }
@@ -161,7 +80,8 @@ impl RunsPane {
     /// " (pid N)" for a run whose training process is known (its lock's holder or its
     /// status), else nothing.
     fn pid_note(&self, name: &str) -> String {
-        self.registry
+        self.trainings
+            .registry
             .get(name)
             .and_then(|e| e.training())
             .map(|(pid, _)| format!(" (pid {pid})"))
@@ -171,6 +91,7 @@ impl RunsPane {
     /// Signals a run's training: by its status (pid and start time), or our child's pid.
     fn signal(&mut self, name: &str, sig: i32) -> anyhow::Result<()> {
         if let Some(e) = self
+            .trainings
             .registry
             .get(name)
             .filter(|e| e.phase() == Phase::Running)
@@ -180,6 +101,7 @@ impl RunsPane {
         // Our child that has not written its status yet: its pid cannot be reused before
         // we reap it.
         let c = self
+            .trainings
             .child(name)
             .ok_or_else(|| anyhow::anyhow!("{name} is not running"))?;
         process::signal_training(c.child.id(), None, sig)
@@ -222,7 +144,7 @@ impl RunsPane {
                 }
                 self.pinned.retain(|p| p != &n);
             }
-            Confirm::Cancel(n) => match self.queue.remove(&n) {
+            Confirm::Cancel(n) => match self.trainings.queue.remove(&n) {
                 Ok(()) => self.notify(format!("{n}: taken off the queue"), false),
                 Err(e) => self.notify(format!("{e:#}"), true),
             },

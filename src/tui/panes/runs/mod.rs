@@ -6,10 +6,12 @@
 mod keys;
 mod lifecycle;
 mod new_run;
+mod trainings;
 mod view;
 
+pub use trainings::Trainings;
+
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::SystemTime;
 
 use crossterm::event::KeyEvent;
@@ -18,8 +20,7 @@ use ratatui::widgets::TableState;
 use ratatui::Frame;
 
 use super::Pane;
-use crate::runs::queue::{Queue, QueuedRun};
-use crate::runs::registry::{Phase, Registry, RunEntry};
+use crate::runs::registry::{Phase, RunEntry};
 use crate::tui::action::{Action, Handled};
 use crate::tui::config::{LabConfig, RUN_KEYS};
 use crate::tui::theme::Theme;
@@ -89,26 +90,14 @@ pub enum Overlay {
     New(Form),
 }
 
-struct Spawned {
-    name: String,
-    child: Child,
-}
-
 pub struct RunsPane {
     pub root: PathBuf,
     pub config_dir: PathBuf,
     /// The device new runs train on.
     pub device: String,
-    /// The stacklab binary trainings are started with.
-    pub exe: PathBuf,
     pub lab: LabConfig,
-    pub registry: Registry,
-    queue: Queue,
-    pub queued: Vec<QueuedRun>,
-    children: Vec<Spawned>,
-    /// Trainings started from the queue by another process (an ending training, another
-    /// lab) that have not written their status yet.
-    started_elsewhere: Vec<String>,
+    /// The trainings as processes: registry, queue, children.
+    pub trainings: Trainings,
     /// Visible run names, in list order.
     pub order: Vec<String>,
     pub table: TableState,
@@ -148,13 +137,11 @@ impl RunsPane {
             root: root.to_path_buf(),
             config_dir: config_dir.to_path_buf(),
             device: device.to_string(),
-            exe: crate::jobs::stacklab_exe().unwrap_or_else(|_| PathBuf::from("stacklab")),
             lab,
-            registry: Registry::new(root),
-            queue: Queue::new(root),
-            queued: Vec::new(),
-            children: Vec::new(),
-            started_elsewhere: Vec::new(),
+            trainings: Trainings::new(
+                root,
+                &crate::jobs::stacklab_exe().unwrap_or_else(|_| PathBuf::from("stacklab")),
+            ),
             order: Vec::new(),
             table: TableState::default(),
             selected: None,
@@ -177,35 +164,13 @@ impl RunsPane {
         self.now.unwrap_or_else(SystemTime::now)
     }
 
-    fn child(&self, name: &str) -> Option<&Spawned> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    /// The phase shown for a run: queued, starting (our child, no status of its own yet),
-    /// else what its folder and process say.
+    /// The phase shown for a run (see [`Trainings::phase`]).
     pub fn phase(&self, name: &str) -> Phase {
-        if self.queued.iter().any(|q| q.name == name) {
-            return Phase::Queued;
-        }
-        let child = self.child(name);
-        match (self.registry.get(name), child) {
-            (Some(e), Some(c)) => match &e.status {
-                Some(st) if st.pid == c.child.id() => e.phase(),
-                _ => Phase::Starting,
-            },
-            (Some(e), None)
-                if e.status.is_none() && self.started_elsewhere.iter().any(|n| n == name) =>
-            {
-                Phase::Starting
-            }
-            (Some(e), None) => e.phase(),
-            (None, Some(_)) => Phase::Starting,
-            (None, None) => Phase::Corrupt,
-        }
+        self.trainings.phase(name)
     }
 
     pub fn selected_entry(&self) -> Option<&RunEntry> {
-        self.registry.get(self.selected.as_deref()?)
+        self.trainings.registry.get(self.selected.as_deref()?)
     }
 
     fn notify(&mut self, msg: impl Into<String>, error: bool) {

@@ -11,7 +11,8 @@ impl RunsPane {
         let (first, note) = self.first_config(&configs);
         let mut models = vec!["(config's)".to_string(), "none".to_string()];
         models.extend(
-            self.registry
+            self.trainings
+                .registry
                 .runs
                 .values()
                 .filter(|e| e.checkpoints > 0)
@@ -80,7 +81,8 @@ impl RunsPane {
         let base = format!("{config}-{}", chrono::Local::now().format("%m%d-%H%M%S"));
         let mut name = base.clone();
         let mut i = 2;
-        while self.root.join(&name).exists() || self.queued.iter().any(|q| q.name == name) {
+        while self.root.join(&name).exists() || self.trainings.queued.iter().any(|q| q.name == name)
+        {
             name = format!("{base}-{i}");
             i += 1;
         }
@@ -95,7 +97,7 @@ impl RunsPane {
             return Err(format!("no configs in {}", self.config_dir.display()));
         }
         crate::paths::check_folder_name("run name", &name).map_err(|e| e.to_string())?;
-        if self.root.join(&name).exists() || self.queued.iter().any(|q| q.name == name) {
+        if self.root.join(&name).exists() || self.trainings.queued.iter().any(|q| q.name == name) {
             return Err(format!("run `{name}` already exists"));
         }
         let mut sets = Vec::new();
@@ -140,7 +142,10 @@ impl RunsPane {
                 sets,
             },
         );
-        self.queue.push(&q).map_err(|e| format!("{e:#}"))?;
+        self.trainings
+            .queue
+            .push(&q)
+            .map_err(|e| format!("{e:#}"))?;
         Ok(name)
     }
 }

@@ -19,9 +19,9 @@ use crate::tui::widgets::{dialog, form, log_view, loss_chart, progress, run_tabl
 
 impl RunsPane {
     pub fn rebuild_order(&mut self) {
-        let mut names: Vec<String> = self.registry.runs.keys().cloned().collect();
-        let waiting = self.queued.iter().map(|q| &q.name);
-        for n in waiting.chain(self.children.iter().map(|c| &c.name)) {
+        let mut names: Vec<String> = self.trainings.registry.runs.keys().cloned().collect();
+        let waiting = self.trainings.queued.iter().map(|q| &q.name);
+        for n in waiting.chain(self.trainings.children.iter().map(|c| &c.name)) {
             if !names.contains(n) {
                 names.push(n.clone());
             }
@@ -31,10 +31,16 @@ impl RunsPane {
         match self.sort {
             Sort::Name => names.sort(),
             Sort::State => names.sort_by_key(|n| (self.phase(n), n.clone())),
-            Sort::Age => names
-                .sort_by_key(|n| std::cmp::Reverse(self.registry.get(n).and_then(|e| e.updated))),
+            Sort::Age => names.sort_by_key(|n| {
+                std::cmp::Reverse(self.trainings.registry.get(n).and_then(|e| e.updated))
+            }),
             Sort::ValLoss => names.sort_by(|a, b| {
-                let v = |n: &str| self.registry.get(n).and_then(|e| e.last_val_loss());
+                let v = |n: &str| {
+                    self.trainings
+                        .registry
+                        .get(n)
+                        .and_then(|e| e.last_val_loss())
+                };
                 match (v(a), v(b)) {
                     (Some(x), Some(y)) => x.total_cmp(&y),
                     (Some(_), None) => std::cmp::Ordering::Less,
@@ -74,7 +80,7 @@ impl RunsPane {
         self.order
             .iter()
             .map(|n| {
-                let e = self.registry.get(n);
+                let e = self.trainings.registry.get(n);
                 RunRow {
                     name: n.clone(),
                     phase: self.phase(n),
@@ -106,7 +112,7 @@ impl RunsPane {
                 .filter_map(|r| f(r).map(|v| (r.step as f64, v)))
                 .collect::<Vec<_>>()
         };
-        if let Some(e) = self.registry.get(sel) {
+        if let Some(e) = self.trainings.registry.get(sel) {
             out.push(Curve {
                 label: "train".into(),
                 color: theme.run_color(sel),
@@ -133,7 +139,7 @@ impl RunsPane {
             if p == sel {
                 continue;
             }
-            if let Some(e) = self.registry.get(p) {
+            if let Some(e) = self.trainings.registry.get(p) {
                 out.push(Curve {
                     label: p.clone(),
                     color: theme.run_color(p),
@@ -169,7 +175,7 @@ impl RunsPane {
         let Some(name) = self.selected.as_deref() else {
             return vec!["no run selected".into()];
         };
-        if let Some(q) = self.queued.iter().find(|q| q.name == name) {
+        if let Some(q) = self.trainings.queued.iter().find(|q| q.name == name) {
             let what = match &q.request {
                 Request::New { config, sets } => {
                     format!("new run from {config} {}", sets.join(" "))
@@ -185,7 +191,7 @@ impl RunsPane {
                 what,
             ];
         }
-        let Some(e) = self.registry.get(name) else {
+        let Some(e) = self.trainings.registry.get(name) else {
             return vec![format!("{name}: starting")];
         };
         if e.phase() == Phase::Corrupt {
