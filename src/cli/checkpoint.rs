@@ -124,9 +124,7 @@ fn load_for_eval(
 /// what the checkpoint was trained on.
 fn val_data(data: Option<&str>, ckpt: &CheckpointRef) -> Result<(String, Option<i64>)> {
     Ok(match (data, ckpt) {
-        (Some(d), _) if d == "embedded" => {
-            (crate::data::embedded::ensure_prepared()?.val_glob(), None)
-        }
+        (Some("embedded"), _) => (crate::data::embedded::ensure_prepared()?.val_glob(), None),
         (Some(d), _) => (d.to_string(), None),
         (None, CheckpointRef::Native(c)) => {
             let cfg = TrainConfig::from_toml_str(

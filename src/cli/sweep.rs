@@ -99,7 +99,7 @@ fn report(p: &std::path::Path) -> Result<()> {
     }
     print!("{}", crate::sweep::run::write_tables(&csv, &dir)?);
     eprintln!("wrote {}", dir.join(crate::sweep::plan::TABLES).display());
-    return Ok(());
+    Ok(())
 }
 
 /// `--dry-run`: the runs to train and the stacks to evaluate, and an estimated time.
