@@ -390,3 +390,57 @@ fn a_boundary_norm_is_what_arrives_at_the_seam_and_the_stitch_replaces_it() {
         assert!(st.chosen == "lstsq" || st.chosen == "trained");
     }
 }
+
+/// Parent attribution on `A[0,k) + A[k,L)`: the stack is A, so at every point the lens's KL
+/// to either part's own prediction is the lens's KL to the stack's final prediction, and at
+/// the last point the stack follows A exactly (KL 0, every top-1 the same).
+#[test]
+fn a_stack_of_a_model_with_itself_follows_it_exactly_at_the_last_point() {
+    let input = self_split(1);
+    let (mut val, mut train) = loaders();
+    let opts = InspectOptions {
+        tokens: 192,
+        batch: 2,
+        stitch_steps: 0,
+        stitch_lr: 1e-4,
+        hist_bins: 8,
+        device: Device::Cpu,
+    };
+    let r = inspect(
+        &input,
+        &mut val,
+        &mut train,
+        &opts,
+        &mut stacklab::progress::Silent,
+    )
+    .unwrap();
+    for p in &r.points {
+        let models: Vec<&str> = p.attribution.iter().map(|a| a.model.as_str()).collect();
+        assert_eq!(models, ["m1", "m2"], "point {}", p.r);
+        for a in &p.attribution {
+            assert!(
+                (a.kl - p.lens.kl_to_final).abs() < 1e-5,
+                "point {} {}: KL {} vs the lens's KL to the final {}",
+                p.r,
+                a.model,
+                a.kl,
+                p.lens.kl_to_final
+            );
+            assert!((a.top1_agree - p.lens.top1_agree).abs() < 1e-12);
+        }
+    }
+    let last = r.points.last().unwrap();
+    for a in &last.attribution {
+        assert!(a.kl.abs() < 1e-5, "{}: {}", a.model, a.kl);
+        assert_eq!(a.top1_agree, 1.0);
+    }
+    assert!(
+        r.points[0].attribution[0].kl > 0.01,
+        "the embedding is not the prediction"
+    );
+    // A part's own points carry none.
+    assert!(r
+        .parts
+        .iter()
+        .all(|p| p.points.iter().all(|q| q.attribution.is_empty())));
+}

@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::selection::StackSelectionArgs;
+use crate::inspect::attribution::ParentShare;
 use crate::inspect::report::InspectReport;
 use crate::inspect::run::block_list;
 use crate::inspect::stack::{inspect_stack, SeamOptions};
@@ -36,6 +37,15 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// The part whose own prediction the lens is closest to at a point (by KL), as a column.
+fn follows(shares: &[ParentShare]) -> String {
+    shares
+        .iter()
+        .min_by(|a, b| a.kl.total_cmp(&b.kl))
+        .map(|a| format!("  {} ({:.4}, {:.3})", a.model, a.kl, a.top1_agree))
+        .unwrap_or_default()
+}
+
 fn text(r: &InspectReport) -> String {
     let mut s = String::new();
     s.push_str(&format!(
@@ -55,7 +65,7 @@ fn text(r: &InspectReport) -> String {
             p.model, p.val_loss, p.path, p.range[0], p.range[1], p.norm_wte, p.norm_lm_head
         ));
     }
-    s.push_str("\npoint  block    rms p50   p05..p95         update  lens loss  KL       top1   p(input)\n");
+    s.push_str("\npoint  block    rms p50   p05..p95         update  lens loss  KL       top1   p(input)  follows (KL, top1)\n");
     for p in &r.points {
         let block = p
             .block
@@ -76,6 +86,9 @@ fn text(r: &InspectReport) -> String {
             p.lens.top1_agree,
             p.lens.p_input_token
         ));
+        s.pop();
+        s.push_str(&follows(&p.attribution));
+        s.push('\n');
         if r.seams.iter().any(|x| x.after_block == p.r) {
             s.push_str("  ---- seam ----\n");
         }

@@ -77,6 +77,7 @@ impl Collected {
                 update_ratio: c.update_ratio(),
                 cos_prev: c.cos_summary(),
                 lens: self.lens[r].summary(),
+                attribution: Vec::new(),
             })
             .collect()
     }

@@ -2,6 +2,7 @@
 //! bins), the logit lens, linear CKA (biased and debiased), stitching, and the seed's latent
 //! metrics. The README's "Inspect" section states every definition.
 
+pub mod attribution;
 pub mod cka;
 mod collect;
 pub mod input;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::attribution::ParentShare;
 use super::lens::LensSummary;
 use super::norms::{CosSummary, Percentiles};
 
@@ -32,6 +33,10 @@ pub struct PointReport {
     pub update_ratio: Option<f64>,
     pub cos_prev: Option<CosSummary>,
     pub lens: LensSummary,
+    /// At a stack's points: which part's own prediction the lens follows (one entry per
+    /// part, in order). Empty at a part's own points.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attribution: Vec<ParentShare>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

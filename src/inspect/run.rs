@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tch::Tensor;
 
+use super::attribution::{self, Attribution, PartFinal};
 use super::collect::{read_batches, read_sequences, rows_without_pos0, Collected};
 use super::input::{InspectInput, InspectOptions};
 use super::latent::latent;
@@ -94,6 +95,8 @@ struct Passes {
     stack: Collected,
     parts: Vec<Collected>,
     received: Vec<Vec<Tensor>>,
+    /// Per stack point, how close its lens is to each part's own prediction.
+    attribution: Vec<Attribution>,
 }
 
 fn run_probe(
@@ -111,6 +114,7 @@ fn run_probe(
         .map(|p| Collected::new(p.model.blocks.len() + 1))
         .collect();
     let mut received: Vec<Vec<Tensor>> = (0..seams.len()).map(|_| Vec::new()).collect();
+    let mut attribution = vec![Attribution::default(); stack.blocks.len() + 1];
     let total: i64 = probe.iter().map(|(x, _)| x.numel() as i64).sum();
     let mut done = 0;
     tch::no_grad(|| {
@@ -121,9 +125,29 @@ fn run_probe(
                 let r = apply_norm(&pts[after], stack.blocks[after].pre_norm);
                 received[s].push(rows_without_pos0(&r));
             }
-            for (p, c) in input.parts.iter().zip(parts.iter_mut()) {
-                c.add(&p.model, &x, &y, true);
-            }
+            let own: Vec<Tensor> = input
+                .parts
+                .iter()
+                .zip(parts.iter_mut())
+                .map(|(p, c)| c.add(&p.model, &x, &y, true).pop().expect("a final point"))
+                .collect();
+            let finals: Vec<PartFinal> = input
+                .parts
+                .iter()
+                .zip(&own)
+                .map(|(p, r)| PartFinal {
+                    residual: r,
+                    wte: &p.model.wte,
+                    norm_lm_head: p.model.cfg.norm_lm_head,
+                })
+                .collect();
+            attribution::add_batch(
+                &mut attribution,
+                &pts,
+                &stack.wte,
+                stack.cfg.norm_lm_head,
+                &finals,
+            );
             done += x.numel() as i64;
             progress.update("probe", done, total);
         }
@@ -133,6 +157,7 @@ fn run_probe(
         stack: st,
         parts,
         received,
+        attribution,
     }
 }
 
@@ -208,7 +233,11 @@ pub fn inspect(
         .chain(passes.parts.iter().flat_map(|c| c.points.iter()))
         .flat_map(|c| c.rms.iter());
     let edges = norms::log_edges(all_rms, opts.hist_bins);
-    let points = passes.stack.report(&labels, &edges);
+    let mut points = passes.stack.report(&labels, &edges);
+    let part_labels: Vec<String> = input.parts.iter().map(|p| p.label.clone()).collect();
+    for (p, a) in points.iter_mut().zip(&passes.attribution) {
+        p.attribution = a.shares(&part_labels);
+    }
     let val_loss_stack = points[ls].lens.loss;
     let part_reports = part_reports(input, &passes.parts, &edges);
 
