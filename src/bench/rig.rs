@@ -80,8 +80,8 @@ impl Rig<'_> {
         RunSetup {
             config: opts.config_name.clone(),
             device: crate::device::describe(self.device),
-            cpu_wait_policy: crate::model::cpu::omp_wait_policy(),
-            cpu_malloc: crate::model::cpu::malloc_policy().to_string(),
+            cpu_wait_policy: crate::device::cpu::omp_wait_policy(),
+            cpu_malloc: crate::device::cpu::malloc_policy().to_string(),
             compute: format!("{:?}", self.compute),
             batch: self.b,
         }

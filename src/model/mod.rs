@@ -1,7 +1,6 @@
 //! The seed's GPT: tied embedding/lm-head `W`, rotary attention, pre-RMSNorm blocks with the
 //! `1/sqrt(2·n_layer)` attention scale, exact-GELU MLP, no biases, optional outer norms.
 
-pub mod cpu;
 pub mod gpt;
 pub mod loss;
 pub mod norm;
