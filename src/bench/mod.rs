@@ -23,8 +23,8 @@ mod rig;
 
 pub use parts::{Part, PartTiming, PartsReport};
 pub use report::{print, print_parts};
-pub use rig::{ModelShape, RunSetup};
 use rig::Rig;
+pub use rig::{ModelShape, RunSetup};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -241,8 +241,17 @@ struct StepTimes {
 /// Runs the warm-up steps, then times `opts.steps` steps (memory sampled after each phase).
 fn time_steps(rig: &mut Rig, opts: &BenchOptions) -> StepTimes {
     let (device, compute, accum) = (rig.device, rig.compute, opts.accum);
-    let mut step =
-        || training_step(&rig.model, &mut rig.opt, &rig.x, &rig.y, compute, accum, device);
+    let mut step = || {
+        training_step(
+            &rig.model,
+            &mut rig.opt,
+            &rig.x,
+            &rig.y,
+            compute,
+            accum,
+            device,
+        )
+    };
     let mut last = f64::NAN;
     for _ in 0..opts.warmup {
         last = step().2.double_value(&[]);

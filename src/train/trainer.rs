@@ -16,10 +16,10 @@ use anyhow::{bail, Result};
 
 use super::checkpointing::checkpoint_if_finite;
 use super::faults::{self, PanicHook, Stage};
+use super::lr_factor;
 use super::reporter::{say, Reporter};
 use super::setup::{new_run, resume_run, State, TrainOptions};
 use super::step::{apply_optimizers, forward_backward_step, prefetch_steps};
-use super::lr_factor;
 use crate::data::prefetch::StepData;
 use crate::eval::evaluate;
 use crate::runs::checkpoint::ValPoint;

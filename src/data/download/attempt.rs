@@ -126,13 +126,20 @@ impl Answer {
 
     /// What the answer means: the offset the body's bytes start at in the part and the
     /// file's whole size when known, or `None` when the part was complete already.
-    fn start(&self, job: &Job, part: &Path, resume: &Resume) -> Attempt<Option<(u64, Option<u64>)>> {
+    fn start(
+        &self,
+        job: &Job,
+        part: &Path,
+        resume: &Resume,
+    ) -> Attempt<Option<(u64, Option<u64>)>> {
         let have = resume.have;
         match self.status {
             // The whole file: a fresh start, a server without ranges, or (to an If-Range
             // request) a file that changed since the part began.
             200 => Ok(Some((0, self.length))),
-            206 => self.continued(job, part, resume).map(|total| Some((have, total))),
+            206 => self
+                .continued(job, part, resume)
+                .map(|total| Some((have, total))),
             416 => {
                 if self.range.and_then(|(_, t)| t) == Some(have) {
                     return Ok(None);

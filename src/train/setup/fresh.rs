@@ -35,7 +35,13 @@ pub(super) fn initial_model(cfg: &mut TrainConfig, device: Device) -> Result<Ini
     let from_model = if cfg.from_model.is_empty() {
         None
     } else {
-        Some(take_from_model(cfg, &mut model, init_from.is_some(), device, &mut notes)?)
+        Some(take_from_model(
+            cfg,
+            &mut model,
+            init_from.is_some(),
+            device,
+            &mut notes,
+        )?)
     };
     model.cfg = cfg.model.clone();
     Ok(Initial {

@@ -245,7 +245,8 @@ fn read_json_line(
     if n == 0 {
         return Ok(None);
     }
-    let text = std::str::from_utf8(&raw).map_err(|_| anyhow::anyhow!("{name}:{l}: not UTF-8 text"))?;
+    let text =
+        std::str::from_utf8(&raw).map_err(|_| anyhow::anyhow!("{name}:{l}: not UTF-8 text"))?;
     if text.trim().is_empty() {
         return Ok(Some(None));
     }
