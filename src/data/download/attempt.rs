@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::anyhow;
 
-use super::fetch::{not_a_shard, promised_size, read_part_header, Job, Progress};
 use super::http::{content_range, describe, fatal, retry_after, transient, Failure};
+use super::job::{not_a_shard, promised_size, read_part_header, Job, Progress};
 use super::part::PartOrigin;
 use crate::data::shard::HEADER_BYTES;
 

@@ -6,6 +6,7 @@
 mod attempt;
 pub mod fetch;
 pub mod http;
+mod job;
 pub mod part;
 
 use std::io::IsTerminal;
