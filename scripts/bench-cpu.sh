@@ -41,7 +41,7 @@ ref=("$py" "$root/scripts/reference_gpt.py" --device cpu --fp32 --layers "$layer
 lab=("$bin" bench --config tiny --device cpu --json --batch "$batch" --steps "$steps" --warmup "$warmup"
   --set "model.n_layer=$layers" --set "model.n_embd=$width" --set "model.n_head=$heads"
   --set "model.vocab_size=$vocab" --set "model.seq_len=$seq")
-# stacklab's runtime settings (src/model/cpu.rs), given to PyTorch through the environment.
+# stacklab's runtime settings (src/device/cpu.rs), given to PyTorch through the environment.
 rt=(env GOMP_SPINCOUNT=10000
   GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483647)
 

@@ -19,32 +19,23 @@ use crate::train::{apply_optimizers, muon_kind, AdamW, Muon};
 
 pub mod parts;
 pub mod report;
+mod rig;
 
 pub use parts::{Part, PartTiming, PartsReport};
 pub use report::{print, print_parts};
+use rig::Rig;
+pub use rig::{ModelShape, RunSetup};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    pub config: String,
-    pub device: String,
-    /// How libtorch's CPU threads wait ([`crate::model::cpu`]).
-    pub cpu_wait_policy: String,
-    /// How freed CPU memory is kept ([`crate::model::cpu`]).
-    pub cpu_malloc: String,
-    pub compute: String,
-    /// Sequences per micro-batch.
-    pub batch: i64,
+    #[serde(flatten)]
+    pub setup: RunSetup,
     /// Micro-batches (forward + backward) per timed step, before its one optimizer step.
     pub accum: i64,
     /// What a timed step is, in words.
     pub timed: String,
-    pub seq_len: i64,
-    pub n_layer: i64,
-    pub n_embd: i64,
-    pub vocab_size: i64,
-    pub parameters: i64,
-    pub warmup_steps: i64,
-    pub steps: i64,
+    #[serde(flatten)]
+    pub shape: ModelShape,
     pub step_ms: f64,
     /// Forward and backward of all the step's micro-batches.
     pub micro_batches_ms: f64,
@@ -207,46 +198,90 @@ fn training_step(
 
 /// Times full training steps (what `bench` does without `--part`).
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
-    let cfg = &opts.config;
-    let device = opts.device;
-    let b = opts.checked_batch()?;
-    let t = cfg.model.seq_len;
-    let compute = Compute::for_training(device, cfg.precision);
-    let mut model = Gpt::new(&cfg.model, cfg.seed, device);
-    model.set_trainable(true);
-    let mut opt = Optimizers::new(cfg, &model, compute);
-    let (x, y) = synthetic_batch(cfg.model.vocab_size, b, t, device);
-    let mut memory = Memory::new(device);
-    let accum = opts.accum;
+    let mut rig = Rig::new(opts)?;
+    let (b, t, accum) = (rig.b, rig.t, opts.accum);
+    let steps = time_steps(&mut rig, opts);
+    let secs = steps.micro_s + steps.opt_s;
+    let shape = rig.shape(opts);
+    let fpt = flops_per_token(shape.parameters, shape.n_layer, shape.n_embd, t);
+    let tok_s = (accum * b * t) as f64 / secs;
+    let tflops = fpt * tok_s / 1e12;
+    let (peak, source) = peak_tflops(rig.device);
+    Ok(BenchReport {
+        setup: rig.setup(opts),
+        accum,
+        timed: format!(
+            "{accum} micro-batch{} of {b} x {t} tokens (forward + backward) and 1 optimizer step",
+            if accum == 1 { "" } else { "es" }
+        ),
+        shape,
+        step_ms: secs * 1e3,
+        micro_batches_ms: steps.micro_s * 1e3,
+        optimizer_ms: steps.opt_s * 1e3,
+        optimizer_share: steps.opt_s / secs,
+        tokens_per_s: tok_s,
+        flops_per_token: fpt,
+        model_tflops: tflops,
+        mfu: peak.map(|p| tflops / p),
+        peak_tflops: peak,
+        peak_source: source,
+        memory: rig.memory.report(),
+        final_loss: steps.last_loss,
+    })
+}
+
+/// The mean seconds of a step's micro-batches and of its optimizer step, and the loss
+/// the last step ended with.
+struct StepTimes {
+    micro_s: f64,
+    opt_s: f64,
+    last_loss: f64,
+}
+
+/// Runs the warm-up steps, then times `opts.steps` steps (memory sampled after each phase).
+fn time_steps(rig: &mut Rig, opts: &BenchOptions) -> StepTimes {
+    let (device, compute, accum) = (rig.device, rig.compute, opts.accum);
+    let mut step = || {
+        training_step(
+            &rig.model,
+            &mut rig.opt,
+            &rig.x,
+            &rig.y,
+            compute,
+            accum,
+            device,
+        )
+    };
     let mut last = f64::NAN;
     for _ in 0..opts.warmup {
-        last = training_step(&model, &mut opt, &x, &y, compute, accum, device)
-            .2
-            .double_value(&[]);
+        last = step().2.double_value(&[]);
     }
     crate::device::synchronize(device);
-    memory.sample();
+    rig.memory.sample();
     let (mut micro_s, mut opt_s) = (0.0, 0.0);
     let mut loss = None;
     for _ in 0..opts.steps {
         // The loss is read only at the end; the device is synchronised between the
         // micro-batches and the optimizer step so each part's time is its own.
-        let (m, o, l) = training_step(&model, &mut opt, &x, &y, compute, accum, device);
+        let (m, o, l) = step();
         micro_s += m;
         opt_s += o;
         loss = Some(l);
     }
-    let (micro_s, opt_s) = (micro_s / opts.steps as f64, opt_s / opts.steps as f64);
-    let secs = micro_s + opt_s;
     if let Some(l) = loss {
         last = l.double_value(&[]);
     }
-    memory.sample();
-    let params = model.num_parameters();
-    let fpt = flops_per_token(params, cfg.model.n_layer, cfg.model.n_embd, t);
-    let tok_s = (accum * b * t) as f64 / secs;
-    let tflops = fpt * tok_s / 1e12;
-    let (peak, source) = match device {
+    rig.memory.sample();
+    StepTimes {
+        micro_s: micro_s / opts.steps as f64,
+        opt_s: opt_s / opts.steps as f64,
+        last_loss: last,
+    }
+}
+
+/// The device's bf16 peak in TFLOP/s and where that figure comes from, when known.
+fn peak_tflops(device: Device) -> (Option<f64>, Option<String>) {
+    match device {
         Device::Cuda(i) => match crate::device::nvml::gpu(i)
             .and_then(|g| crate::device::bf16_peak_tflops(&g.name))
         {
@@ -254,37 +289,5 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
             None => (None, None),
         },
         _ => (None, None),
-    };
-    Ok(BenchReport {
-        config: opts.config_name.clone(),
-        device: crate::device::describe(device),
-        cpu_wait_policy: crate::model::cpu::omp_wait_policy(),
-        cpu_malloc: crate::model::cpu::malloc_policy().to_string(),
-        compute: format!("{compute:?}"),
-        batch: b,
-        accum,
-        timed: format!(
-            "{accum} micro-batch{} of {b} x {t} tokens (forward + backward) and 1 optimizer step",
-            if accum == 1 { "" } else { "es" }
-        ),
-        seq_len: t,
-        n_layer: cfg.model.n_layer,
-        n_embd: cfg.model.n_embd,
-        vocab_size: cfg.model.vocab_size,
-        parameters: params,
-        warmup_steps: opts.warmup,
-        steps: opts.steps,
-        step_ms: secs * 1e3,
-        micro_batches_ms: micro_s * 1e3,
-        optimizer_ms: opt_s * 1e3,
-        optimizer_share: opt_s / secs,
-        tokens_per_s: tok_s,
-        flops_per_token: fpt,
-        model_tflops: tflops,
-        mfu: peak.map(|p| tflops / p),
-        peak_tflops: peak,
-        peak_source: source,
-        memory: memory.report(),
-        final_loss: last,
-    })
+    }
 }

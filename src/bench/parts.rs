@@ -21,7 +21,8 @@ use anyhow::Result;
 use serde::Serialize;
 use tch::{Device, Tensor};
 
-use super::{synthetic_batch, BenchOptions, Memory, MemoryFigures, Optimizers};
+use super::rig::{ModelShape, Rig, RunSetup};
+use super::{BenchOptions, MemoryFigures};
 use crate::model::loss::backward_from;
 use crate::model::{Compute, Gpt};
 use crate::stack::{assemble, BlockRange, PartView, StackNorms};
@@ -71,22 +72,10 @@ pub struct PartTiming {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartsReport {
-    pub config: String,
-    pub device: String,
-    /// How libtorch's CPU threads wait ([`crate::model::cpu`]).
-    pub cpu_wait_policy: String,
-    /// How freed CPU memory is kept ([`crate::model::cpu`]).
-    pub cpu_malloc: String,
-    /// The training numerics (`forward`, `backward`, `muon`); evaluation is always fp32.
-    pub compute: String,
-    pub batch: i64,
-    pub seq_len: i64,
-    pub n_layer: i64,
-    pub n_embd: i64,
-    pub vocab_size: i64,
-    pub parameters: i64,
-    pub warmup_steps: i64,
-    pub steps: i64,
+    #[serde(flatten)]
+    pub setup: RunSetup,
+    #[serde(flatten)]
+    pub shape: ModelShape,
     pub parts: Vec<PartTiming>,
     #[serde(flatten)]
     pub memory: MemoryFigures,
@@ -120,17 +109,7 @@ fn zero_grads(model: &Gpt) {
 
 /// Times each of `opts.parts` (in the order given, each once).
 pub fn run(opts: &BenchOptions) -> Result<PartsReport> {
-    let cfg = &opts.config;
-    let device = opts.device;
-    let b = opts.checked_batch()?;
-    let t = cfg.model.seq_len;
-    let tokens = b * t;
-    let compute = Compute::for_training(device, cfg.precision);
-    let mut model = Gpt::new(&cfg.model, cfg.seed, device);
-    model.set_trainable(true);
-    let mut opt = Optimizers::new(cfg, &model, compute);
-    let (x, y) = synthetic_batch(cfg.model.vocab_size, b, t, device);
-    let mut memory = Memory::new(device);
+    let mut rig = Rig::new(opts)?;
     let (warmup, steps) = (opts.warmup, opts.steps);
     let mut out = Vec::new();
     let mut seen = Vec::new();
@@ -140,137 +119,145 @@ pub fn run(opts: &BenchOptions) -> Result<PartsReport> {
         }
         seen.push(part);
         let timing = match part {
-            Part::Forward | Part::Backward => {
-                // Each call is a forward then a backward; only the named half is timed.
-                let want_forward = part == Part::Forward;
-                let run_one = || {
-                    crate::device::synchronize(device);
-                    let start = Instant::now();
-                    let hidden = model.hidden(&x, compute);
-                    let l = model.lm_loss(&hidden, &y, compute, true);
-                    crate::device::synchronize(device);
-                    let forward_s = start.elapsed().as_secs_f64();
-                    let start = Instant::now();
-                    backward_from(&model.wte, &[(&hidden, &l)]);
-                    crate::device::synchronize(device);
-                    let backward_s = start.elapsed().as_secs_f64();
-                    zero_grads(&model);
-                    (if want_forward { forward_s } else { backward_s }, l.loss)
-                };
-                for _ in 0..warmup {
-                    let _ = run_one();
-                }
-                let mut total = 0.0;
-                let mut loss = None;
-                for _ in 0..steps {
-                    let (s, l) = run_one();
-                    total += s;
-                    loss = Some(l);
-                }
-                let ms = total / steps as f64 * 1e3;
-                let what = if want_forward {
-                    "blocks with the autograd graph, then the chunked loss head (loss, d hidden, d W)"
-                } else {
-                    "autograd backward through the blocks and the embedding"
-                };
-                PartTiming {
-                    part,
-                    timed: format!("{what}, {b} x {t} tokens"),
-                    ms,
-                    tokens,
-                    tokens_per_s: Some(tokens as f64 / (ms / 1e3)),
-                    loss: loss.map(|l| l.double_value(&[])),
-                }
-            }
-            Part::Muon | Part::Adamw => {
-                zero_grads(&model);
-                let _ = model.forward_backward(&x, &y, compute);
-                let params = model.block_matrices();
-                let (s, ()) = timed(warmup, steps, device, || match part {
-                    Part::Muon => opt.muon.step(&params, 1.0),
-                    _ => opt.adamw.step(&model.wte, 1.0),
-                });
-                zero_grads(&model);
-                let timed = match part {
-                    Part::Muon => format!(
-                        "one Muon step on {} block matrices (Newton-Schulz in {:?})",
-                        params.len(),
-                        opt.muon.ns_kind
-                    ),
-                    _ => "one AdamW step on W".to_string(),
-                };
-                PartTiming {
-                    part,
-                    timed,
-                    ms: s * 1e3,
-                    tokens: 0,
-                    tokens_per_s: None,
-                    loss: None,
-                }
-            }
-            Part::Head => {
-                // The blocks' output once, then the head on it, as training runs it.
-                let hidden = tch::no_grad(|| model.hidden(&x, compute));
-                let (s, loss) = timed(warmup, steps, device, || {
-                    model.lm_loss(&hidden, &y, compute, true).loss
-                });
-                PartTiming {
-                    part,
-                    timed: format!(
-                        "the chunked loss head: logits, loss, d hidden and d W (vocab {}), {b} x {t} tokens",
-                        cfg.model.vocab_size
-                    ),
-                    ms: s * 1e3,
-                    tokens,
-                    tokens_per_s: Some(tokens as f64 / s),
-                    loss: Some(loss.double_value(&[])),
-                }
-            }
-            Part::Eval | Part::StackEval => {
-                let (s, loss) = if part == Part::Eval {
-                    timed(warmup, steps, device, || eval_batch(&model, &x, &y))
-                } else {
-                    let second = Gpt::new(&cfg.model, cfg.seed + 1, device);
-                    let stack = two_model_stack(&model, &second, t)?;
-                    timed(warmup, steps, device, || eval_batch(&stack, &x, &y))
-                };
-                let what = if part == Part::Eval {
-                    format!("evaluation forward (no grad, fp32, loss read back), {b} x {t} tokens")
-                } else {
-                    format!(
-                        "evaluation forward of a stack of two {}-block models, {b} x {t} tokens",
-                        cfg.model.n_layer
-                    )
-                };
-                PartTiming {
-                    part,
-                    timed: what,
-                    ms: s * 1e3,
-                    tokens,
-                    tokens_per_s: Some(tokens as f64 / s),
-                    loss: Some(loss),
-                }
-            }
+            Part::Forward | Part::Backward => time_half_step(&rig, part, warmup, steps),
+            Part::Muon | Part::Adamw => time_optimizer(&mut rig, part, warmup, steps),
+            Part::Head => time_head(&rig, warmup, steps),
+            Part::Eval | Part::StackEval => time_eval(&rig, part, warmup, steps)?,
         };
-        memory.sample();
+        rig.memory.sample();
         out.push(timing);
     }
     Ok(PartsReport {
-        config: opts.config_name.clone(),
-        device: crate::device::describe(device),
-        cpu_wait_policy: crate::model::cpu::omp_wait_policy(),
-        cpu_malloc: crate::model::cpu::malloc_policy().to_string(),
-        compute: format!("{compute:?}"),
-        batch: b,
-        seq_len: t,
-        n_layer: cfg.model.n_layer,
-        n_embd: cfg.model.n_embd,
-        vocab_size: cfg.model.vocab_size,
-        parameters: model.num_parameters(),
-        warmup_steps: warmup,
-        steps,
+        setup: rig.setup(opts),
+        shape: rig.shape(opts),
         parts: out,
-        memory: memory.report(),
+        memory: rig.memory.report(),
+    })
+}
+
+/// `forward` or `backward`: each call is a forward then a backward; only the named half
+/// is timed.
+fn time_half_step(rig: &Rig, part: Part, warmup: i64, steps: i64) -> PartTiming {
+    let (model, device, compute) = (&rig.model, rig.device, rig.compute);
+    let (b, t) = (rig.b, rig.t);
+    let tokens = b * t;
+    let want_forward = part == Part::Forward;
+    let run_one = || {
+        crate::device::synchronize(device);
+        let start = Instant::now();
+        let hidden = model.hidden(&rig.x, compute);
+        let l = model.lm_loss(&hidden, &rig.y, compute, true);
+        crate::device::synchronize(device);
+        let forward_s = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        backward_from(&model.wte, &[(&hidden, &l)]);
+        crate::device::synchronize(device);
+        let backward_s = start.elapsed().as_secs_f64();
+        zero_grads(model);
+        (if want_forward { forward_s } else { backward_s }, l.loss)
+    };
+    for _ in 0..warmup {
+        let _ = run_one();
+    }
+    let mut total = 0.0;
+    let mut loss = None;
+    for _ in 0..steps {
+        let (s, l) = run_one();
+        total += s;
+        loss = Some(l);
+    }
+    let ms = total / steps as f64 * 1e3;
+    let what = if want_forward {
+        "blocks with the autograd graph, then the chunked loss head (loss, d hidden, d W)"
+    } else {
+        "autograd backward through the blocks and the embedding"
+    };
+    PartTiming {
+        part,
+        timed: format!("{what}, {b} x {t} tokens"),
+        ms,
+        tokens,
+        tokens_per_s: Some(tokens as f64 / (ms / 1e3)),
+        loss: loss.map(|l| l.double_value(&[])),
+    }
+}
+
+/// `muon` or `adamw`: one optimizer step on the gradients of one micro-batch.
+fn time_optimizer(rig: &mut Rig, part: Part, warmup: i64, steps: i64) -> PartTiming {
+    let model = &rig.model;
+    let opt = &mut rig.opt;
+    zero_grads(model);
+    let _ = model.forward_backward(&rig.x, &rig.y, rig.compute);
+    let params = model.block_matrices();
+    let (s, ()) = timed(warmup, steps, rig.device, || match part {
+        Part::Muon => opt.muon.step(&params, 1.0),
+        _ => opt.adamw.step(&model.wte, 1.0),
+    });
+    zero_grads(model);
+    let timed = match part {
+        Part::Muon => format!(
+            "one Muon step on {} block matrices (Newton-Schulz in {:?})",
+            params.len(),
+            opt.muon.ns_kind
+        ),
+        _ => "one AdamW step on W".to_string(),
+    };
+    PartTiming {
+        part,
+        timed,
+        ms: s * 1e3,
+        tokens: 0,
+        tokens_per_s: None,
+        loss: None,
+    }
+}
+
+/// `head`: the blocks' output once, then the head on it, as training runs it.
+fn time_head(rig: &Rig, warmup: i64, steps: i64) -> PartTiming {
+    let (model, compute, b, t) = (&rig.model, rig.compute, rig.b, rig.t);
+    let hidden = tch::no_grad(|| model.hidden(&rig.x, compute));
+    let (s, loss) = timed(warmup, steps, rig.device, || {
+        model.lm_loss(&hidden, &rig.y, compute, true).loss
+    });
+    PartTiming {
+        part: Part::Head,
+        timed: format!(
+            "the chunked loss head: logits, loss, d hidden and d W (vocab {}), {b} x {t} tokens",
+            rig.cfg.model.vocab_size
+        ),
+        ms: s * 1e3,
+        tokens: b * t,
+        tokens_per_s: Some((b * t) as f64 / s),
+        loss: Some(loss.double_value(&[])),
+    }
+}
+
+/// `eval` or `stack-eval`: an evaluation batch of the model, or of a two-model stack.
+fn time_eval(rig: &Rig, part: Part, warmup: i64, steps: i64) -> Result<PartTiming> {
+    let (cfg, device, b, t) = (rig.cfg, rig.device, rig.b, rig.t);
+    let (x, y) = (&rig.x, &rig.y);
+    let (s, loss) = if part == Part::Eval {
+        timed(warmup, steps, device, || eval_batch(&rig.model, x, y))
+    } else {
+        let second = Gpt::new(&cfg.model, cfg.seed + 1, device);
+        let stack = two_model_stack(&rig.model, &second, t)?;
+        timed(warmup, steps, device, || eval_batch(&stack, x, y))
+    };
+    let what = if part == Part::Eval {
+        format!("evaluation forward (no grad, fp32, loss read back), {b} x {t} tokens")
+    } else {
+        format!(
+            "evaluation forward of a stack of two {}-block models, {b} x {t} tokens",
+            cfg.model.n_layer
+        )
+    };
+    Ok(PartTiming {
+        part,
+        timed: what,
+        ms: s * 1e3,
+        tokens: b * t,
+        tokens_per_s: Some((b * t) as f64 / s),
+        loss: Some(loss),
     })
 }
 

@@ -1,11 +1,15 @@
 //! The human-readable output of `stacklab bench` (`--json` prints the reports as they are).
 
-use super::{BenchReport, MemoryFigures, PartsReport};
+use super::{BenchReport, MemoryFigures, ModelShape, PartsReport, RunSetup};
 
-fn print_model(config: &str, n_layer: i64, n_embd: i64, vocab: i64, params: i64) {
+fn print_model(setup: &RunSetup, m: &ModelShape) {
     println!(
-        "config        {config} ({n_layer} layers, width {n_embd}, vocab {vocab}, {:.2} M parameters)",
-        params as f64 / 1e6
+        "config        {} ({} layers, width {}, vocab {}, {:.2} M parameters)",
+        setup.config,
+        m.n_layer,
+        m.n_embd,
+        m.vocab_size,
+        m.parameters as f64 / 1e6
     );
 }
 
@@ -20,15 +24,15 @@ fn print_memory(m: &MemoryFigures) {
 }
 
 pub fn print(r: &BenchReport) {
-    print_model(&r.config, r.n_layer, r.n_embd, r.vocab_size, r.parameters);
+    print_model(&r.setup, &r.shape);
     println!(
         "device        {} ({}) | compute {}",
-        r.device, r.cpu_wait_policy, r.compute
+        r.setup.device, r.setup.cpu_wait_policy, r.setup.compute
     );
     println!("timed step    {} (--accum {})", r.timed, r.accum);
     println!(
         "steps         {} timed after {} warm-up",
-        r.steps, r.warmup_steps
+        r.shape.steps, r.shape.warmup_steps
     );
     println!(
         "step          {:.1} ms: micro-batches {:.1} ms, optimizer {:.1} ms ({:.1} % of the step)",
@@ -54,14 +58,14 @@ pub fn print(r: &BenchReport) {
 }
 
 pub fn print_parts(r: &PartsReport) {
-    print_model(&r.config, r.n_layer, r.n_embd, r.vocab_size, r.parameters);
+    print_model(&r.setup, &r.shape);
     println!(
         "device        {} ({}) | training compute {} (evaluation fp32)",
-        r.device, r.cpu_wait_policy, r.compute
+        r.setup.device, r.setup.cpu_wait_policy, r.setup.compute
     );
     println!(
         "batch         {} x {} tokens; each part {} calls timed after {} warm-up",
-        r.batch, r.seq_len, r.steps, r.warmup_steps
+        r.setup.batch, r.shape.seq_len, r.shape.steps, r.shape.warmup_steps
     );
     println!("{:<12} {:>10} {:>12}  timed", "part", "ms/call", "tokens/s");
     for p in &r.parts {

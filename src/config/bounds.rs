@@ -130,6 +130,14 @@ impl ModelConfig {
 impl TrainConfig {
     /// The batch's divisibility and sizes, and the schedule's sums, in exact arithmetic.
     pub(super) fn check_batch_and_schedule(&self, source: &str) -> Result<()> {
+        self.check_batch_division(source)?;
+        let step_tokens = self.check_step_size(source)?;
+        self.check_schedule(source, step_tokens)
+    }
+
+    /// The global batch splits into whole micro-batches for every device and emulated
+    /// rank, and not into more than a step can count.
+    fn check_batch_division(&self, source: &str) -> Result<()> {
         let b = &self.batch;
         let (global, micro, devices, ranks) = (
             b.global_batch as i128,
@@ -175,7 +183,13 @@ impl TrainConfig {
                 ),
             ));
         }
-        let m = &self.model;
+        Ok(())
+    }
+
+    /// A step's tokens and one micro-batch fit; the tokens a step reads.
+    fn check_step_size(&self, source: &str) -> Result<i128> {
+        let (b, m) = (&self.batch, &self.model);
+        let global = b.global_batch as i128;
         let step_tokens = global * m.seq_len as i128;
         if step_tokens > MAX_STEP_TOKENS {
             return Err(err(
@@ -194,6 +208,11 @@ impl TrainConfig {
         if let Some(why) = m.micro_batch_too_big(b.micro_batch) {
             return Err(err(source, "batch.micro_batch", why));
         }
+        Ok(step_tokens)
+    }
+
+    /// Warm-up and warm-down fit in the steps, and the run's token count fits an i64.
+    fn check_schedule(&self, source: &str, step_tokens: i128) -> Result<()> {
         let s = &self.schedule;
         if s.warmdown > s.steps {
             return Err(err(

@@ -111,92 +111,101 @@ pub(super) fn check_keys(
     for (k, v) in user {
         let path = join(prefix, k);
         let Some(expected) = schema.get(k) else {
-            let mut paths = Vec::new();
-            all_paths(&self::schema(), "", &mut paths);
-            let siblings: Vec<String> = schema.keys().map(|s| join(prefix, s)).collect();
-            let hint = nearest(&path, siblings.iter())
-                .or_else(|| nearest(&path, paths.iter()))
-                .or_else(|| nearest(k, paths.iter().filter(|p| p.ends_with(&format!(".{k}")))))
-                .or_else(|| {
-                    paths
-                        .iter()
-                        .find(|p| p.ends_with(&format!(".{k}")))
-                        .cloned()
-                });
-            let msg = match hint {
-                Some(h) => format!("unknown key; did you mean `{h}`?"),
-                None => {
-                    let valid: Vec<&str> = schema.keys().map(|s| s.as_str()).collect();
-                    format!("unknown key; valid keys here: {}", valid.join(", "))
-                }
-            };
-            return Err(err(source, &path, msg));
+            return Err(err(source, &path, unknown_key(k, &path, schema, prefix)));
         };
-        match (expected, v) {
-            (toml::Value::Table(s), toml::Value::Table(u)) => check_keys(u, s, &path, source)?,
-            (toml::Value::Table(_), other) => {
-                return Err(err(
-                    source,
-                    &path,
-                    format!(
-                        "expected a table of keys, found {} {}",
-                        type_name(other),
-                        short(other)
-                    ),
-                ))
-            }
-            (toml::Value::Float(_), toml::Value::Integer(_)) => {}
-            (toml::Value::Array(s), toml::Value::Array(u)) => {
-                if u.len() != s.len() {
-                    return Err(err(
-                        source,
-                        &path,
-                        format!(
-                            "expected an array of {} numbers, found {} values",
-                            s.len(),
-                            u.len()
-                        ),
-                    ));
-                }
-                if let Some(bad) = u
-                    .iter()
-                    .find(|x| !matches!(x, toml::Value::Float(_) | toml::Value::Integer(_)))
-                {
-                    return Err(err(
-                        source,
-                        &path,
-                        format!("expected numbers, found {} {}", type_name(bad), short(bad)),
-                    ));
-                }
-            }
-            (e, u) if std::mem::discriminant(e) != std::mem::discriminant(u) => {
-                let mut msg = format!(
-                    "expected {}, found {} {}",
-                    type_name(e),
-                    type_name(u),
-                    short(u)
-                );
-                if let Some(allowed) = allowed_values(&path) {
-                    msg.push_str(&format!(" (allowed: {})", allowed.join(", ")));
-                }
-                return Err(err(source, &path, msg));
-            }
-            (_, toml::Value::String(s)) => {
-                if let Some(allowed) = allowed_values(&path) {
-                    if !allowed.contains(&s.as_str()) {
-                        return Err(err(
-                            source,
-                            &path,
-                            format!(
-                                "`{s}` is not allowed; expected one of: {}",
-                                allowed.join(", ")
-                            ),
-                        ));
-                    }
-                }
-            }
-            _ => {}
+        check_value(expected, v, &path, source)?;
+    }
+    Ok(())
+}
+
+/// What to say of an unknown key: the nearest key beside it or anywhere in the schema, a
+/// key of the same name in another table, or else the keys valid here.
+fn unknown_key(k: &str, path: &str, schema: &toml::Table, prefix: &str) -> String {
+    let mut paths = Vec::new();
+    all_paths(&self::schema(), "", &mut paths);
+    let siblings: Vec<String> = schema.keys().map(|s| join(prefix, s)).collect();
+    let hint = nearest(path, siblings.iter())
+        .or_else(|| nearest(path, paths.iter()))
+        .or_else(|| nearest(k, paths.iter().filter(|p| p.ends_with(&format!(".{k}")))))
+        .or_else(|| {
+            paths
+                .iter()
+                .find(|p| p.ends_with(&format!(".{k}")))
+                .cloned()
+        });
+    match hint {
+        Some(h) => format!("unknown key; did you mean `{h}`?"),
+        None => {
+            let valid: Vec<&str> = schema.keys().map(|s| s.as_str()).collect();
+            format!("unknown key; valid keys here: {}", valid.join(", "))
         }
+    }
+}
+
+/// Checks `v` at `path` against the schema's `expected` value: a table's keys in turn, an
+/// array's length and numbers, a scalar's type and an enum's allowed values.
+fn check_value(expected: &toml::Value, v: &toml::Value, path: &str, source: &str) -> Result<()> {
+    match (expected, v) {
+        (toml::Value::Table(s), toml::Value::Table(u)) => check_keys(u, s, path, source),
+        (toml::Value::Table(_), other) => Err(err(
+            source,
+            path,
+            format!(
+                "expected a table of keys, found {} {}",
+                type_name(other),
+                short(other)
+            ),
+        )),
+        (toml::Value::Float(_), toml::Value::Integer(_)) => Ok(()),
+        (toml::Value::Array(s), toml::Value::Array(u)) => check_numbers(s.len(), u, path, source),
+        (e, u) if std::mem::discriminant(e) != std::mem::discriminant(u) => {
+            let mut msg = format!(
+                "expected {}, found {} {}",
+                type_name(e),
+                type_name(u),
+                short(u)
+            );
+            if let Some(allowed) = allowed_values(path) {
+                msg.push_str(&format!(" (allowed: {})", allowed.join(", ")));
+            }
+            Err(err(source, path, msg))
+        }
+        (_, toml::Value::String(s)) => match allowed_values(path) {
+            Some(allowed) if !allowed.contains(&s.as_str()) => Err(err(
+                source,
+                path,
+                format!(
+                    "`{s}` is not allowed; expected one of: {}",
+                    allowed.join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// An array must hold `len` numbers.
+fn check_numbers(len: usize, u: &[toml::Value], path: &str, source: &str) -> Result<()> {
+    if u.len() != len {
+        return Err(err(
+            source,
+            path,
+            format!(
+                "expected an array of {len} numbers, found {} values",
+                u.len()
+            ),
+        ));
+    }
+    if let Some(bad) = u
+        .iter()
+        .find(|x| !matches!(x, toml::Value::Float(_) | toml::Value::Integer(_)))
+    {
+        return Err(err(
+            source,
+            path,
+            format!("expected numbers, found {} {}", type_name(bad), short(bad)),
+        ));
     }
     Ok(())
 }

@@ -80,6 +80,25 @@ impl TrainConfig {
     /// Refuses impossible combinations, naming the keys involved.
     pub fn validate(&self, source: &str) -> Result<()> {
         self.model.validate(source)?;
+        self.check_counts(source)?;
+        self.check_batch_and_schedule(source)?;
+        self.check_data(source)?;
+        if self.eval.val_tokens < self.model.seq_len {
+            return Err(err(
+                source,
+                "eval.val_tokens",
+                format!(
+                    "{} is less than one sequence (model.seq_len = {})",
+                    self.eval.val_tokens, self.model.seq_len
+                ),
+            ));
+        }
+        self.check_optimizer(source)
+    }
+
+    /// Step counts and sizes that must be positive, intervals that must not be negative,
+    /// and a checkpoint retention that means something.
+    fn check_counts(&self, source: &str) -> Result<()> {
         let positive: [(&str, i64); 5] = [
             ("schedule.steps", self.schedule.steps),
             ("batch.global_batch", self.batch.global_batch),
@@ -117,7 +136,11 @@ impl TrainConfig {
                 ),
             ));
         }
-        self.check_batch_and_schedule(source)?;
+        Ok(())
+    }
+
+    /// Either the embedded corpus or both shard globs.
+    fn check_data(&self, source: &str) -> Result<()> {
         let d = &self.data;
         if d.embedded && (!d.train.is_empty() || !d.val.is_empty()) {
             return Err(err(
@@ -133,17 +156,11 @@ impl TrainConfig {
                 "is empty: give shard globs for data.train and data.val, or set data.embedded = true",
             ));
         }
-        let m = &self.model;
-        if self.eval.val_tokens < m.seq_len {
-            return Err(err(
-                source,
-                "eval.val_tokens",
-                format!(
-                    "{} is less than one sequence (model.seq_len = {})",
-                    self.eval.val_tokens, m.seq_len
-                ),
-            ));
-        }
+        Ok(())
+    }
+
+    /// Learning rates, decay, eps, momentum and betas in the ranges the optimizers need.
+    fn check_optimizer(&self, source: &str) -> Result<()> {
         let o = &self.optimizer;
         if o.muon.ns_steps < 1 {
             return Err(err(

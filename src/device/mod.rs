@@ -4,6 +4,9 @@
 //! libtorch would report no CUDA even on a GPU machine. [`init`] loads it with `dlopen`
 //! before the first tch call; where it is absent (a CPU-only libtorch) that simply fails and
 //! the program runs on the CPU.
+//!
+//! [`cpu`] sets up the CPU runtime under libtorch (how its OpenMP threads wait, how freed
+//! memory is kept); [`memory`] and [`nvml`] measure what a device uses.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -11,6 +14,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Result};
 use tch::Device;
 
+pub mod cpu;
 pub mod memory;
 pub mod nvml;
 

@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::{InspectReport, PointReport};
@@ -115,28 +117,16 @@ fn lines(
     value: impl Fn(&PointReport) -> f64,
     band: Option<Band>,
 ) -> Result<()> {
-    let s = series(r);
-    let vals: Vec<f64> = s
-        .iter()
-        .flat_map(|(_, p)| p.iter())
-        .flat_map(|p| {
-            let (a, b) = band.map(|f| f(p)).unwrap_or((value(p), value(p)));
-            [value(p), a, b]
-        })
-        .filter(|v| v.is_finite() && (!log || *v > 0.0))
-        .collect();
-    let (mut lo, mut hi) = vals
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    if !lo.is_finite() {
-        (lo, hi) = (0.1, 1.0);
-    }
-    if hi <= lo {
-        hi = lo + 1.0;
-    }
-    let max_points = s.iter().map(|(_, p)| p.len()).max().unwrap_or(1) as f64;
+    let fig = LineFigure {
+        r,
+        series: series(r),
+        y_desc,
+        log,
+        value,
+        band,
+    };
+    let (lo, hi) = fig.value_range();
+    let max_points = fig.series.iter().map(|(_, p)| p.len()).max().unwrap_or(1) as f64;
     let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let mut builder = ChartBuilder::on(&root);
@@ -145,75 +135,121 @@ fn lines(
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60);
-    macro_rules! draw {
-        ($chart:expr) => {{
-            let mut chart = $chart;
-            chart
-                .configure_mesh()
-                .x_desc("point r")
-                .y_desc(y_desc)
-                .draw()
-                .map_err(err(path))?;
-            for (i, (name, points)) in s.iter().enumerate() {
-                let c = PALETTE[i % PALETTE.len()];
-                chart
-                    .draw_series(LineSeries::new(
-                        points
-                            .iter()
-                            .map(|p| (p.r as f64, value(p)))
-                            .filter(|(_, v)| v.is_finite() && (!log || *v > 0.0)),
-                        c.stroke_width(2),
-                    ))
-                    .map_err(err(path))?
-                    .label(name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
-                if let Some(f) = band {
-                    for pick in [0usize, 1] {
-                        chart
-                            .draw_series(LineSeries::new(
-                                points
-                                    .iter()
-                                    .map(|p| {
-                                        let (a, b) = f(p);
-                                        (p.r as f64, if pick == 0 { a } else { b })
-                                    })
-                                    .filter(|(_, v)| v.is_finite() && (!log || *v > 0.0)),
-                                c.mix(0.4).stroke_width(1),
-                            ))
-                            .map_err(err(path))?;
-                    }
-                }
-            }
-            for seam in &r.seams {
-                let x = seam.after_block as f64;
-                let (a, b) = if log { (lo * 0.9, hi * 1.1) } else { (lo, hi) };
-                chart
-                    .draw_series(std::iter::once(PathElement::new(
-                        vec![(x, a), (x, b)],
-                        BLACK.mix(0.5),
-                    )))
-                    .map_err(err(path))?;
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(err(path))?;
-        }};
-    }
     if log {
-        draw!(builder
+        let chart = builder
             .build_cartesian_2d(0f64..max_points, (lo * 0.9..hi * 1.1).log_scale())
-            .map_err(err(path))?);
+            .map_err(err(path))?;
+        fig.draw(chart, path, (lo * 0.9, hi * 1.1))?;
     } else {
         let pad = (hi - lo) * 0.05;
-        draw!(builder
+        let chart = builder
             .build_cartesian_2d(0f64..max_points, lo - pad..hi + pad)
-            .map_err(err(path))?);
+            .map_err(err(path))?;
+        fig.draw(chart, path, (lo, hi))?;
     }
     root.present().map_err(err(path))?;
     Ok(())
+}
+
+/// What a line figure draws: each series' `value` per point, with its band.
+struct LineFigure<'a, V> {
+    r: &'a InspectReport,
+    series: Vec<(String, &'a [PointReport])>,
+    y_desc: &'a str,
+    log: bool,
+    value: V,
+    band: Option<Band>,
+}
+
+impl<V: Fn(&PointReport) -> f64> LineFigure<'_, V> {
+    /// Whether a value can be drawn (finite, and positive on a log axis).
+    fn drawable(&self, v: f64) -> bool {
+        v.is_finite() && (!self.log || v > 0.0)
+    }
+
+    /// The lowest and highest drawable value of the lines and bands.
+    fn value_range(&self) -> (f64, f64) {
+        let value = &self.value;
+        let (mut lo, mut hi) = self
+            .series
+            .iter()
+            .flat_map(|(_, p)| p.iter())
+            .flat_map(|p| {
+                let (a, b) = self.band.map(|f| f(p)).unwrap_or((value(p), value(p)));
+                [value(p), a, b]
+            })
+            .filter(|v| self.drawable(*v))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        if !lo.is_finite() {
+            (lo, hi) = (0.1, 1.0);
+        }
+        if hi <= lo {
+            hi = lo + 1.0;
+        }
+        (lo, hi)
+    }
+
+    /// The mesh, every series (its band thin and pale), the seams from `seam_y.0` to
+    /// `seam_y.1`, and the legend.
+    fn draw<'c, 'b: 'c, Y>(
+        &self,
+        mut chart: ChartContext<'c, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
+        path: &Path,
+        seam_y: (f64, f64),
+    ) -> Result<()>
+    where
+        Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        chart
+            .configure_mesh()
+            .x_desc("point r")
+            .y_desc(self.y_desc)
+            .draw()
+            .map_err(err(path))?;
+        for (i, (name, points)) in self.series.iter().enumerate() {
+            let c = PALETTE[i % PALETTE.len()];
+            let line = points.iter().map(|p| (p.r as f64, (self.value)(p)));
+            chart
+                .draw_series(LineSeries::new(
+                    line.filter(|(_, v)| self.drawable(*v)),
+                    c.stroke_width(2),
+                ))
+                .map_err(err(path))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+            let Some(f) = self.band else { continue };
+            for pick in [0usize, 1] {
+                let edge = points.iter().map(|p| {
+                    let (a, b) = f(p);
+                    (p.r as f64, if pick == 0 { a } else { b })
+                });
+                chart
+                    .draw_series(LineSeries::new(
+                        edge.filter(|(_, v)| self.drawable(*v)),
+                        c.mix(0.4).stroke_width(1),
+                    ))
+                    .map_err(err(path))?;
+            }
+        }
+        for seam in &self.r.seams {
+            let x = seam.after_block as f64;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x, seam_y.0), (x, seam_y.1)],
+                    BLACK.mix(0.5),
+                )))
+                .map_err(err(path))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err(path))?;
+        Ok(())
+    }
 }
 
 fn cka(r: &InspectReport, path: &Path) -> Result<()> {

@@ -2,7 +2,6 @@
 //! `1/sqrt(2·n_layer)` attention scale, exact-GELU MLP, no biases, optional outer norms.
 
 pub mod compute;
-pub mod cpu;
 pub mod gpt;
 pub mod loss;
 pub mod norm;

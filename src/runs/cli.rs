@@ -1,6 +1,6 @@
 //! `stacklab runs`, `stop`, `rm` and `gc`: the lab's run management, headless.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -9,7 +9,7 @@ use super::control;
 use super::disk::format_size;
 use super::listing::{self, RunFacts};
 use super::lock;
-use super::registry::{Phase, Registry};
+use super::registry::{Phase, Registry, RunEntry};
 use super::retention::{self, Lineages, Retention};
 
 #[derive(Debug, Args)]
@@ -207,60 +207,94 @@ pub fn gc(root: &Path, a: &GcArgs) -> Result<String> {
     }
     let lineages = Lineages::scan(root);
     let starting = super::launch::starting(root);
-    let verb = if a.dry_run { "would remove" } else { "removed" };
-    let mut out = String::new();
-    let (mut freed, mut count, mut runs) = (0u64, 0usize, 0usize);
+    let mut gc = Gc {
+        a,
+        verb: if a.dry_run { "would remove" } else { "removed" },
+        out: String::new(),
+        freed: 0,
+        count: 0,
+        runs: 0,
+    };
     let mut leftovers = retention::leftovers(root);
     for e in reg.runs.values() {
         if !a.runs.is_empty() && !a.runs.contains(&e.name) {
             continue;
         }
+        let starts = starting.iter().any(|s| s.name == e.name);
+        if gc.may_touch(e, starts) {
+            gc.run(e, &lineages, &mut leftovers);
+        }
+    }
+    gc.remove_leftovers(leftovers);
+    Ok(gc.summary())
+}
+
+/// What `gc` has done so far: its report, and the bytes, checkpoints and runs it freed.
+struct Gc<'a> {
+    a: &'a GcArgs,
+    /// "removed", or "would remove" in a dry run.
+    verb: &'static str,
+    out: String,
+    freed: u64,
+    count: usize,
+    runs: usize,
+}
+
+impl Gc<'_> {
+    fn say(&mut self, line: String) {
+        self.out.push_str(&line);
+        self.out.push('\n');
+    }
+
+    /// Whether `e` can be collected: a run that trains (or is starting) applies its own
+    /// retention, and an unreadable one is left alone.
+    fn may_touch(&mut self, e: &RunEntry, starting: bool) -> bool {
         let phase = e.phase();
-        if phase.is_active() || starting.iter().any(|s| s.name == e.name) {
-            out.push_str(&format!(
-                "{}: running, left alone (its training applies its own retention)\n",
+        if phase.is_active() || starting {
+            self.say(format!(
+                "{}: running, left alone (its training applies its own retention)",
                 e.name
             ));
-            continue;
+            return false;
         }
         if phase == Phase::Corrupt {
-            out.push_str(&format!(
-                "{}: not a readable run, left alone ({})\n",
+            self.say(format!(
+                "{}: not a readable run, left alone ({})",
                 e.name,
                 e.problem.clone().unwrap_or_default()
             ));
-            continue;
+            return false;
         }
-        // The run's lock, so no resume starts on it while its checkpoints are removed.
+        true
+    }
+
+    /// Applies the retention of run `e` (its lock held, so no resume starts on it
+    /// meanwhile); the run's leftovers join `leftovers`.
+    fn run(&mut self, e: &RunEntry, lineages: &Lineages, leftovers: &mut Vec<PathBuf>) {
+        let a = self.a;
         let _lock = if a.dry_run {
             None
         } else {
             match lock::acquire(&e.path, lock::GC, None) {
                 Ok(l) => Some(l),
-                Err(err) => {
-                    out.push_str(&format!("{}: left alone: {err:#}\n", e.name));
-                    continue;
-                }
+                Err(err) => return self.say(format!("{}: left alone: {err:#}", e.name)),
             }
         };
         leftovers.extend(retention::leftovers(&e.path));
         let r = match retention_for(a, &e.path) {
             Ok(r) => r,
-            Err(err) => {
-                out.push_str(&format!("{}: left alone: {err:#}\n", e.name));
-                continue;
-            }
+            Err(err) => return self.say(format!("{}: left alone: {err:#}", e.name)),
         };
-        let plan = retention::plan(&e.path, &r, &lineages);
+        let plan = retention::plan(&e.path, &r, lineages);
         for (ck, why) in &plan.kept_for_lineage {
-            out.push_str(&format!(
-                "{}: kept {}: {why} names it\n",
+            self.say(format!(
+                "{}: kept {}: {why} names it",
                 e.name,
                 file_name(ck)
             ));
         }
         if plan.remove.is_empty() {
-            continue;
+            return;
         }
         let names: Vec<String> = plan.remove.iter().map(|r| file_name(&r.path)).collect();
         let bytes = if a.dry_run {
@@ -268,49 +302,59 @@ pub fn gc(root: &Path, a: &GcArgs) -> Result<String> {
         } else {
             let (bytes, errors) = retention::apply(&plan);
             for err in errors {
-                out.push_str(&format!("{}: {err}\n", e.name));
+                self.say(format!("{}: {err}", e.name));
             }
             bytes
         };
-        out.push_str(&format!(
-            "{}: {}: {verb} {} ({})\n",
+        self.say(format!(
+            "{}: {}: {} {} ({})",
             e.name,
             r.describe(),
+            self.verb,
             names.join(", "),
             format_size(bytes)
         ));
-        freed += bytes;
-        count += plan.remove.len();
-        runs += 1;
+        self.freed += bytes;
+        self.count += plan.remove.len();
+        self.runs += 1;
     }
-    for l in leftovers {
-        let bytes = super::disk::disk_size(&l);
-        if !a.dry_run {
-            if let Err(err) = std::fs::remove_dir_all(&l) {
-                out.push_str(&format!("cannot remove {}: {err}\n", l.display()));
-                continue;
+
+    /// Folders left by an interrupted write or removal.
+    fn remove_leftovers(&mut self, leftovers: Vec<PathBuf>) {
+        for l in leftovers {
+            let bytes = super::disk::disk_size(&l);
+            if !self.a.dry_run {
+                if let Err(err) = std::fs::remove_dir_all(&l) {
+                    self.say(format!("cannot remove {}: {err}", l.display()));
+                    continue;
+                }
             }
+            self.say(format!(
+                "{} {} (left by an interrupted write or removal)",
+                self.verb,
+                l.display()
+            ));
+            self.freed += bytes;
         }
-        out.push_str(&format!(
-            "{verb} {} (left by an interrupted write or removal)\n",
-            l.display()
-        ));
-        freed += bytes;
     }
-    let summary = format!(
-        "{} ({freed} bytes): {count} checkpoint(s) in {runs} run(s)",
-        format_size(freed)
-    );
-    if count == 0 && freed == 0 {
-        out.push_str("nothing to remove: a run keeps every checkpoint unless its checkpoint_keep_last (or --keep-last) says otherwise\n");
-    } else if a.dry_run {
-        out.push_str(&format!(
-            "dry run: would free {summary}; nothing was removed\n"
-        ));
-    } else {
-        out.push_str(&format!("freed {summary}\n"));
+
+    fn summary(mut self) -> String {
+        let (freed, count, runs) = (self.freed, self.count, self.runs);
+        let summary = format!(
+            "{} ({freed} bytes): {count} checkpoint(s) in {runs} run(s)",
+            format_size(freed)
+        );
+        if count == 0 && freed == 0 {
+            self.say("nothing to remove: a run keeps every checkpoint unless its checkpoint_keep_last (or --keep-last) says otherwise".into());
+        } else if self.a.dry_run {
+            self.say(format!(
+                "dry run: would free {summary}; nothing was removed"
+            ));
+        } else {
+            self.say(format!("freed {summary}"));
+        }
+        self.out
     }
-    Ok(out)
 }
 
 fn file_name(p: &Path) -> String {

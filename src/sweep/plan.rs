@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::config::{NormSetting, SweepConfig};
+use super::config::{NormSetting, SweepConfig, SweepModel};
 use super::tables::{Rows, SUPERSEDED};
 use crate::config::{resolve_config_path, TrainConfig};
 use crate::runs::run_dir::{RunDir, RunState};
@@ -108,43 +108,9 @@ pub fn config_hash(c: &TrainConfig) -> String {
     short_hash(&c.to_toml_string())
 }
 
-/// The weights' SHA-256 of each model a stack would read now (a run folder's latest
-/// checkpoint), hashed once per folder; `None` where one cannot be resolved yet.
-struct Weights(BTreeMap<PathBuf, Option<String>>);
+mod stacks;
 
-impl Weights {
-    fn of(&mut self, model: &Path) -> Option<String> {
-        self.0
-            .entry(model.to_path_buf())
-            .or_insert_with(|| {
-                crate::runs::CheckpointRef::resolve(&model.display().to_string())
-                    .and_then(|c| c.sha256())
-                    .ok()
-            })
-            .clone()
-    }
-}
-
-/// Whether `rows` hold a current row for stack `id`: the same stack of the same checkpoints
-/// (weights' SHA-256, in order) trained with the same configs (when the row records them).
-fn has_row(
-    rows: &[BTreeMap<String, String>],
-    id: &str,
-    shas: &[Option<String>],
-    configs: &[String],
-) -> bool {
-    if shas.iter().any(Option::is_none) {
-        return false;
-    }
-    let shas: Vec<&str> = shas.iter().map(|s| s.as_deref().unwrap_or("")).collect();
-    let configs = configs.join(";");
-    rows.iter().any(|r| {
-        let get = |k: &str| r.get(k).map(String::as_str).unwrap_or("");
-        get("stack_id") == id
-            && get("sha256").split(';').collect::<Vec<_>>() == shas
-            && (get("config_sha256").is_empty() || get("config_sha256") == configs)
-    })
-}
+use stacks::{grid_stacks, spec_stacks, Weights};
 
 pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
     let base = resolve_config_path(&cfg.train_config).context("train_config")?;
@@ -155,158 +121,92 @@ pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
         for m in &cfg.models {
             let name = format!("{}-{}-r{r}", cfg.name, m.name);
             let dir = runs_root.join(&name);
-            let mut set = cfg.set.clone();
-            set.extend(m.set.iter().cloned());
-            set.push(format!("seed={}", m.seeds[r]));
-            if let Some(p) = &m.from_model {
-                let parent = runs
-                    .iter()
-                    .find(|x| x.replicate == r && &x.model == p)
-                    .expect("validated: parents come first");
-                set.push(format!("from_model=\"{}\"", parent.dir.display()));
-            }
-            let config = TrainConfig::load(&base, &set)
-                .with_context(|| format!("model `{}` of replicate {r}", m.name))?;
-            if !config.data.embedded {
-                for (key, glob) in [
-                    ("data.train", &config.data.train),
-                    ("data.val", &config.data.val),
-                ] {
-                    if crate::data::expand_glob(glob).is_err() {
-                        let line = format!("{key} `{glob}` matches no shard files: get the data first (e.g. `stacklab data prepare`, or FineWeb shards into data/fineweb10B/)");
-                        if !missing.contains(&line) {
-                            missing.push(line);
-                        }
-                    }
-                }
-            }
-            let action = if RunDir::is_run_dir(&dir) {
-                let run = RunDir::new(&dir);
-                let existing = TrainConfig::load(&run.config_path(), &[])?;
-                if existing != config {
-                    bail!(
-                        "run {} exists with another config than this sweep gives it: remove it, or give the sweep another name",
-                        dir.display()
-                    );
-                }
-                match run.read_status()?.state {
-                    RunState::Done => RunAction::Reuse,
-                    _ => RunAction::Resume,
-                }
-            } else if dir.exists() {
-                bail!("{} exists but is not a run folder", dir.display());
-            } else {
-                RunAction::Train
-            };
+            let config = run_config(cfg, &base, m, r, &runs)?;
+            note_missing_data(&config, &mut missing);
             runs.push(PlannedRun {
                 model: m.name.clone(),
                 replicate: r,
                 seed: m.seeds[r],
                 name,
+                action: run_action(&dir, &config)?,
                 dir,
                 config,
-                action,
             });
         }
     }
     let done = current_rows(out)?;
     let mut weights = Weights(BTreeMap::new());
-    let e = &cfg.eval;
-    let mut stacks = Vec::new();
-    for g in cfg.all_grids() {
-        let mut groups: Vec<Vec<String>> = g.pairs.clone();
-        groups.extend(g.same_model.iter().map(|m| vec![m.clone(), m.clone()]));
-        for r in 0..cfg.replicates() {
-            for models in &groups {
-                for &first in &g.use_first_layer {
-                    for &last in &g.use_last_layer {
-                        for norms in &g.norms {
-                            let dirs: Vec<PathBuf> = models
-                                .iter()
-                                .map(|m| {
-                                    runs.iter()
-                                        .find(|x| x.replicate == r && &x.model == m)
-                                        .expect("validated model names")
-                                        .dir
-                                        .clone()
-                                })
-                                .collect();
-                            let key = format!(
-                                "{r}|{}|{first}|{last}|{}|{}|{}|{}|{}|{:?}|{:?}",
-                                models.join(","),
-                                norms.norm_wte,
-                                norms.norm_lm_head,
-                                norms.norm_inter_model,
-                                e.data,
-                                e.tokens,
-                                e.seq_len,
-                                e.batch
-                            );
-                            let id = short_hash(&key);
-                            if stacks.iter().any(|s: &PlannedStack| s.id == id) {
-                                continue;
-                            }
-                            // A row counts only for the checkpoints it was computed from: a
-                            // run trained again in this sweep, or retrained since, is re-scored.
-                            let parts: Vec<&PlannedRun> = models
-                                .iter()
-                                .map(|m| {
-                                    runs.iter()
-                                        .find(|x| x.replicate == r && &x.model == m)
-                                        .expect("validated model names")
-                                })
-                                .collect();
-                            let fresh = parts.iter().all(|p| p.action == RunAction::Reuse);
-                            let configs: Vec<String> =
-                                parts.iter().map(|p| config_hash(&p.config)).collect();
-                            let is_done = fresh && {
-                                let shas: Vec<Option<String>> =
-                                    dirs.iter().map(|d| weights.of(d)).collect();
-                                has_row(&done, &id, &shas, &configs)
-                            };
-                            stacks.push(PlannedStack {
-                                done: is_done,
-                                id,
-                                replicate: Some(r),
-                                models: models.clone(),
-                                dirs,
-                                use_first_layer: Some(first),
-                                use_last_layer: Some(last),
-                                norms: *norms,
-                                spec: None,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    for spec in cfg.all_grids().iter().flat_map(|g| g.specs.iter()) {
-        let text = std::fs::read_to_string(spec)
-            .with_context(|| format!("grid.specs: cannot read {}", spec.display()))?;
-        let id = short_hash(&format!("spec|{text}|{}|{}", e.data, e.tokens));
-        let shas: Vec<Option<String>> = match crate::stack::StackSpec::load(spec) {
-            Ok(sp) => sp.models.iter().map(|m| weights.of(Path::new(m))).collect(),
-            Err(_) => vec![None],
-        };
-        stacks.push(PlannedStack {
-            done: has_row(&done, &id, &shas, &[]),
-            id,
-            replicate: None,
-            models: Vec::new(),
-            dirs: Vec::new(),
-            use_first_layer: None,
-            use_last_layer: None,
-            norms: NormSetting::default(),
-            spec: Some(absolute(spec)),
-        });
-    }
+    let mut stacks = grid_stacks(cfg, &runs, &done, &mut weights);
+    stacks.extend(spec_stacks(cfg, &done, &mut weights)?);
     Ok(Plan {
         out: out.to_path_buf(),
         runs,
         stacks,
         missing,
     })
+}
+
+/// The training config of model `m` in replicate `r`: the base config with the sweep's,
+/// the model's and the replicate's settings (its seed, its parent's run folder).
+fn run_config(
+    cfg: &SweepConfig,
+    base: &Path,
+    m: &SweepModel,
+    r: usize,
+    runs: &[PlannedRun],
+) -> Result<TrainConfig> {
+    let mut set = cfg.set.clone();
+    set.extend(m.set.iter().cloned());
+    set.push(format!("seed={}", m.seeds[r]));
+    if let Some(p) = &m.from_model {
+        let parent = runs
+            .iter()
+            .find(|x| x.replicate == r && &x.model == p)
+            .expect("validated: parents come first");
+        set.push(format!("from_model=\"{}\"", parent.dir.display()));
+    }
+    TrainConfig::load(base, &set).with_context(|| format!("model `{}` of replicate {r}", m.name))
+}
+
+/// Adds a line to `missing` for each shard glob of `config` that matches nothing yet.
+fn note_missing_data(config: &TrainConfig, missing: &mut Vec<String>) {
+    if config.data.embedded {
+        return;
+    }
+    for (key, glob) in [
+        ("data.train", &config.data.train),
+        ("data.val", &config.data.val),
+    ] {
+        if crate::data::expand_glob(glob).is_err() {
+            let line = format!("{key} `{glob}` matches no shard files: get the data first (e.g. `stacklab data prepare`, or FineWeb shards into data/fineweb10B/)");
+            if !missing.contains(&line) {
+                missing.push(line);
+            }
+        }
+    }
+}
+
+/// Train a run folder that is not there, reuse a finished one, resume another; one with
+/// another config, or a folder that is not a run, is refused.
+fn run_action(dir: &Path, config: &TrainConfig) -> Result<RunAction> {
+    if RunDir::is_run_dir(dir) {
+        let run = RunDir::new(dir);
+        let existing = TrainConfig::load(&run.config_path(), &[])?;
+        if &existing != config {
+            bail!(
+                "run {} exists with another config than this sweep gives it: remove it, or give the sweep another name",
+                dir.display()
+            );
+        }
+        Ok(match run.read_status()?.state {
+            RunState::Done => RunAction::Reuse,
+            _ => RunAction::Resume,
+        })
+    } else if dir.exists() {
+        bail!("{} exists but is not a run folder", dir.display());
+    } else {
+        Ok(RunAction::Train)
+    }
 }
 
 /// Training FLOPs of a run and evaluation FLOPs of a stack, for a rough time estimate.

@@ -44,96 +44,137 @@ pub fn from_seed_rows(seed: &Rows) -> Result<Rows> {
     if !seed.has("val_loss_stack") || !seed.has("val_losses") {
         bail!("not the seed's result rows: no val_loss_stack / val_losses columns");
     }
-    let ids_col = ["model_ids", "model_names"]
-        .into_iter()
-        .find(|c| seed.has(c));
-    let mut out = Rows::default();
-    let mut columns = vec![
-        "val_loss_stack",
-        "mean_val_loss",
-        "delta_vs_best",
-        "use_first_layer",
-        "use_last_layer",
-    ];
-    let has_norms = seed.has("norm_lm_head");
-    if has_norms {
-        columns.extend(["norm_wte", "norm_lm_head", "norm_inter_model"]);
-    }
-    if ids_col.is_some() {
-        columns.extend(["models", "unique_model"]);
-    }
-    if seed.has("coconut_everies") {
-        columns.push("coconut_every");
-    }
-    if seed.has("norm_wtes") {
-        columns.extend(["training_norms", NORM_MISMATCH]);
-    }
-    out.columns = columns.iter().map(|s| s.to_string()).collect();
+    let shape = SeedShape {
+        ids_col: ["model_ids", "model_names"]
+            .into_iter()
+            .find(|c| seed.has(c)),
+        norms: seed.has("norm_lm_head"),
+        coconut: seed.has("coconut_everies"),
+        training_norms: seed.has("norm_wtes"),
+    };
+    let mut out = Rows {
+        columns: shape.columns().iter().map(|s| s.to_string()).collect(),
+        ..Rows::default()
+    };
     for (i, r) in seed.rows.iter().enumerate() {
-        let at = || format!("seed row {}", i + 2);
-        let mut row = BTreeMap::new();
-        let stack: f64 = cell(r, "val_loss_stack").trim().parse().with_context(at)?;
-        let parts: Vec<f64> = python_list(cell(r, "val_losses"))
-            .iter()
-            .map(|v| v.parse::<f64>())
-            .collect::<std::result::Result<_, _>>()
-            .with_context(at)?;
-        if parts.is_empty() {
-            bail!("{}: empty val_losses", at());
+        out.rows.push(shape.row(r, &format!("seed row {}", i + 2))?);
+    }
+    Ok(out)
+}
+
+/// Which of the optional columns the seed's rows have.
+struct SeedShape {
+    /// The column of the model ids stacked, when there is one.
+    ids_col: Option<&'static str>,
+    norms: bool,
+    coconut: bool,
+    /// The norms each model was trained with (`norm_wtes`, `norm_lm_heads`).
+    training_norms: bool,
+}
+
+impl SeedShape {
+    fn columns(&self) -> Vec<&'static str> {
+        let mut columns = vec![
+            "val_loss_stack",
+            "mean_val_loss",
+            "delta_vs_best",
+            "use_first_layer",
+            "use_last_layer",
+        ];
+        if self.norms {
+            columns.extend(["norm_wte", "norm_lm_head", "norm_inter_model"]);
         }
-        let mean = parts.iter().sum::<f64>() / parts.len() as f64;
-        let best = parts.iter().copied().fold(f64::INFINITY, f64::min);
-        row.insert("val_loss_stack".into(), stack.to_string());
-        row.insert("mean_val_loss".into(), mean.to_string());
-        row.insert("delta_vs_best".into(), (stack - best).to_string());
+        if self.ids_col.is_some() {
+            columns.extend(["models", "unique_model"]);
+        }
+        if self.coconut {
+            columns.push("coconut_every");
+        }
+        if self.training_norms {
+            columns.extend(["training_norms", NORM_MISMATCH]);
+        }
+        columns
+    }
+
+    /// One seed row in stacklab's columns; `at` names it in errors.
+    fn row(&self, r: &BTreeMap<String, String>, at: &str) -> Result<BTreeMap<String, String>> {
+        let mut row = losses(r, at)?;
         for k in ["use_first_layer", "use_last_layer"] {
             row.insert(k.into(), cell(r, k).to_lowercase());
         }
-        if has_norms {
+        if self.norms {
             for k in ["norm_wte", "norm_lm_head", "norm_inter_model"] {
                 row.insert(k.into(), norm(r.get(k).map(String::as_str).unwrap_or("")));
             }
         }
-        if let Some(c) = ids_col {
+        if let Some(c) = self.ids_col {
             let ids = python_list(cell(r, c));
             row.insert("models".into(), ids.join(";"));
             let distinct = ids.iter().collect::<std::collections::BTreeSet<_>>().len() > 1;
             row.insert("unique_model".into(), distinct.to_string());
         }
-        if seed.has("coconut_everies") {
+        if self.coconut {
             let every = python_list(cell(r, "coconut_everies"));
             row.insert(
                 "coconut_every".into(),
                 every.first().cloned().unwrap_or_default(),
             );
         }
-        if seed.has("norm_wtes") {
-            let wtes: Vec<String> = python_list(cell(r, "norm_wtes"))
-                .iter()
-                .map(|s| norm(s))
-                .collect();
-            let heads: Vec<String> = python_list(cell(r, "norm_lm_heads"))
-                .iter()
-                .map(|s| norm(s))
-                .collect();
-            // Unknown (empty) when the rows do not say which norms the stack used.
-            let mismatch = match (row.get("norm_wte"), row.get("norm_lm_head")) {
-                (Some(w), Some(h)) => {
-                    (wtes.iter().any(|x| x != w) || heads.iter().any(|x| x != h)).to_string()
-                }
-                _ => String::new(),
-            };
-            row.insert(
-                "training_norms".into(),
-                wtes.iter()
-                    .zip(&heads)
-                    .map(|(w, h)| format!("{w}/{h}"))
-                    .collect::<Vec<_>>()
-                    .join(" + "),
-            );
-            row.insert(NORM_MISMATCH.into(), mismatch);
+        if self.training_norms {
+            add_training_norms(r, &mut row);
         }
-        out.rows.push(row);
+        Ok(row)
     }
-    Ok(out)
+}
+
+/// `val_loss_stack`, and `mean_val_loss` and `delta_vs_best` from the `val_losses` list.
+fn losses(r: &BTreeMap<String, String>, at: &str) -> Result<BTreeMap<String, String>> {
+    let stack: f64 = cell(r, "val_loss_stack")
+        .trim()
+        .parse()
+        .with_context(|| at.to_string())?;
+    let parts: Vec<f64> = python_list(cell(r, "val_losses"))
+        .iter()
+        .map(|v| v.parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| at.to_string())?;
+    if parts.is_empty() {
+        bail!("{at}: empty val_losses");
+    }
+    let mean = parts.iter().sum::<f64>() / parts.len() as f64;
+    let best = parts.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut row = BTreeMap::new();
+    row.insert("val_loss_stack".into(), stack.to_string());
+    row.insert("mean_val_loss".into(), mean.to_string());
+    row.insert("delta_vs_best".into(), (stack - best).to_string());
+    Ok(row)
+}
+
+/// `training_norms` (each model's `wte/lm_head` norms) and whether the stack's norms
+/// differ from them.
+fn add_training_norms(r: &BTreeMap<String, String>, row: &mut BTreeMap<String, String>) {
+    let wtes: Vec<String> = python_list(cell(r, "norm_wtes"))
+        .iter()
+        .map(|s| norm(s))
+        .collect();
+    let heads: Vec<String> = python_list(cell(r, "norm_lm_heads"))
+        .iter()
+        .map(|s| norm(s))
+        .collect();
+    // Unknown (empty) when the rows do not say which norms the stack used.
+    let mismatch = match (row.get("norm_wte"), row.get("norm_lm_head")) {
+        (Some(w), Some(h)) => {
+            (wtes.iter().any(|x| x != w) || heads.iter().any(|x| x != h)).to_string()
+        }
+        _ => String::new(),
+    };
+    row.insert(
+        "training_norms".into(),
+        wtes.iter()
+            .zip(&heads)
+            .map(|(w, h)| format!("{w}/{h}"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+    );
+    row.insert(NORM_MISMATCH.into(), mismatch);
 }

@@ -213,11 +213,7 @@ pub fn standard_tables(rows: &Rows) -> Result<Vec<Table>> {
         .retain(|r| r.get(SUPERSEDED).map(String::as_str) != Some("true"));
     let left_out = rows.rows.len() - current.rows.len();
     let rows = &current;
-    let present = |cols: &[&'static str]| -> Vec<&'static str> {
-        cols.iter().copied().filter(|c| rows.has(c)).collect()
-    };
-    let mut out = Vec::new();
-    let full = present(&CONFIG);
+    let full = present(rows, &CONFIG);
     let mut t = group_by(rows, "Full results", &full, &metrics)?;
     let mut note = "one cell per stack definition (models, block ranges, flags, norms, training); with several rows (seeds of that stack) the mean ± sample standard deviation; `-`: not set (explicit ranges give no flags)".to_string();
     if left_out > 0 {
@@ -226,51 +222,8 @@ pub fn standard_tables(rows: &Rows) -> Result<Vec<Table>> {
         ));
     }
     t.note = Some(note);
-    out.push(t);
-    let mut grouped = Vec::new();
-    let by_layer = present(&["use_first_layer", "use_last_layer", "unique_model"]);
-    if by_layer.len() >= 2 {
-        let mut t = group_by(rows, "Results by layer use", &by_layer, &metrics)?;
-        t.note = Some("grouped by both flags (use_first_layer: model 2's first block; use_last_layer: model 1's last block)".into());
-        grouped.push(t);
-    }
-    let by_norm = present(&[
-        "norm_wte",
-        "norm_lm_head",
-        "norm_inter_model",
-        "unique_model",
-    ]);
-    if by_norm.len() >= 2 {
-        grouped.push(group_by(rows, "Results by norm", &by_norm, &metrics)?);
-    }
-    if rows.has("unique_model") {
-        grouped.push(group_by(
-            rows,
-            "Distinct vs same model",
-            &["unique_model"],
-            &metrics,
-        )?);
-    }
-    if rows.has("coconut_every")
-        && rows
-            .rows
-            .iter()
-            .any(|r| !matches!(r["coconut_every"].as_str(), "" | "0"))
-    {
-        let keys = present(&[
-            "coconut_every",
-            "coconut_mode",
-            "use_first_layer",
-            "use_last_layer",
-        ]);
-        grouped.push(group_by(
-            rows,
-            "Results with COCONUT-parallel training",
-            &keys,
-            &metrics,
-        )?);
-    }
-    for mut t in grouped {
+    let mut out = vec![t];
+    for mut t in grouped_tables(rows, &metrics)? {
         let spans = spans_note(rows, &t, &full);
         t.note = Some(match t.note.take() {
             Some(n) => format!("{n}; {spans}"),
@@ -279,6 +232,66 @@ pub fn standard_tables(rows: &Rows) -> Result<Vec<Table>> {
         out.push(t);
     }
     Ok(out)
+}
+
+/// The columns of `cols` that `rows` have.
+fn present(rows: &Rows, cols: &[&'static str]) -> Vec<&'static str> {
+    cols.iter().copied().filter(|c| rows.has(c)).collect()
+}
+
+/// The tables grouped by one aspect (layer use, norms, distinct models, COCONUT), those
+/// the rows have the columns for.
+fn grouped_tables(rows: &Rows, metrics: &[&str]) -> Result<Vec<Table>> {
+    let mut grouped = Vec::new();
+    let by_layer = present(rows, &["use_first_layer", "use_last_layer", "unique_model"]);
+    if by_layer.len() >= 2 {
+        let mut t = group_by(rows, "Results by layer use", &by_layer, metrics)?;
+        t.note = Some("grouped by both flags (use_first_layer: model 2's first block; use_last_layer: model 1's last block)".into());
+        grouped.push(t);
+    }
+    let by_norm = present(
+        rows,
+        &[
+            "norm_wte",
+            "norm_lm_head",
+            "norm_inter_model",
+            "unique_model",
+        ],
+    );
+    if by_norm.len() >= 2 {
+        grouped.push(group_by(rows, "Results by norm", &by_norm, metrics)?);
+    }
+    if rows.has("unique_model") {
+        grouped.push(group_by(
+            rows,
+            "Distinct vs same model",
+            &["unique_model"],
+            metrics,
+        )?);
+    }
+    if rows.has("coconut_every")
+        && rows
+            .rows
+            .iter()
+            .any(|r| !matches!(r["coconut_every"].as_str(), "" | "0"))
+    {
+        let keys = present(
+            rows,
+            &[
+                "coconut_every",
+                "coconut_mode",
+                "use_first_layer",
+                "use_last_layer",
+            ],
+        );
+        grouped.push(group_by(
+            rows,
+            "Results with COCONUT-parallel training",
+            &keys,
+            metrics,
+        )?);
+    }
+    Ok(grouped)
 }
 
 /// The tables as Markdown; a cell with rows whose norms differ from training is marked `*`.

@@ -11,6 +11,7 @@ pub mod reporter;
 pub mod schedule;
 pub mod setup;
 pub mod signals;
+mod step;
 pub mod trainer;
 
 pub use adamw::AdamW;
@@ -18,4 +19,5 @@ pub use muon::Muon;
 pub use reporter::format_duration;
 pub use schedule::lr_factor;
 pub use setup::{muon_kind, TrainOptions};
-pub use trainer::{apply_optimizers, train, TrainOutcome};
+pub use step::apply_optimizers;
+pub use trainer::{train, TrainOutcome};

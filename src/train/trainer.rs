@@ -6,24 +6,22 @@
 //! (unless frozen) and Muon on the block matrices with the schedule's factor, then metrics,
 //! validation and checkpoints.
 
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use tch::{Kind, Tensor};
+use anyhow::{bail, Result};
 
 use super::checkpointing::checkpoint_if_finite;
 use super::faults::{self, PanicHook, Stage};
+use super::lr_factor;
 use super::reporter::{say, Reporter};
 use super::setup::{new_run, resume_run, State, TrainOptions};
-use super::{coconut, lr_factor, AdamW, Muon};
-use crate::config::CoconutMode;
-use crate::data::prefetch::{train_steps, Prefetcher, StepData};
-use crate::data::TrainStream;
-use crate::eval::{check_vocab, evaluate};
-use crate::model::Gpt;
+use super::step::{apply_optimizers, forward_backward_step, prefetch_steps};
+use crate::data::prefetch::StepData;
+use crate::eval::evaluate;
 use crate::runs::checkpoint::ValPoint;
 use crate::runs::run_dir::{MetricsRow, RunState};
 
@@ -35,34 +33,6 @@ pub enum TrainOutcome {
         by_signal: bool,
     },
     Failed(String),
-}
-
-/// Averages the accumulated gradients over `accum` micro-batches, steps AdamW on `W` (when
-/// it trains) and Muon on the block matrices, and zeroes the gradients.
-pub fn apply_optimizers(
-    model: &Gpt,
-    adamw: Option<&mut AdamW>,
-    muon: &mut Muon,
-    factor: f64,
-    accum: i64,
-) {
-    let params = model.block_matrices();
-    tch::no_grad(|| {
-        for p in params.iter().chain(adamw.is_some().then_some(&&model.wte)) {
-            let g = p.grad();
-            if g.defined() && accum > 1 {
-                let _ = g.shallow_clone().g_div_scalar_(accum as f64);
-            }
-        }
-    });
-    if let Some(a) = adamw {
-        a.step(&model.wte, factor);
-    }
-    muon.step(&params, factor);
-    for p in params {
-        p.shallow_clone().zero_grad();
-    }
-    model.wte.shallow_clone().zero_grad();
 }
 
 fn validate(st: &mut State) -> Result<f64> {
@@ -128,79 +98,6 @@ pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
     Ok((run_path, outcome))
 }
 
-/// The run's train stream read ahead on another thread, from where the run stands.
-fn prefetch_steps(st: &State) -> Result<Prefetcher<StepData>> {
-    let cfg = &st.cfg;
-    let mut stream = TrainStream::new(
-        st.train.files().to_vec(),
-        cfg.batch.micro_batch as usize,
-        cfg.model.seq_len as usize,
-        cfg.batch.ranks as usize,
-        cfg.batch.per_rank_micro_batches() as usize,
-    )
-    .context("data.train")?;
-    stream.restore(&st.train.state()).context("data.train")?;
-    let every = cfg.coconut.every;
-    // The seed loaded the next batch between the two passes: its targets score the latents.
-    let seed_mode = cfg.coconut.mode == CoconutMode::Seed;
-    Ok(train_steps(stream, st.step, st.device, move |step| {
-        seed_mode && every > 0 && step % every == 0
-    }))
-}
-
-/// One step's forward and backward passes over its micro-batches (read ahead in `data`);
-/// returns the mean train loss and, on COCONUT steps, the mean latent loss, as scalars
-/// still on the device (reading them waits for the device).
-fn forward_backward_step(
-    st: &mut State,
-    coconut_step: bool,
-    data: StepData,
-    hook: Option<PanicHook>,
-) -> Result<(Tensor, Option<Tensor>)> {
-    let vocab = st.model.cfg.vocab_size;
-    // The run's stream moves to where the prefetched step left it (checkpoints save it).
-    st.train.restore(&data.state_after)?;
-    let batches = &data.batches;
-    for b in batches.iter().chain(data.next_batches.iter().flatten()) {
-        check_vocab(b.max_token(), vocab, || {
-            format!(
-                "the train shards of step {} ({})",
-                st.step + 1,
-                st.cfg.data.train
-            )
-        })?;
-    }
-    // Losses stay on the device until the step's update is queued: one synchronisation
-    // per step, after the optimizers, so the device never idles waiting for the host.
-    let mut losses = Vec::with_capacity(batches.len());
-    let mut latents = Vec::new();
-    let of = data.host.len();
-    for (k, host) in data.host.iter().enumerate() {
-        st.stage = Stage::MicroBatch {
-            step: st.step + 1,
-            micro: k + 1,
-            of,
-        };
-        if let (Some(h), 0) = (hook, k) {
-            h.fire(st.step + 1);
-        }
-        let (x, y) = host.to_device(st.device);
-        let next_y = data.next.as_ref().map(|n| n[k].to_device(st.device).1);
-        let (l, latent) = coconut::forward_backward(
-            &st.model,
-            &x,
-            &y,
-            next_y.as_ref(),
-            coconut_step.then_some(&st.cfg.coconut),
-            st.compute,
-        );
-        losses.push(l);
-        latents.extend(latent);
-    }
-    let mean = |v: &[Tensor]| Tensor::stack(v, 0).mean(Kind::Float);
-    Ok((mean(&losses), (!latents.is_empty()).then(|| mean(&latents))))
-}
-
 fn run_loop(
     st: &mut State,
     opts: &TrainOptions,
@@ -208,11 +105,47 @@ fn run_loop(
     hook: Option<PanicHook>,
 ) -> Result<TrainOutcome> {
     let total = st.cfg.schedule.steps;
-    let accum = st.cfg.batch.accumulation_steps();
-    let tokens_per_step = st.cfg.tokens_per_step();
-    let (warmup, warmdown) = (st.cfg.schedule.warmup, st.cfg.schedule.warmdown);
-    let val_every = st.cfg.eval.val_every;
-    let ckpt_every = st.cfg.checkpoint_every;
+    let mut rep = announce(st)?;
+    if let Break(o) = validate_at_start(st, &rep)? {
+        return Ok(o);
+    }
+    let mut steps = prefetch_steps(st)?;
+    let mut first = true;
+    while st.step < total {
+        if stop.load(Ordering::SeqCst) {
+            return stopped(st, &rep, true);
+        }
+        let t0 = Instant::now();
+        let (mut row, train_loss) = match train_step(st, &rep, steps.recv()?, hook)? {
+            Continue(r) => r,
+            Break(o) => return Ok(o),
+        };
+        let step_s = t0.elapsed().as_secs_f64();
+        row.tokens_per_s = Some(st.cfg.tokens_per_step() as f64 / step_s);
+        if let Break(o) = validate_if_due(st, &rep, &mut row)? {
+            return Ok(o);
+        }
+        row.elapsed_s = st.elapsed();
+        st.run.append_metrics(&row)?;
+        rep.step(&row, total, step_s, first);
+        first = false;
+        if let Break(o) = checkpoint_if_due(st, &rep)? {
+            return Ok(o);
+        }
+        st.status(
+            RunState::Running,
+            &format!("step {}/{total} loss {train_loss:.4}", st.step),
+        )?;
+        if opts.stop_after.is_some_and(|s| st.step >= s) && st.step < total {
+            return stopped(st, &rep, false);
+        }
+    }
+    done(st, &rep)
+}
+
+/// Logs what trains where and marks the run running; the reporter for its steps.
+fn announce(st: &State) -> Result<Reporter> {
+    let total = st.cfg.schedule.steps;
     st.run.log(&format!(
         "device {} | {} parameters | compute {:?} | {} rank(s) x {} x {} sequences a step | steps {}..{total}",
         crate::device::describe(st.device),
@@ -227,103 +160,114 @@ fn run_loop(
         RunState::Running,
         &format!("training on {}", crate::device::name(st.device)),
     )?;
-    let mut rep = Reporter::new(total, st.step, st.cfg.log_every);
+    let rep = Reporter::new(total, st.step, st.cfg.log_every);
     rep.line(&format!(
         "run {} on {} ({} parameters)",
         st.run.path.display(),
         crate::device::describe(st.device),
         st.model.num_parameters()
     ));
+    Ok(rep)
+}
 
-    if st.step == 0 && val_every > 0 && !st.val_history.iter().any(|v| v.step == 0) {
-        let v = validate(st)?;
-        if !v.is_finite() {
-            return fail(st, &rep, format!("non-finite val loss {v} at step 0"));
-        }
-        st.run.append_metrics(&MetricsRow {
-            step: 0,
-            val_loss: Some(v),
-            elapsed_s: st.elapsed(),
-            ..Default::default()
-        })?;
-        rep.line(&format!("step 0 val_loss {v:.4}"));
+/// The step-0 validation of a run that validates and has none yet.
+fn validate_at_start(st: &mut State, rep: &Reporter) -> Result<ControlFlow<TrainOutcome>> {
+    let due = st.step == 0 && st.cfg.eval.val_every > 0;
+    if !due || st.val_history.iter().any(|v| v.step == 0) {
+        return Ok(Continue(()));
     }
+    let v = validate(st)?;
+    if !v.is_finite() {
+        return fail(st, rep, format!("non-finite val loss {v} at step 0")).map(Break);
+    }
+    st.run.append_metrics(&MetricsRow {
+        step: 0,
+        val_loss: Some(v),
+        elapsed_s: st.elapsed(),
+        ..Default::default()
+    })?;
+    rep.line(&format!("step 0 val_loss {v:.4}"));
+    Ok(Continue(()))
+}
 
-    let mut steps = prefetch_steps(st)?;
-    let mut first = true;
-    while st.step < total {
-        if stop.load(Ordering::SeqCst) {
-            return stopped(st, &rep, true);
-        }
-        let t0 = Instant::now();
-        let every = st.cfg.coconut.every;
-        let coconut_step = every > 0 && (st.step + 1) % every == 0;
-        let factor = lr_factor(st.step, total, warmup, warmdown);
-        let (loss, latent) = forward_backward_step(st, coconut_step, steps.recv()?, hook)?;
-        st.stage = Stage::Update { step: st.step + 1 };
-        apply_optimizers(&st.model, st.adamw.as_mut(), &mut st.muon, factor, accum);
-        // The step's one wait for the device. A non-finite loss fails the run here: its
-        // update is never checkpointed (checkpoints are written only from finite weights).
-        let train_loss = loss.double_value(&[]);
-        let latent_loss = latent.map(|l| l.double_value(&[]));
-        if !train_loss.is_finite() {
-            return fail(
-                st,
-                &rep,
-                format!(
-                    "non-finite training loss ({train_loss}) at step {}",
-                    st.step + 1
-                ),
-            );
-        }
-        crate::device::synchronize(st.device);
-        let step_s = t0.elapsed().as_secs_f64();
-        st.step += 1;
-        st.tokens_seen += tokens_per_step;
-        let mut row = MetricsRow {
-            step: st.step,
-            train_loss: Some(train_loss),
-            latent_loss,
-            lr_factor: Some(factor),
-            tokens_seen: st.tokens_seen,
-            tokens_per_s: Some(tokens_per_step as f64 / step_s),
-            ..Default::default()
-        };
-        if (val_every > 0 && st.step % val_every == 0) || st.step == total {
-            let v = validate(st)?;
-            if !v.is_finite() {
-                return fail(
-                    st,
-                    &rep,
-                    format!("non-finite val loss ({v}) at step {}", st.step),
-                );
-            }
-            row.val_loss = Some(v);
-            rep.line(&format!("step {} val_loss {v:.4}", st.step));
-        }
-        row.elapsed_s = st.elapsed();
-        st.run.append_metrics(&row)?;
-        rep.step(&row, total, step_s, first);
-        first = false;
-        let is_ckpt = (ckpt_every > 0 && st.step % ckpt_every == 0) || st.step == total;
-        if is_ckpt {
-            checkpoint_if_finite(st, &rep)?;
-            if st.last_checkpoint_step != Some(st.step) {
-                return fail(
-                    st,
-                    &rep,
-                    format!("non-finite weights at step {} (after its update)", st.step),
-                );
-            }
-        }
-        st.status(
-            RunState::Running,
-            &format!("step {}/{total} loss {train_loss:.4}", st.step),
-        )?;
-        if opts.stop_after.is_some_and(|s| st.step >= s) && st.step < total {
-            return stopped(st, &rep, false);
-        }
+/// One step's passes and update, the counters moved on; its metrics row (without the
+/// throughput, validation and time) and its train loss. A non-finite loss fails the run.
+fn train_step(
+    st: &mut State,
+    rep: &Reporter,
+    data: StepData,
+    hook: Option<PanicHook>,
+) -> Result<ControlFlow<TrainOutcome, (MetricsRow, f64)>> {
+    let total = st.cfg.schedule.steps;
+    let accum = st.cfg.batch.accumulation_steps();
+    let (warmup, warmdown) = (st.cfg.schedule.warmup, st.cfg.schedule.warmdown);
+    let every = st.cfg.coconut.every;
+    let coconut_step = every > 0 && (st.step + 1) % every == 0;
+    let factor = lr_factor(st.step, total, warmup, warmdown);
+    let (loss, latent) = forward_backward_step(st, coconut_step, data, hook)?;
+    st.stage = Stage::Update { step: st.step + 1 };
+    apply_optimizers(&st.model, st.adamw.as_mut(), &mut st.muon, factor, accum);
+    // The step's one wait for the device. A non-finite loss fails the run here: its
+    // update is never checkpointed (checkpoints are written only from finite weights).
+    let train_loss = loss.double_value(&[]);
+    let latent_loss = latent.map(|l| l.double_value(&[]));
+    if !train_loss.is_finite() {
+        let msg = format!(
+            "non-finite training loss ({train_loss}) at step {}",
+            st.step + 1
+        );
+        return fail(st, rep, msg).map(Break);
     }
+    crate::device::synchronize(st.device);
+    st.step += 1;
+    st.tokens_seen += st.cfg.tokens_per_step();
+    let row = MetricsRow {
+        step: st.step,
+        train_loss: Some(train_loss),
+        latent_loss,
+        lr_factor: Some(factor),
+        tokens_seen: st.tokens_seen,
+        ..Default::default()
+    };
+    Ok(Continue((row, train_loss)))
+}
+
+/// Validates on `eval.val_every` steps and the last one, into `row`.
+fn validate_if_due(
+    st: &mut State,
+    rep: &Reporter,
+    row: &mut MetricsRow,
+) -> Result<ControlFlow<TrainOutcome>> {
+    let val_every = st.cfg.eval.val_every;
+    if !((val_every > 0 && st.step % val_every == 0) || st.step == st.cfg.schedule.steps) {
+        return Ok(Continue(()));
+    }
+    let v = validate(st)?;
+    if !v.is_finite() {
+        let msg = format!("non-finite val loss ({v}) at step {}", st.step);
+        return fail(st, rep, msg).map(Break);
+    }
+    row.val_loss = Some(v);
+    rep.line(&format!("step {} val_loss {v:.4}", st.step));
+    Ok(Continue(()))
+}
+
+/// Checkpoints on `checkpoint_every` steps and the last one; weights that are not finite
+/// fail the run.
+fn checkpoint_if_due(st: &mut State, rep: &Reporter) -> Result<ControlFlow<TrainOutcome>> {
+    let every = st.cfg.checkpoint_every;
+    if !((every > 0 && st.step % every == 0) || st.step == st.cfg.schedule.steps) {
+        return Ok(Continue(()));
+    }
+    checkpoint_if_finite(st, rep)?;
+    if st.last_checkpoint_step != Some(st.step) {
+        let msg = format!("non-finite weights at step {} (after its update)", st.step);
+        return fail(st, rep, msg).map(Break);
+    }
+    Ok(Continue(()))
+}
+
+fn done(st: &mut State, rep: &Reporter) -> Result<TrainOutcome> {
     rep.finish();
     let last_val = st.val_history.last().map(|v| v.val_loss);
     let msg = format!(

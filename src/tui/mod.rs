@@ -111,6 +111,8 @@ impl Drop for TerminalGuard {
     }
 }
 
+type LabTerminal = ratatui::Terminal<ratatui::backend::CrosstermBackend<std::io::Stdout>>;
+
 pub fn run(opts: LabOptions) -> Result<()> {
     // Settings first, so their errors show without a terminal too.
     let device = crate::device::parse_device(&opts.device)?;
@@ -133,19 +135,42 @@ pub fn run(opts: LabOptions) -> Result<()> {
     tracing::info!(?opts, "lab starting");
     // Prepare the embedded default before the screen takes over the terminal (seconds, once).
     let dataset = crate::data::embedded::ensure_prepared()?;
-    let root = crate::paths::checkpoint_dir();
-    let mut runs = RunsPane::new(
-        &root,
-        &config_dir,
-        &crate::device::name(device),
-        lab,
-        theme.ascii,
-    );
-    runs.tick();
     let (tx, rx) = mpsc::unbounded_channel();
+    let mut app = build_app(device, &config_dir, lab, theme, dataset, &tx);
+    restore_terminal_on_panic();
+    let result = take_terminal(opts.mouse).and_then(|(guard, mut terminal)| {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(main_loop(&mut app, &mut terminal, tx, rx)));
+        // The terminal's own clean-up first, then the guard puts the screen back.
+        drop(terminal);
+        drop(guard);
+        result
+    });
+    tracing::info!(
+        reason = app.exit_reason.as_deref().unwrap_or("quit"),
+        "lab ending"
+    );
+    result
+}
+
+/// The app with its panes: Runs, Checkpoints, Stack, Inspect and Overview, in that order.
+fn build_app(
+    device: tch::Device,
+    config_dir: &std::path::Path,
+    lab: LabConfig,
+    theme: Theme,
+    dataset: crate::data::prepare::Dataset,
+    tx: &mpsc::UnboundedSender<Event>,
+) -> App {
+    let root = crate::paths::checkpoint_dir();
+    let device_name = crate::device::name(device);
+    let mut runs = RunsPane::new(&root, config_dir, &device_name, lab, theme.ascii);
+    runs.tick();
     let waker = jobs::Waker::new(tx.clone());
     let exe = runs.trainings.exe.clone();
-    let device_name = crate::device::name(device);
     let checkpoints = CheckpointsPane::new(&root, waker.clone());
     let builder = BuilderPane::new(
         &root,
@@ -157,7 +182,7 @@ pub fn run(opts: LabOptions) -> Result<()> {
     let inspect = InspectPane::new(&exe, &device_name, &panes::inspect::figures_dir(), waker);
     let overview = Overview::gather(device, Some(dataset));
     let log_file = log_dir().join("lab.*.log").display().to_string();
-    let mut app = App::new(
+    App::new(
         vec![
             Box::new(runs),
             Box::new(checkpoints),
@@ -167,40 +192,34 @@ pub fn run(opts: LabOptions) -> Result<()> {
         ],
         theme,
         log_file,
-    );
+    )
+}
 
-    let previous_hook = std::sync::Arc::new(std::panic::take_hook());
-    {
-        let previous_hook = previous_hook.clone();
-        std::panic::set_hook(Box::new(move |info| {
-            restore_terminal();
-            previous_hook(info);
-        }));
+/// A panic restores the terminal before its message is printed.
+fn restore_terminal_on_panic() {
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore_terminal();
+        previous_hook(info);
+    }));
+}
+
+/// Raw mode, the alternate screen, no cursor (and mouse capture when asked); the guard
+/// puts the terminal back when dropped.
+fn take_terminal(mouse: bool) -> Result<(TerminalGuard, LabTerminal)> {
+    let guard = TerminalGuard;
+    TERMINAL_TAKEN.store(true, std::sync::atomic::Ordering::SeqCst);
+    crossterm::terminal::enable_raw_mode().context("cannot put the terminal in raw mode")?;
+    execute!(
+        std::io::stdout(),
+        crossterm::terminal::EnterAlternateScreen,
+        crossterm::cursor::Hide
+    )?;
+    if mouse {
+        execute!(std::io::stdout(), EnableMouseCapture)?;
     }
-    let result = {
-        let _guard = TerminalGuard;
-        TERMINAL_TAKEN.store(true, std::sync::atomic::Ordering::SeqCst);
-        crossterm::terminal::enable_raw_mode().context("cannot put the terminal in raw mode")?;
-        execute!(
-            std::io::stdout(),
-            crossterm::terminal::EnterAlternateScreen,
-            crossterm::cursor::Hide
-        )?;
-        if opts.mouse {
-            execute!(std::io::stdout(), EnableMouseCapture)?;
-        }
-        let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
-        let mut terminal = ratatui::Terminal::new(backend)?;
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(main_loop(&mut app, &mut terminal, tx, rx))
-    };
-    tracing::info!(
-        reason = app.exit_reason.as_deref().unwrap_or("quit"),
-        "lab ending"
-    );
-    result
+    let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
+    Ok((guard, ratatui::Terminal::new(backend)?))
 }
 
 /// Terminal events and ticks into the channel; ends the lab when the terminal's input ends.
@@ -274,7 +293,7 @@ fn spawn_signal_thread(tx: mpsc::UnboundedSender<Event>) -> Result<signal_hook::
 
 async fn main_loop(
     app: &mut App,
-    terminal: &mut ratatui::Terminal<ratatui::backend::CrosstermBackend<std::io::Stdout>>,
+    terminal: &mut LabTerminal,
     tx: mpsc::UnboundedSender<Event>,
     mut rx: mpsc::UnboundedReceiver<Event>,
 ) -> Result<()> {

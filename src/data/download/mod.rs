@@ -3,8 +3,10 @@
 //! `fineweb_train_000001.bin` ... `fineweb_train_000103.bin`, 100 M tokens each), fetched
 //! in parallel into `data/fineweb10B/`, where `configs/gpt2-small-seed.toml` reads them.
 
+mod attempt;
 pub mod fetch;
 pub mod http;
+mod job;
 pub mod part;
 
 use std::io::IsTerminal;
@@ -99,7 +101,74 @@ impl Bar {
     }
 }
 
+impl Bar {
+    /// A bar on a terminal when there is something to fetch, else a line per file.
+    fn new(missing: usize) -> Bar {
+        Bar {
+            bar: (missing > 0 && std::io::stderr().is_terminal()).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+                    )
+                    .expect("valid progress template"),
+                );
+                b.set_message(format!("shards 0/{missing}"));
+                b
+            }),
+            files: missing,
+            done: AtomicUsize::new(0),
+            sized: Mutex::new((0, 0)),
+        }
+    }
+}
+
 pub fn run(a: &DownloadArgs) -> Result<()> {
+    let set = known_set(a)?;
+    let endpoint = endpoint(a, set)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(set.default_out));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let jobs = shard_jobs(set, a.shards, &endpoint, &out);
+    let missing = jobs.iter().filter(|j| !j.dest.exists()).count();
+    eprintln!(
+        "{}: {} file(s) into {} ({} present, {missing} to fetch from {endpoint})",
+        set.name,
+        jobs.len(),
+        out.display(),
+        jobs.len() - missing
+    );
+    let bar = Bar::new(missing);
+    let agent = http::agent(&endpoint)?;
+    let started = std::time::Instant::now();
+    let totals = fetch_all(&agent, &jobs, a, &bar);
+    if let Some(b) = &bar.bar {
+        b.finish_and_clear();
+    }
+    if let Some(first) = first_failure(totals.errors) {
+        bail!(
+            "{first:#}\n{} of {} file(s) not downloaded; running the same command again continues where it stopped",
+            jobs.iter().filter(|j| !j.dest.exists()).count(),
+            jobs.len()
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}: {} file(s), {} tokens in {} ({} MB fetched in {secs:.1} s)",
+        set.name,
+        jobs.len(),
+        totals.tokens,
+        out.display(),
+        totals.bytes / 1_000_000
+    );
+    print_next_step(set, a.out.is_none(), &out);
+    Ok(())
+}
+
+/// The shard set `a` names, with its shard count and jobs checked.
+fn known_set(a: &DownloadArgs) -> Result<&'static Known> {
     let Some(set) = KNOWN
         .iter()
         .find(|k| k.name.eq_ignore_ascii_case(&a.dataset))
@@ -121,6 +190,11 @@ pub fn run(a: &DownloadArgs) -> Result<()> {
     if a.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
+    Ok(set)
+}
+
+/// `--endpoint`, else `$STACKLAB_DATA_ENDPOINT`, else the set's own; an http(s) URL.
+fn endpoint(a: &DownloadArgs, set: &Known) -> Result<String> {
     let endpoint = a
         .endpoint
         .clone()
@@ -130,55 +204,36 @@ pub fn run(a: &DownloadArgs) -> Result<()> {
     if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
         bail!("--endpoint {endpoint}: expected an http:// or https:// URL");
     }
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(set.default_out));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    Ok(endpoint)
+}
 
-    let names: Vec<String> = std::iter::once(set.val.to_string())
-        .chain((1..=a.shards).map(|i| format!("{}{i:06}.bin", set.train_prefix)))
-        .collect();
-    let jobs: Vec<Job> = names
-        .iter()
+/// The val shard and the first `shards` train shards, each from `endpoint` into `out`.
+fn shard_jobs(set: &Known, shards: usize, endpoint: &str, out: &std::path::Path) -> Vec<Job> {
+    std::iter::once(set.val.to_string())
+        .chain((1..=shards).map(|i| format!("{}{i:06}.bin", set.train_prefix)))
         .map(|n| Job {
-            name: n.clone(),
             url: format!("{endpoint}/{n}"),
-            dest: out.join(n),
+            dest: out.join(&n),
+            name: n,
         })
-        .collect();
-    let missing = jobs.iter().filter(|j| !j.dest.exists()).count();
-    eprintln!(
-        "{}: {} file(s) into {} ({} present, {missing} to fetch from {endpoint})",
-        set.name,
-        jobs.len(),
-        out.display(),
-        jobs.len() - missing
-    );
-    let bar = Bar {
-        bar: (missing > 0 && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(0);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-                )
-                .expect("valid progress template"),
-            );
-            b.set_message(format!("shards 0/{missing}"));
-            b
-        }),
-        files: missing,
-        done: AtomicUsize::new(0),
-        sized: Mutex::new((0, 0)),
-    };
+        .collect()
+}
 
-    let agent = http::agent(&endpoint)?;
+/// What the workers did: tokens in all files, bytes fetched, and each failure by the
+/// index of its file.
+struct Totals {
+    tokens: u64,
+    bytes: u64,
+    errors: Vec<(usize, anyhow::Error)>,
+}
+
+/// Fetches `jobs` with `a.jobs` workers; the first failure stops the others.
+fn fetch_all(agent: &ureq::Agent, jobs: &[Job], a: &DownloadArgs, bar: &Bar) -> Totals {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let tokens = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let errors: Mutex<Vec<(usize, anyhow::Error)>> = Mutex::new(Vec::new());
-    let started = std::time::Instant::now();
     std::thread::scope(|s| {
         for _ in 0..a.jobs.min(jobs.len()) {
             s.spawn(|| loop {
@@ -187,7 +242,7 @@ pub fn run(a: &DownloadArgs) -> Result<()> {
                     return;
                 }
                 let job = &jobs[i];
-                match fetch::fetch(&agent, job, a.retries, &stop, &bar) {
+                match fetch::fetch(agent, job, a.retries, &stop, bar) {
                     Ok(Outcome::Present(n)) => {
                         tokens.fetch_add(n as u64, Ordering::Relaxed);
                     }
@@ -207,34 +262,30 @@ pub fn run(a: &DownloadArgs) -> Result<()> {
             });
         }
     });
-    if let Some(b) = &bar.bar {
-        b.finish_and_clear();
+    Totals {
+        tokens: tokens.into_inner(),
+        bytes: bytes.into_inner(),
+        errors: errors.into_inner().unwrap(),
     }
-    let mut errors = errors.into_inner().unwrap();
-    if !errors.is_empty() {
-        errors.sort_by_key(|(i, _)| *i);
-        // Files stopped because another failed say so; the first real failure is the news.
-        let (_, first) = errors
-            .iter()
-            .find(|(_, e)| !format!("{e:#}").contains("stopped after another file failed"))
-            .unwrap_or(&errors[0]);
-        bail!(
-            "{first:#}\n{} of {} file(s) not downloaded; running the same command again continues where it stopped",
-            jobs.iter().filter(|j| !j.dest.exists()).count(),
-            jobs.len()
-        );
+}
+
+/// The failure to report: files stopped because another failed say so; the first real
+/// failure is the news.
+fn first_failure(mut errors: Vec<(usize, anyhow::Error)>) -> Option<anyhow::Error> {
+    if errors.is_empty() {
+        return None;
     }
-    let secs = started.elapsed().as_secs_f64();
-    let fetched = bytes.load(Ordering::Relaxed);
-    println!(
-        "{}: {} file(s), {} tokens in {} ({} MB fetched in {secs:.1} s)",
-        set.name,
-        jobs.len(),
-        tokens.load(Ordering::Relaxed),
-        out.display(),
-        fetched / 1_000_000
-    );
-    if a.out.is_none() {
+    errors.sort_by_key(|(i, _)| *i);
+    let real = errors
+        .iter()
+        .position(|(_, e)| !format!("{e:#}").contains("stopped after another file failed"))
+        .unwrap_or(0);
+    Some(errors.swap_remove(real).1)
+}
+
+/// How to train on what was fetched: the seed's config reads the default folder.
+fn print_next_step(set: &Known, default_out: bool, out: &std::path::Path) {
+    if default_out {
         println!("configs/gpt2-small-seed.toml reads them (data.train = \"data/fineweb10B/fineweb_train_*.bin\") when run from this folder");
     } else {
         println!(
@@ -245,5 +296,4 @@ pub fn run(a: &DownloadArgs) -> Result<()> {
             set.val
         );
     }
-    Ok(())
 }

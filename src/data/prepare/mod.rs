@@ -47,23 +47,7 @@ pub fn prepare(sources: &[Source], opts: &PrepareOptions) -> Result<Dataset> {
             eprintln!("{msg}");
         }
     };
-    let mut sample = None;
-    let tokenizer = match &opts.tokenizer {
-        TokenizerSpec::File(p) => Tokenizer::from_file(p)
-            .map_err(|e| anyhow::anyhow!("{}: not a usable tokenizer.json: {e}", p.display()))?,
-        TokenizerSpec::Train { vocab_size } => {
-            if opts.verbose {
-                eprintln!(
-                    "training a byte-level BPE with vocabulary {vocab_size} on the first {} MB of text",
-                    opts.train_sample_mb
-                );
-            }
-            let (tok, used) =
-                train_bpe(sources, &opts.text_field, *vocab_size, opts.sample_bytes())?;
-            sample = Some(used);
-            tok
-        }
-    };
+    let (tokenizer, sample) = load_tokenizer(sources, opts)?;
     let vocab_size = tokenizer.get_vocab_size(true);
     if vocab_size > 65_536 {
         bail!("the tokenizer has {vocab_size} tokens; uint16 shards hold at most 65,536");
@@ -75,75 +59,14 @@ pub fn prepare(sources: &[Source], opts: &PrepareOptions) -> Result<Dataset> {
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let cleanup = TmpDir(tmp.clone());
 
-    let total_bytes: u64 = sources.iter().map(|s| s.size).sum();
-    let bar = opts.progress.then(|| {
-        let b = indicatif::ProgressBar::new(total_bytes);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "tokenizing {bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid progress template"),
-        );
-        b
-    });
-    let chunked = can_chunk(&tokenizer);
-    let cut = if chunked {
-        encode::PIECE
-    } else {
-        encode::WHOLE
-    };
-    let mut stream = input::TextStream::new(sources, cut, &opts.text_field);
-    if let Some(b) = &bar {
-        stream = stream.with_progress(b.clone());
-    }
+    let mut train = ShardWriter::new(&tmp, "train", opts.shard_tokens);
+    let mut val = ShardWriter::new(&tmp, "val", opts.shard_tokens);
+    let total = tokenize(sources, opts, &tokenizer, &mut train, &mut val, &say)?;
+    let split = split_val(&tmp, opts, total, train, val)?;
     say(&format!(
-        "tokenizing {} file(s), {total_bytes} bytes, on {} threads",
-        sources.len(),
-        rayon::current_num_threads()
+        "wrote {} train and {} val tokens",
+        split.n_train, split.n_val
     ));
-    let started = std::time::Instant::now();
-    let s = opts.shard_tokens;
-    let mut train = ShardWriter::new(&tmp, "train", s);
-    let mut val = ShardWriter::new(&tmp, "val", s);
-    let names: Vec<String> = sources.iter().map(|x| x.name.clone()).collect();
-    let total = encode::encode_stream(&tokenizer, stream, &names, &mut |toks: &[u16]| {
-        let mut toks = toks;
-        if let ValSplit::FirstTokens(n) = opts.val {
-            let to_val = n.saturating_sub(val.total()).min(toks.len());
-            val.push(&toks[..to_val])?;
-            toks = &toks[to_val..];
-        }
-        train.push(toks)
-    })? as usize;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    say(&format!(
-        "{total} tokens in {secs:.1} s ({:.0} tokens/s)",
-        total as f64 / secs.max(1e-9)
-    ));
-    let (mut train_shards, mut n_train) = train.finish()?;
-    let (val_shards, n_val, val_fraction) = match opts.val {
-        ValSplit::LastFraction(f) => {
-            let n_val = ((total as f64) * f).round() as usize;
-            if n_val == 0 || n_val == total {
-                bail!("{total} tokens are too few to split with --val-fraction {f}");
-            }
-            n_train = total - n_val;
-            train_shards = shards::move_tail(&tmp, &train_shards, s, n_train, &mut val)?;
-            let (names, n) = val.finish()?;
-            (names, n, f)
-        }
-        ValSplit::FirstTokens(n) => {
-            let (names, got) = val.finish()?;
-            if got < n || n_train == 0 {
-                bail!("{total} tokens are too few to split with --val-tokens {n} (the first {n} tokens are the val split, the rest train)");
-            }
-            (names, got, got as f64 / total as f64)
-        }
-    };
-    say(&format!("wrote {n_train} train and {n_val} val tokens"));
 
     tokenizer
         .save(tmp.join(TOKENIZER_FILE), false)
@@ -152,12 +75,12 @@ pub fn prepare(sources: &[Source], opts: &PrepareOptions) -> Result<Dataset> {
         tokenizer: TOKENIZER_FILE.into(),
         vocab_size,
         eot_token: tokenizer.token_to_id(EOT),
-        train_tokens: n_train,
-        val_tokens: n_val,
-        train_shards,
-        val_shards,
-        sources: names,
-        val_fraction,
+        train_tokens: split.n_train,
+        val_tokens: split.n_val,
+        train_shards: split.train_shards,
+        val_shards: split.val_shards,
+        sources: sources.iter().map(|x| x.name.clone()).collect(),
+        val_fraction: split.val_fraction,
         val_split: match opts.val {
             ValSplit::LastFraction(_) => last_fraction(),
             ValSplit::FirstTokens(_) => "first_tokens".into(),
@@ -174,6 +97,137 @@ pub fn prepare(sources: &[Source], opts: &PrepareOptions) -> Result<Dataset> {
     swap::into_place(&tmp, &opts.out, opts.force)?;
     drop(cleanup);
     Dataset::open(&opts.out)
+}
+
+/// The tokenizer `opts` names, or a BPE trained on the sources (with the bytes of text it
+/// was trained on).
+fn load_tokenizer(sources: &[Source], opts: &PrepareOptions) -> Result<(Tokenizer, Option<u64>)> {
+    match &opts.tokenizer {
+        TokenizerSpec::File(p) => Tokenizer::from_file(p)
+            .map(|t| (t, None))
+            .map_err(|e| anyhow::anyhow!("{}: not a usable tokenizer.json: {e}", p.display())),
+        TokenizerSpec::Train { vocab_size } => {
+            if opts.verbose {
+                eprintln!(
+                    "training a byte-level BPE with vocabulary {vocab_size} on the first {} MB of text",
+                    opts.train_sample_mb
+                );
+            }
+            let (tok, used) =
+                train_bpe(sources, &opts.text_field, *vocab_size, opts.sample_bytes())?;
+            Ok((tok, Some(used)))
+        }
+    }
+}
+
+/// Encodes every source into `train` (the first `--val-tokens` into `val`); the tokens
+/// written.
+fn tokenize(
+    sources: &[Source],
+    opts: &PrepareOptions,
+    tokenizer: &Tokenizer,
+    train: &mut ShardWriter,
+    val: &mut ShardWriter,
+    say: &dyn Fn(&str),
+) -> Result<usize> {
+    let total_bytes: u64 = sources.iter().map(|s| s.size).sum();
+    let bar = opts.progress.then(|| {
+        let b = indicatif::ProgressBar::new(total_bytes);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "tokenizing {bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid progress template"),
+        );
+        b
+    });
+    let cut = if can_chunk(tokenizer) {
+        encode::PIECE
+    } else {
+        encode::WHOLE
+    };
+    let mut stream = input::TextStream::new(sources, cut, &opts.text_field);
+    if let Some(b) = &bar {
+        stream = stream.with_progress(b.clone());
+    }
+    say(&format!(
+        "tokenizing {} file(s), {total_bytes} bytes, on {} threads",
+        sources.len(),
+        rayon::current_num_threads()
+    ));
+    let started = std::time::Instant::now();
+    let names: Vec<String> = sources.iter().map(|x| x.name.clone()).collect();
+    let total = encode::encode_stream(tokenizer, stream, &names, &mut |toks: &[u16]| {
+        let mut toks = toks;
+        if let ValSplit::FirstTokens(n) = opts.val {
+            let to_val = n.saturating_sub(val.total()).min(toks.len());
+            val.push(&toks[..to_val])?;
+            toks = &toks[to_val..];
+        }
+        train.push(toks)
+    })? as usize;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    say(&format!(
+        "{total} tokens in {secs:.1} s ({:.0} tokens/s)",
+        total as f64 / secs.max(1e-9)
+    ));
+    Ok(total)
+}
+
+/// The train and val shards once the split is made.
+struct Split {
+    train_shards: Vec<String>,
+    n_train: usize,
+    val_shards: Vec<String>,
+    n_val: usize,
+    val_fraction: f64,
+}
+
+/// Closes the shards; with `--val-fraction`, the tail of the train stream is moved into
+/// val shards first.
+fn split_val(
+    tmp: &Path,
+    opts: &PrepareOptions,
+    total: usize,
+    train: ShardWriter,
+    mut val: ShardWriter,
+) -> Result<Split> {
+    let (train_shards, n_train) = train.finish()?;
+    match opts.val {
+        ValSplit::LastFraction(f) => {
+            let n_val = ((total as f64) * f).round() as usize;
+            if n_val == 0 || n_val == total {
+                bail!("{total} tokens are too few to split with --val-fraction {f}");
+            }
+            let n_train = total - n_val;
+            let train_shards =
+                shards::move_tail(tmp, &train_shards, opts.shard_tokens, n_train, &mut val)?;
+            let (val_shards, n_val) = val.finish()?;
+            Ok(Split {
+                train_shards,
+                n_train,
+                val_shards,
+                n_val,
+                val_fraction: f,
+            })
+        }
+        ValSplit::FirstTokens(n) => {
+            let (val_shards, got) = val.finish()?;
+            if got < n || n_train == 0 {
+                bail!("{total} tokens are too few to split with --val-tokens {n} (the first {n} tokens are the val split, the rest train)");
+            }
+            Ok(Split {
+                train_shards,
+                n_train,
+                val_shards,
+                n_val: got,
+                val_fraction: got as f64 / total as f64,
+            })
+        }
+    }
 }
 
 fn out_parts(out: &Path) -> Result<(PathBuf, String)> {

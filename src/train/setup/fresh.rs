@@ -1,21 +1,19 @@
 //! A new run's state: the initial model (fresh, `init_from`'s weights, `from_model`'s `W`),
 //! the state at step 0, and the checks made before the run folder is created.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use tch::Device;
 
-use super::{config_err, muon_kind, open_data, State, TrainOptions};
+use super::{config_err, new_muon, open_data, Start, StartPoint, State, TrainOptions};
 use crate::config::TrainConfig;
 use crate::data::{DataSource, ShardLoader, TrainStream};
 use crate::model::weights::{wte_hash, SeedOptions};
-use crate::model::{Compute, Gpt};
+use crate::model::Gpt;
 use crate::runs::checkpoint::{InitLineage, Lineage};
 use crate::runs::lock::RunLock;
 use crate::runs::run_dir::{check_run_name, RunDir, RunState};
 use crate::runs::CheckpointRef;
-use crate::train::{AdamW, Muon};
+use crate::train::AdamW;
 
 /// The model a new run starts from: fresh, or `init_from`'s weights (shape adopted from the
 /// checkpoint, norms from the config), then `W` from `from_model`, frozen.
@@ -31,74 +29,20 @@ pub(super) fn initial_model(cfg: &mut TrainConfig, device: Device) -> Result<Ini
     let (mut model, init_from) = if cfg.init_from.is_empty() {
         (Gpt::new(&cfg.model, cfg.seed, device), None)
     } else {
-        let r = CheckpointRef::resolve(&cfg.init_from).context("init_from")?;
-        let opts = SeedOptions {
-            n_head: Some(cfg.model.n_head),
-            norm_wte: Some(cfg.model.norm_wte),
-            norm_lm_head: Some(cfg.model.norm_lm_head),
-            seq_len: Some(cfg.model.seq_len),
-        };
-        let m = r
-            .load_model(&opts, device)
-            .with_context(|| format!("init_from `{}`", cfg.init_from))?;
-        let m_cfg = &m.cfg;
-        for (key, was, now) in [
-            ("model.vocab_size", cfg.model.vocab_size, m_cfg.vocab_size),
-            ("model.n_embd", cfg.model.n_embd, m_cfg.n_embd),
-            ("model.n_layer", cfg.model.n_layer, m_cfg.n_layer),
-            ("model.n_head", cfg.model.n_head, m_cfg.n_head),
-        ] {
-            if was != now {
-                notes.push(format!(
-                    "{key} = {now} from init_from `{}` (the config said {was})",
-                    cfg.init_from
-                ));
-            }
-        }
-        cfg.model.vocab_size = m_cfg.vocab_size;
-        cfg.model.n_embd = m_cfg.n_embd;
-        cfg.model.n_layer = m_cfg.n_layer;
-        cfg.model.n_head = m_cfg.n_head;
-        let lineage = InitLineage {
-            name: r.name(),
-            sha256: r.sha256()?,
-        };
+        let (m, lineage) = load_init_from(cfg, device, &mut notes)?;
         (m, Some(lineage))
     };
-    let mut from_model = None;
-    if !cfg.from_model.is_empty() {
-        let parent_ref = CheckpointRef::resolve(&cfg.from_model).context("from_model")?;
-        let parent_wte = parent_ref.load_wte(device).context("from_model")?;
-        let (pv, pc) = (parent_wte.size()[0], parent_wte.size()[1]);
-        if (pv, pc) != (cfg.model.vocab_size, cfg.model.n_embd) {
-            return Err(config_err(
-                "from_model",
-                format!(
-                    "`{}` has a {pv} x {pc} W, but this model has model.vocab_size = {} and model.n_embd = {}",
-                    cfg.from_model, cfg.model.vocab_size, cfg.model.n_embd
-                ),
-            ));
-        }
-        if let CheckpointRef::Native(p) = &parent_ref {
-            if p.meta.seed == cfg.seed {
-                notes.push(format!(
-                    "warning: from_model `{}` was trained with seed = {} too: the blocks start identical to its blocks and the train shards are read in the same order, which is rarely what a stacking experiment wants (set seed to another value)",
-                    cfg.from_model, cfg.seed
-                ));
-            }
-        }
-        if init_from.is_some() && !model.wte.equal(&parent_wte) {
-            notes.push(format!(
-                "W comes from from_model `{}` (frozen), not from init_from `{}`",
-                cfg.from_model, cfg.init_from
-            ));
-        }
-        from_model = Some(Lineage {
-            name: parent_ref.name(),
-            wte_sha256: wte_hash(&parent_wte),
-        });
-        model.wte = parent_wte;
-    }
+    let from_model = if cfg.from_model.is_empty() {
+        None
+    } else {
+        Some(take_from_model(
+            cfg,
+            &mut model,
+            init_from.is_some(),
+            device,
+            &mut notes,
+        )?)
+    };
     model.cfg = cfg.model.clone();
     Ok(Initial {
         model,
@@ -106,6 +50,89 @@ pub(super) fn initial_model(cfg: &mut TrainConfig, device: Device) -> Result<Ini
         init_from,
         notes,
     })
+}
+
+/// `init_from`'s weights; its shape replaces the config's (each change noted).
+fn load_init_from(
+    cfg: &mut TrainConfig,
+    device: Device,
+    notes: &mut Vec<String>,
+) -> Result<(Gpt, InitLineage)> {
+    let r = CheckpointRef::resolve(&cfg.init_from).context("init_from")?;
+    let opts = SeedOptions {
+        n_head: Some(cfg.model.n_head),
+        norm_wte: Some(cfg.model.norm_wte),
+        norm_lm_head: Some(cfg.model.norm_lm_head),
+        seq_len: Some(cfg.model.seq_len),
+    };
+    let m = r
+        .load_model(&opts, device)
+        .with_context(|| format!("init_from `{}`", cfg.init_from))?;
+    let m_cfg = &m.cfg;
+    for (key, was, now) in [
+        ("model.vocab_size", cfg.model.vocab_size, m_cfg.vocab_size),
+        ("model.n_embd", cfg.model.n_embd, m_cfg.n_embd),
+        ("model.n_layer", cfg.model.n_layer, m_cfg.n_layer),
+        ("model.n_head", cfg.model.n_head, m_cfg.n_head),
+    ] {
+        if was != now {
+            notes.push(format!(
+                "{key} = {now} from init_from `{}` (the config said {was})",
+                cfg.init_from
+            ));
+        }
+    }
+    cfg.model.vocab_size = m_cfg.vocab_size;
+    cfg.model.n_embd = m_cfg.n_embd;
+    cfg.model.n_layer = m_cfg.n_layer;
+    cfg.model.n_head = m_cfg.n_head;
+    let lineage = InitLineage {
+        name: r.name(),
+        sha256: r.sha256()?,
+    };
+    Ok((m, lineage))
+}
+
+/// Puts `from_model`'s `W` into `model` after checking it fits; what it came from.
+fn take_from_model(
+    cfg: &TrainConfig,
+    model: &mut Gpt,
+    has_init_from: bool,
+    device: Device,
+    notes: &mut Vec<String>,
+) -> Result<Lineage> {
+    let parent_ref = CheckpointRef::resolve(&cfg.from_model).context("from_model")?;
+    let parent_wte = parent_ref.load_wte(device).context("from_model")?;
+    let (pv, pc) = (parent_wte.size()[0], parent_wte.size()[1]);
+    if (pv, pc) != (cfg.model.vocab_size, cfg.model.n_embd) {
+        return Err(config_err(
+            "from_model",
+            format!(
+                "`{}` has a {pv} x {pc} W, but this model has model.vocab_size = {} and model.n_embd = {}",
+                cfg.from_model, cfg.model.vocab_size, cfg.model.n_embd
+            ),
+        ));
+    }
+    if let CheckpointRef::Native(p) = &parent_ref {
+        if p.meta.seed == cfg.seed {
+            notes.push(format!(
+                "warning: from_model `{}` was trained with seed = {} too: the blocks start identical to its blocks and the train shards are read in the same order, which is rarely what a stacking experiment wants (set seed to another value)",
+                cfg.from_model, cfg.seed
+            ));
+        }
+    }
+    if has_init_from && !model.wte.equal(&parent_wte) {
+        notes.push(format!(
+            "W comes from from_model `{}` (frozen), not from init_from `{}`",
+            cfg.from_model, cfg.init_from
+        ));
+    }
+    let lineage = Lineage {
+        name: parent_ref.name(),
+        wte_sha256: wte_hash(&parent_wte),
+    };
+    model.wte = parent_wte;
+    Ok(lineage)
 }
 
 /// A state at step 0 for `cfg` in `run` (a new run, or one restarted before its first
@@ -119,16 +146,11 @@ pub(super) fn fresh_state(
     device: Device,
 ) -> Result<State> {
     let (train, val, source) = data;
-    let compute = Compute::for_training(device, cfg.precision);
     let mut model = init.model;
     let frozen = init.from_model.is_some();
     model.set_trainable(!frozen);
     let adamw = (!frozen).then(|| AdamW::new(&cfg.optimizer.adamw, &model.wte));
-    let muon = Muon::new(
-        &cfg.optimizer.muon,
-        &model.block_matrices(),
-        muon_kind(compute),
-    );
+    let muon = new_muon(&cfg, &model, device);
     run.log(&format!(
         "data {} | train shards in {} order: {}",
         source.description,
@@ -151,29 +173,15 @@ pub(super) fn fresh_state(
             l.name, l.sha256
         ));
     }
-    let config_toml = cfg.to_toml_string();
-    Ok(State {
-        cfg,
-        run,
-        device,
-        compute,
+    let start = Start {
         model,
         adamw,
         muon,
-        train,
-        val,
-        step: 0,
-        tokens_seen: 0,
-        time_before: 0.0,
-        started: Instant::now(),
-        val_history: Vec::new(),
         from_model: init.from_model,
         init_from: init.init_from,
-        config_toml,
-        last_checkpoint_step: None,
-        stage: Default::default(),
-        lock,
-    })
+        at: StartPoint::default(),
+    };
+    Ok(State::new(cfg, run, lock, device, (train, val), start))
 }
 
 pub fn new_run(opts: &TrainOptions) -> Result<State> {

@@ -71,7 +71,64 @@ pub struct State {
     pub lock: RunLock,
 }
 
+/// The model and optimizers a run starts with, what its weights came from, and where its
+/// counters stand (step 0, or a checkpoint's).
+pub(super) struct Start {
+    pub model: Gpt,
+    pub adamw: Option<AdamW>,
+    pub muon: Muon,
+    pub from_model: Option<Lineage>,
+    pub init_from: Option<InitLineage>,
+    pub at: StartPoint,
+}
+
+/// Where the loop starts counting.
+#[derive(Default)]
+pub(super) struct StartPoint {
+    pub step: i64,
+    pub tokens_seen: i64,
+    /// Training seconds before this process.
+    pub time_before: f64,
+    pub val_history: Vec<ValPoint>,
+    pub last_checkpoint_step: Option<i64>,
+}
+
 impl State {
+    /// The state of `run` trained with `cfg` from `start`, holding the run's lock.
+    pub(super) fn new(
+        cfg: TrainConfig,
+        run: RunDir,
+        lock: RunLock,
+        device: Device,
+        data: (TrainStream, ShardLoader),
+        start: Start,
+    ) -> State {
+        let (train, val) = data;
+        let at = start.at;
+        State {
+            compute: Compute::for_training(device, cfg.precision),
+            config_toml: cfg.to_toml_string(),
+            cfg,
+            run,
+            device,
+            model: start.model,
+            adamw: start.adamw,
+            muon: start.muon,
+            train,
+            val,
+            step: at.step,
+            tokens_seen: at.tokens_seen,
+            time_before: at.time_before,
+            started: Instant::now(),
+            val_history: at.val_history,
+            from_model: start.from_model,
+            init_from: start.init_from,
+            last_checkpoint_step: at.last_checkpoint_step,
+            stage: Default::default(),
+            lock,
+        }
+    }
+
     pub fn elapsed(&self) -> f64 {
         self.time_before + self.started.elapsed().as_secs_f64()
     }
@@ -96,6 +153,16 @@ pub fn muon_kind(compute: Compute) -> Kind {
         Compute::Bf16 => Kind::BFloat16,
         Compute::Fp32 => Kind::Float,
     }
+}
+
+/// A fresh Muon for `model`'s block matrices, in the precision `cfg` trains with.
+fn new_muon(cfg: &TrainConfig, model: &Gpt, device: Device) -> Muon {
+    let compute = Compute::for_training(device, cfg.precision);
+    Muon::new(
+        &cfg.optimizer.muon,
+        &model.block_matrices(),
+        muon_kind(compute),
+    )
 }
 
 fn config_err(key: &str, message: String) -> anyhow::Error {

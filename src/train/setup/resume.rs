@@ -1,17 +1,19 @@
 //! A resumed run's state: the latest checkpoint's weights, optimizer state and data
 //! positions, or a restart from step 0 when the run has no checkpoint yet.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Tensor};
 
 use super::fresh::{fresh_state, initial_model};
-use super::{muon_kind, open_data, State};
+use super::{new_muon, open_data, Start, StartPoint, State};
 use crate::config::TrainConfig;
-use crate::model::Compute;
+use crate::data::TrainStreamState;
+use crate::model::Gpt;
 use crate::runs::checkpoint;
+use crate::runs::checkpoint::CheckpointMeta;
 use crate::runs::lock::{self, RunLock};
 use crate::runs::run_dir::{RunDir, RunState};
 use crate::runs::Checkpoint;
@@ -51,26 +53,7 @@ fn resume_locked(
     device: Device,
     lock: &mut Option<RunLock>,
 ) -> Result<State> {
-    match run.read_status() {
-        Ok(prior) => {
-            if prior.state == RunState::Running
-                && prior.process_alive()
-                && prior.pid != std::process::id()
-            {
-                bail!(
-                    "run {} is still running (pid {})",
-                    path.display(),
-                    prior.pid
-                );
-            }
-        }
-        // Lost with its status: what the run holds on disk is all a resume needs.
-        Err(e) => {
-            let msg = format!("{e:#}: resuming it as a lost run");
-            say(&msg);
-            run.log(&msg);
-        }
-    }
+    check_not_running(path, &run)?;
     let mut cfg = TrainConfig::load(&run.config_path(), &[])?;
     checkpoint::remove_stale_temporaries(path);
     let Some(latest) = run.checkpoints().pop() else {
@@ -99,50 +82,123 @@ fn resume_locked(
         );
     }
     let (mut train, val, _) = open_data(&cfg)?;
-    let saved = if !meta.train_data.ranks.is_empty() {
-        meta.train_data.clone()
+    train
+        .restore(&saved_positions(&cfg, meta, &latest)?)
+        .with_context(|| format!("resuming {}", latest.display()))?;
+    let mut model = ckpt.load_model(device)?;
+    model.set_trainable(!meta.wte_frozen);
+    let opt = ckpt.load_optimizer(device)?;
+    let opt_file = latest.join(checkpoint::OPTIMIZER_FILE);
+    let adamw = restore_adamw(&cfg, meta, opt.adamw, &model, &opt_file)?;
+    let muon = restore_muon(&cfg, opt.muon, &model, &opt_file, device)?;
+    run.truncate_metrics(meta.step)?;
+    run.log(&format!(
+        "resuming from {} (step {})",
+        latest.display(),
+        meta.step
+    ));
+    let start = Start {
+        model,
+        adamw,
+        muon,
+        from_model: meta.from_model.clone(),
+        init_from: meta.init_from.clone(),
+        at: StartPoint {
+            step: meta.step,
+            tokens_seen: meta.tokens_seen,
+            time_before: meta.train_time_s,
+            val_history: meta.val_loss_history.clone(),
+            last_checkpoint_step: Some(meta.step),
+        },
+    };
+    let lock = lock.take().expect("held until the state owns it");
+    Ok(State::new(cfg, run, lock, device, (train, val), start))
+}
+
+/// Refuses a run whose status says another live process trains it; a run whose status is
+/// lost is resumed from what it holds on disk.
+fn check_not_running(path: &Path, run: &RunDir) -> Result<()> {
+    match run.read_status() {
+        Ok(prior) => {
+            if prior.state == RunState::Running
+                && prior.process_alive()
+                && prior.pid != std::process::id()
+            {
+                bail!(
+                    "run {} is still running (pid {})",
+                    path.display(),
+                    prior.pid
+                );
+            }
+        }
+        // Lost with its status: what the run holds on disk is all a resume needs.
+        Err(e) => {
+            let msg = format!("{e:#}: resuming it as a lost run");
+            say(&msg);
+            run.log(&msg);
+        }
+    }
+    Ok(())
+}
+
+/// The train stream's positions saved in the checkpoint at `latest` (an older single-rank
+/// position taken for one rank).
+fn saved_positions(
+    cfg: &TrainConfig,
+    meta: &CheckpointMeta,
+    latest: &Path,
+) -> Result<TrainStreamState> {
+    if !meta.train_data.ranks.is_empty() {
+        Ok(meta.train_data.clone())
     } else if let (Some(p), 1) = (&meta.data_position, cfg.batch.ranks) {
-        crate::data::TrainStreamState {
+        Ok(TrainStreamState {
             shard_order: Vec::new(),
             ranks: vec![p.clone()],
-        }
+        })
     } else {
         bail!(
             "{}: the checkpoint has no per-rank data positions (written by an older stacklab); it can be resumed only with batch.ranks = 1",
             latest.display()
         );
-    };
-    train
-        .restore(&saved)
-        .with_context(|| format!("resuming {}", latest.display()))?;
-    let compute = Compute::for_training(device, cfg.precision);
-    let mut model = ckpt.load_model(device)?;
-    model.set_trainable(!meta.wte_frozen);
-    let opt = ckpt.load_optimizer(device)?;
-    let opt_file = latest.join(checkpoint::OPTIMIZER_FILE);
-    let adamw = match (meta.wte_frozen, opt.adamw) {
-        (true, _) => None,
+    }
+}
+
+/// AdamW's saved moments and step for a `W` that trains (none for a frozen one).
+fn restore_adamw(
+    cfg: &TrainConfig,
+    meta: &CheckpointMeta,
+    saved: Option<(Tensor, Tensor)>,
+    model: &Gpt,
+    opt_file: &Path,
+) -> Result<Option<AdamW>> {
+    match (meta.wte_frozen, saved) {
+        (true, _) => Ok(None),
         (false, Some((m, v))) => {
             for (name, t) in [("adamw.exp_avg", &m), ("adamw.exp_avg_sq", &v)] {
-                check_shape(&opt_file, name, t, &model.wte, "W")?;
+                check_shape(opt_file, name, t, &model.wte, "W")?;
             }
             let mut a = AdamW::new(&cfg.optimizer.adamw, &model.wte);
             a.exp_avg = m;
             a.exp_avg_sq = v;
             a.step = meta.adamw_step;
-            Some(a)
+            Ok(Some(a))
         }
         (false, None) => bail!(
             "{}: W trains but the checkpoint has no AdamW state",
             opt_file.display()
         ),
-    };
-    let mut muon = Muon::new(
-        &cfg.optimizer.muon,
-        &model.block_matrices(),
-        muon_kind(compute),
-    );
-    let mut buffers = opt.muon;
+    }
+}
+
+/// Muon with the saved momentum of every block parameter: one for each, none left over.
+fn restore_muon(
+    cfg: &TrainConfig,
+    mut buffers: BTreeMap<String, Tensor>,
+    model: &Gpt,
+    opt_file: &Path,
+    device: Device,
+) -> Result<Muon> {
+    let mut muon = new_muon(cfg, model, device);
     for (i, (name, p)) in model.block_named_parameters().iter().enumerate() {
         let b = buffers.remove(name).with_context(|| {
             format!(
@@ -150,7 +206,7 @@ fn resume_locked(
                 opt_file.display()
             )
         })?;
-        check_shape(&opt_file, &format!("muon.momentum.{name}"), &b, p, name)?;
+        check_shape(opt_file, &format!("muon.momentum.{name}"), &b, p, name)?;
         muon.momentum[i] = b;
     }
     if let Some(name) = buffers.keys().next() {
@@ -159,36 +215,7 @@ fn resume_locked(
             opt_file.display()
         );
     }
-    run.truncate_metrics(meta.step)?;
-    run.log(&format!(
-        "resuming from {} (step {})",
-        latest.display(),
-        meta.step
-    ));
-    let config_toml = cfg.to_toml_string();
-    let lock = lock.take().expect("held until the state owns it");
-    Ok(State {
-        step: meta.step,
-        tokens_seen: meta.tokens_seen,
-        time_before: meta.train_time_s,
-        val_history: meta.val_loss_history.clone(),
-        from_model: meta.from_model.clone(),
-        init_from: meta.init_from.clone(),
-        last_checkpoint_step: Some(meta.step),
-        cfg,
-        run,
-        device,
-        compute,
-        model,
-        adamw,
-        muon,
-        train,
-        val,
-        started: Instant::now(),
-        config_toml,
-        stage: Default::default(),
-        lock,
-    })
+    Ok(muon)
 }
 
 /// An optimizer tensor must have its parameter's shape.

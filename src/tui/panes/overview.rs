@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
+use ratatui::widgets::{Paragraph, Row, Table};
 use ratatui::Frame;
 use tch::Device;
 
@@ -14,6 +14,7 @@ use crate::data::prepare::Dataset;
 use crate::runs::registry::{list_runs, RunSummary};
 use crate::tui::action::{Action, Handled};
 use crate::tui::theme::Theme;
+use crate::tui::widgets::block;
 
 pub struct Overview {
     pub device: String,
@@ -87,24 +88,12 @@ impl Pane for Overview {
 }
 
 pub fn draw(f: &mut Frame, area: ratatui::layout::Rect, v: &Overview, theme: &Theme) {
-    let block = |title: &str| {
-        Block::default()
-            .borders(Borders::ALL)
-            .border_style(Style::default().fg(theme.border))
-            .title(Span::styled(
-                format!(" {title} "),
-                Style::default()
-                    .fg(theme.accent)
-                    .add_modifier(Modifier::BOLD),
-            ))
-    };
     let [head, data, runs] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(5),
         Constraint::Min(3),
     ])
     .areas(area);
-
     let title = Line::from(vec![
         Span::styled(
             format!("stacklab {}", env!("CARGO_PKG_VERSION")),
@@ -115,9 +104,18 @@ pub fn draw(f: &mut Frame, area: ratatui::layout::Rect, v: &Overview, theme: &Th
         Span::styled("  device ", Style::default().fg(theme.dim)),
         Span::styled(v.device.clone(), Style::default().fg(theme.text)),
     ]);
-    f.render_widget(Paragraph::new(title).block(block("lab")), head);
+    f.render_widget(Paragraph::new(title).block(block("lab", theme)), head);
+    f.render_widget(
+        Paragraph::new(data_lines(v, theme)).block(block("data", theme)),
+        data,
+    );
+    let title = format!("runs in {}", v.checkpoint_dir.display());
+    f.render_widget(runs_table(v, theme).block(block(&title, theme)), runs);
+}
 
-    let data_lines = match &v.dataset {
+/// The embedded corpus (when prepared) and the configs.
+fn data_lines(v: &Overview, theme: &Theme) -> Vec<Line<'static>> {
+    match &v.dataset {
         Some(ds) => vec![
             Line::from(format!(
                 "embedded corpus: Shakespeare, {} train / {} val tokens, BPE vocabulary {}",
@@ -130,9 +128,20 @@ pub fn draw(f: &mut Frame, area: ratatui::layout::Rect, v: &Overview, theme: &Th
             Line::from(format!("configs: {}", v.configs.join(", "))),
         ],
         None => vec![Line::from("embedded corpus: not prepared")],
-    };
-    f.render_widget(Paragraph::new(data_lines).block(block("data")), data);
+    }
+}
 
+/// A row per run (state coloured), or how to start one.
+fn runs_table(v: &Overview, theme: &Theme) -> Table<'static> {
+    if v.runs.is_empty() {
+        return Table::new(
+            vec![Row::new(vec![Span::styled(
+                "no runs yet: n in the Runs pane, or stacklab train --config tiny",
+                Style::default().fg(theme.dim),
+            )])],
+            [Constraint::Min(10)],
+        );
+    }
     let header = Row::new(["run", "state", "step", "val loss", "checkpoints", "message"]).style(
         Style::default()
             .fg(theme.accent)
@@ -162,30 +171,18 @@ pub fn draw(f: &mut Frame, area: ratatui::layout::Rect, v: &Overview, theme: &Th
             ])
         })
         .collect();
-    let title = format!("runs in {}", v.checkpoint_dir.display());
-    let table = if rows.is_empty() {
-        Table::new(
-            vec![Row::new(vec![Span::styled(
-                "no runs yet: n in the Runs pane, or stacklab train --config tiny",
-                Style::default().fg(theme.dim),
-            )])],
-            [Constraint::Min(10)],
-        )
-    } else {
-        Table::new(
-            rows,
-            [
-                Constraint::Length(24),
-                Constraint::Length(8),
-                Constraint::Length(12),
-                Constraint::Length(9),
-                Constraint::Length(11),
-                Constraint::Min(10),
-            ],
-        )
-        .header(header)
-    };
-    f.render_widget(table.block(block(&title)), runs);
+    Table::new(
+        rows,
+        [
+            Constraint::Length(24),
+            Constraint::Length(8),
+            Constraint::Length(12),
+            Constraint::Length(9),
+            Constraint::Length(11),
+            Constraint::Min(10),
+        ],
+    )
+    .header(header)
 }
 
 #[cfg(test)]

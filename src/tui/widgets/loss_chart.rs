@@ -104,28 +104,8 @@ pub fn draw(
     theme: &Theme,
 ) {
     let prepared = prepare(curves, view, area.width.saturating_sub(10), theme);
-    let pts = prepared.iter().flat_map(|p| p.points.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        if x.is_finite() && y.is_finite() {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-    }
-    let mut title = title.to_string();
-    if view.log_y {
-        title.push_str(" · log y");
-    }
-    if view.ema > 0.0 {
-        title.push_str(&format!(" · ema {:.2}", view.ema));
-    }
-    if view.window == Window::Recent {
-        title.push_str(&format!(" · last {} steps", view.recent_steps));
-    }
-    let block = block(&title, theme);
-    if x0 > x1 {
+    let block = block(&chart_title(title, view), theme);
+    let Some(([x0, x1], [y0, y1])) = bounds(&prepared) else {
         f.render_widget(
             Paragraph::new(Span::styled(
                 "no metrics yet",
@@ -135,12 +115,7 @@ pub fn draw(
             area,
         );
         return;
-    }
-    if x1 - x0 < 1.0 {
-        x1 = x0 + 1.0;
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
-    let (y0, y1) = (y0 - pad, y1 + pad);
+    };
     let marker = if view.ascii || theme.ascii {
         Marker::Dot
     } else {
@@ -181,6 +156,44 @@ pub fn draw(
             ratatui::layout::Constraint::Ratio(1, 2),
         ));
     f.render_widget(chart, area);
+}
+
+/// The title with the view's settings: log y, smoothing, window.
+fn chart_title(title: &str, view: &ChartView) -> String {
+    let mut title = title.to_string();
+    if view.log_y {
+        title.push_str(" · log y");
+    }
+    if view.ema > 0.0 {
+        title.push_str(&format!(" · ema {:.2}", view.ema));
+    }
+    if view.window == Window::Recent {
+        title.push_str(&format!(" · last {} steps", view.recent_steps));
+    }
+    title
+}
+
+/// The x and y ranges of the finite points (at least one step wide, y padded by 5 %), or
+/// `None` when there are none.
+fn bounds(prepared: &[Prepared]) -> Option<([f64; 2], [f64; 2])> {
+    let pts = prepared.iter().flat_map(|p| p.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        if x.is_finite() && y.is_finite() {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+    }
+    if x0 > x1 {
+        return None;
+    }
+    if x1 - x0 < 1.0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    Some(([x0, x1], [y0 - pad, y1 + pad]))
 }
 
 #[cfg(test)]

@@ -64,94 +64,7 @@ pub fn draw(
     title: &str,
     theme: &Theme,
 ) {
-    let wide = area.width >= WIDE;
-    let sized = area.width >= if wide { SIZED_WIDE } else { SIZED_NARROW };
-    let mut header: Vec<&str> = if wide {
-        vec!["run", "state", "step", "train", "val", "tok/s", "age"]
-    } else {
-        vec!["run", "state", "step", "val", "age"]
-    };
-    if sized {
-        header.push("size");
-    }
-    let header = Row::new(header).style(
-        Style::default()
-            .fg(theme.accent)
-            .add_modifier(Modifier::BOLD),
-    );
-    let name_w = (area.width as usize)
-        .saturating_sub(if wide { 62 } else { 38 } + if sized { 6 } else { 0 })
-        .clamp(8, 40);
-    let body: Vec<Row> = rows
-        .iter()
-        .map(|r| {
-            let pin = if r.pinned { "*" } else { "" };
-            let name = Span::styled(
-                clip(&format!("{pin}{}", r.name), name_w),
-                Style::default().fg(if r.pinned {
-                    theme.run_color(&r.name)
-                } else {
-                    theme.text
-                }),
-            );
-            let state = Span::styled(
-                r.phase.as_str(),
-                Style::default().fg(phase_color(r.phase, theme)),
-            );
-            let step = if r.total_steps > 0 {
-                format!("{}/{}", r.step, r.total_steps)
-            } else {
-                "-".into()
-            };
-            let age = r.age_s.map(age).unwrap_or_else(|| "-".into());
-            let mut cells: Vec<Span> = if wide {
-                vec![
-                    name,
-                    state,
-                    Span::raw(step),
-                    Span::raw(series::loss(r.train_loss)),
-                    Span::raw(series::loss(r.val_loss)),
-                    Span::raw(series::rate(r.tokens_per_s)),
-                    Span::styled(age, Style::default().fg(theme.dim)),
-                ]
-            } else {
-                vec![
-                    name,
-                    state,
-                    Span::raw(step),
-                    Span::raw(series::loss(r.val_loss)),
-                    Span::styled(age, Style::default().fg(theme.dim)),
-                ]
-            };
-            if sized {
-                let size = r.size_bytes.map(format_size).unwrap_or_else(|| "-".into());
-                cells.push(Span::styled(size, Style::default().fg(theme.dim)));
-            }
-            Row::new(cells)
-        })
-        .collect();
-    let mut widths: Vec<Constraint> = if wide {
-        vec![
-            Constraint::Min(8),
-            Constraint::Length(8),
-            Constraint::Length(11),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(6),
-            Constraint::Length(4),
-        ]
-    } else {
-        vec![
-            Constraint::Min(8),
-            Constraint::Length(8),
-            Constraint::Length(11),
-            Constraint::Length(7),
-            Constraint::Length(4),
-        ]
-    };
-    if sized {
-        widths.push(Constraint::Length(5));
-    }
+    let cols = Columns::for_width(area.width);
     let table = if rows.is_empty() {
         Table::new(
             vec![Row::new(vec![Span::styled(
@@ -161,11 +74,123 @@ pub fn draw(
             [Constraint::Min(10)],
         )
     } else {
-        Table::new(body, widths)
-            .header(header)
+        let name_w = cols.name_width(area.width);
+        let body: Vec<Row> = rows
+            .iter()
+            .map(|r| Row::new(cols.cells(r, name_w, theme)))
+            .collect();
+        Table::new(body, cols.widths())
+            .header(cols.header(theme))
             .row_highlight_style(selected_style(theme))
     };
     f.render_stateful_widget(table.block(block(title, theme)), area, state);
+}
+
+/// Which columns a width shows: train loss and tokens/s when wide, size when sized.
+struct Columns {
+    wide: bool,
+    sized: bool,
+}
+
+impl Columns {
+    fn for_width(width: u16) -> Columns {
+        let wide = width >= WIDE;
+        let sized = width >= if wide { SIZED_WIDE } else { SIZED_NARROW };
+        Columns { wide, sized }
+    }
+
+    fn header(&self, theme: &Theme) -> Row<'static> {
+        let mut header: Vec<&str> = if self.wide {
+            vec!["run", "state", "step", "train", "val", "tok/s", "age"]
+        } else {
+            vec!["run", "state", "step", "val", "age"]
+        };
+        if self.sized {
+            header.push("size");
+        }
+        Row::new(header).style(
+            Style::default()
+                .fg(theme.accent)
+                .add_modifier(Modifier::BOLD),
+        )
+    }
+
+    /// The characters a run's name may take: what the other columns leave.
+    fn name_width(&self, width: u16) -> usize {
+        (width as usize)
+            .saturating_sub(if self.wide { 62 } else { 38 } + if self.sized { 6 } else { 0 })
+            .clamp(8, 40)
+    }
+
+    fn cells(&self, r: &RunRow, name_w: usize, theme: &Theme) -> Vec<Span<'static>> {
+        let pin = if r.pinned { "*" } else { "" };
+        let name = Span::styled(
+            clip(&format!("{pin}{}", r.name), name_w),
+            Style::default().fg(if r.pinned {
+                theme.run_color(&r.name)
+            } else {
+                theme.text
+            }),
+        );
+        let state = Span::styled(
+            r.phase.as_str(),
+            Style::default().fg(phase_color(r.phase, theme)),
+        );
+        let step = if r.total_steps > 0 {
+            format!("{}/{}", r.step, r.total_steps)
+        } else {
+            "-".into()
+        };
+        let age = Span::styled(
+            r.age_s.map(age).unwrap_or_else(|| "-".into()),
+            Style::default().fg(theme.dim),
+        );
+        let val = Span::raw(series::loss(r.val_loss));
+        let mut cells: Vec<Span> = if self.wide {
+            vec![
+                name,
+                state,
+                Span::raw(step),
+                Span::raw(series::loss(r.train_loss)),
+                val,
+                Span::raw(series::rate(r.tokens_per_s)),
+                age,
+            ]
+        } else {
+            vec![name, state, Span::raw(step), val, age]
+        };
+        if self.sized {
+            let size = r.size_bytes.map(format_size).unwrap_or_else(|| "-".into());
+            cells.push(Span::styled(size, Style::default().fg(theme.dim)));
+        }
+        cells
+    }
+
+    fn widths(&self) -> Vec<Constraint> {
+        let mut widths: Vec<Constraint> = if self.wide {
+            vec![
+                Constraint::Min(8),
+                Constraint::Length(8),
+                Constraint::Length(11),
+                Constraint::Length(7),
+                Constraint::Length(7),
+                Constraint::Length(6),
+                Constraint::Length(4),
+            ]
+        } else {
+            vec![
+                Constraint::Min(8),
+                Constraint::Length(8),
+                Constraint::Length(11),
+                Constraint::Length(7),
+                Constraint::Length(4),
+            ]
+        };
+        if self.sized {
+            widths.push(Constraint::Length(5));
+        }
+        widths
+    }
 }
 
 #[cfg(test)]

@@ -90,114 +90,175 @@ impl TextStream {
                 if self.next_source == self.sources.len() {
                     return Ok(None);
                 }
-                let s = &self.sources[self.next_source];
-                let r = s.open(self.progress.clone())?;
-                let reader = match s.format {
-                    Format::Text => Reader::Text {
-                        r,
-                        buf: Vec::new(),
-                        offset: 0,
-                        eof: false,
-                    },
-                    Format::JsonLines => Reader::Json {
-                        r: BufReader::with_capacity(1 << 20, r),
-                        line: 0,
-                        pieces: Default::default(),
-                    },
-                };
-                self.current = Some((self.next_source, reader));
-                self.next_source += 1;
-                if s.format == Format::Text {
-                    self.docs += 1;
-                    if self.docs > 1 {
-                        return Ok(Some(Item::DocBreak));
-                    }
+                if self.open_next()? && self.new_document() {
+                    return Ok(Some(Item::DocBreak));
                 }
                 continue;
             };
             let src = *src;
-            let name = &self.sources[src].name;
-            match reader {
-                Reader::Text {
-                    r,
-                    buf,
-                    offset,
-                    eof,
-                } => {
-                    if let Some(p) = find_cut(buf, self.cut, *eof) {
-                        let rest = buf.split_off(p);
-                        let piece = std::mem::replace(buf, rest);
-                        let at = *offset;
-                        *offset += p as u64;
+            match reader.next(self.cut, &self.text_field, &self.sources[src].name)? {
+                Got::Bytes(piece, at) => return self.piece(piece, src, at).map(Some),
+                Got::Last(piece, at) => {
+                    self.current = None;
+                    if !piece.is_empty() {
                         return self.piece(piece, src, at).map(Some);
                     }
-                    if *eof {
-                        let (piece, at) = (std::mem::take(buf), *offset);
-                        self.current = None;
-                        if piece.is_empty() {
-                            continue;
-                        }
-                        return self.piece(piece, src, at).map(Some);
-                    }
-                    let start = buf.len();
-                    buf.resize(start + READ_BLOCK, 0);
-                    let mut filled = start;
-                    while filled < buf.len() {
-                        match r.read(&mut buf[filled..]) {
-                            Ok(0) => {
-                                *eof = true;
-                                break;
-                            }
-                            Ok(n) => filled += n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                return Err(e).with_context(|| {
-                                    format!("{name}: cannot read (a damaged .gz file?)")
-                                })
-                            }
-                        }
-                    }
-                    buf.truncate(filled);
                 }
-                Reader::Json { r, line, pieces } => {
-                    if let Some(p) = pieces.pop_front() {
-                        self.emitted += p.len() as u64;
-                        return Ok(Some(Item::Text(p, src)));
-                    }
-                    let mut raw = Vec::new();
-                    *line += 1;
-                    let n = r
-                        .read_until(b'\n', &mut raw)
-                        .with_context(|| format!("{name}: cannot read (a damaged .gz file?)"))?;
-                    if n == 0 {
-                        self.current = None;
-                        continue;
-                    }
-                    let l = *line;
-                    let text = std::str::from_utf8(&raw)
-                        .map_err(|_| anyhow::anyhow!("{name}:{l}: not UTF-8 text"))?;
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    let mut v: serde_json::Value = serde_json::from_str(text)
-                        .with_context(|| format!("{name}:{l}: not a JSON line"))?;
-                    let Some(serde_json::Value::String(doc)) =
-                        v.get_mut(&self.text_field).map(serde_json::Value::take)
-                    else {
-                        bail!(
-                            "{name}:{l}: no string field `{}` (set the field holding the text with --text-field)",
-                            self.text_field
-                        );
-                    };
-                    pieces.extend(cut_text(&doc, self.cut).into_iter().map(str::to_string));
-                    self.docs += 1;
-                    if self.docs > 1 {
+                Got::Text(p) => {
+                    self.emitted += p.len() as u64;
+                    return Ok(Some(Item::Text(p, src)));
+                }
+                Got::Document => {
+                    if self.new_document() {
                         return Ok(Some(Item::DocBreak));
                     }
+                }
+                Got::End => self.current = None,
+                Got::Again => {}
+            }
+        }
+    }
+
+    /// Opens the next source; whether that begins a document (a text file is one).
+    fn open_next(&mut self) -> Result<bool> {
+        let s = &self.sources[self.next_source];
+        let r = s.open(self.progress.clone())?;
+        let reader = match s.format {
+            Format::Text => Reader::Text {
+                r,
+                buf: Vec::new(),
+                offset: 0,
+                eof: false,
+            },
+            Format::JsonLines => Reader::Json {
+                r: BufReader::with_capacity(1 << 20, r),
+                line: 0,
+                pieces: Default::default(),
+            },
+        };
+        let text = s.format == Format::Text;
+        self.current = Some((self.next_source, reader));
+        self.next_source += 1;
+        Ok(text)
+    }
+
+    /// Counts a document; whether a break goes before it (every one but the first).
+    fn new_document(&mut self) -> bool {
+        self.docs += 1;
+        self.docs > 1
+    }
+}
+
+/// What a reader gave on one step.
+enum Got {
+    /// Bytes of text from this offset of the document.
+    Bytes(Vec<u8>, u64),
+    /// The last bytes of the file (perhaps none), from this offset.
+    Last(Vec<u8>, u64),
+    /// A piece of a JSON line's text.
+    Text(String),
+    /// A JSON line began a document.
+    Document,
+    /// The source has nothing more.
+    End,
+    /// Nothing to hand out yet: step again.
+    Again,
+}
+
+impl Reader {
+    fn next(&mut self, cut: Cutting, text_field: &str, name: &str) -> Result<Got> {
+        match self {
+            Reader::Text {
+                r,
+                buf,
+                offset,
+                eof,
+            } => {
+                if let Some(p) = find_cut(buf, cut, *eof) {
+                    let rest = buf.split_off(p);
+                    let piece = std::mem::replace(buf, rest);
+                    let at = *offset;
+                    *offset += p as u64;
+                    return Ok(Got::Bytes(piece, at));
+                }
+                if *eof {
+                    return Ok(Got::Last(std::mem::take(buf), *offset));
+                }
+                *eof = read_block(r, buf, name)?;
+                Ok(Got::Again)
+            }
+            Reader::Json { r, line, pieces } => {
+                if let Some(p) = pieces.pop_front() {
+                    return Ok(Got::Text(p));
+                }
+                *line += 1;
+                let Some(doc) = read_json_line(r, *line, text_field, name)? else {
+                    return Ok(Got::End);
+                };
+                match doc {
+                    Some(doc) => {
+                        pieces.extend(cut_text(&doc, cut).into_iter().map(str::to_string));
+                        Ok(Got::Document)
+                    }
+                    None => Ok(Got::Again),
                 }
             }
         }
     }
+}
+
+/// Appends up to a block of `r` to `buf`; whether `r` ended.
+fn read_block(r: &mut Box<dyn Read + Send>, buf: &mut Vec<u8>, name: &str) -> Result<bool> {
+    let start = buf.len();
+    buf.resize(start + READ_BLOCK, 0);
+    let mut filled = start;
+    let mut eof = false;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("{name}: cannot read (a damaged .gz file?)"))
+            }
+        }
+    }
+    buf.truncate(filled);
+    Ok(eof)
+}
+
+/// The text field of JSON line number `l`: `None` at the end of the file, `Some(None)` for
+/// a blank line.
+fn read_json_line(
+    r: &mut BufReader<Box<dyn Read + Send>>,
+    l: usize,
+    text_field: &str,
+    name: &str,
+) -> Result<Option<Option<String>>> {
+    let mut raw = Vec::new();
+    let n = r
+        .read_until(b'\n', &mut raw)
+        .with_context(|| format!("{name}: cannot read (a damaged .gz file?)"))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let text =
+        std::str::from_utf8(&raw).map_err(|_| anyhow::anyhow!("{name}:{l}: not UTF-8 text"))?;
+    if text.trim().is_empty() {
+        return Ok(Some(None));
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("{name}:{l}: not a JSON line"))?;
+    let Some(serde_json::Value::String(doc)) = v.get_mut(text_field).map(serde_json::Value::take)
+    else {
+        bail!(
+            "{name}:{l}: no string field `{text_field}` (set the field holding the text with --text-field)"
+        );
+    };
+    Ok(Some(Some(doc)))
 }
 
 impl Iterator for TextStream {

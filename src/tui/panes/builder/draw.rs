@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table, Wrap};
 use ratatui::Frame;
 
+use super::results::Row as ResultRow;
 use super::{BuilderPane, JobKind};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{self, block, clip};
@@ -52,7 +53,21 @@ fn parts_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
             "no stack yet: in the Checkpoints pane mark two or more checkpoints with space (bottom first), then press b",
             Style::default().fg(theme.dim),
         ));
+    } else {
+        lines.extend(part_lines(p, area.width, theme));
+        lines.extend(settings_lines(p, theme));
     }
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block("Stack (bottom first)", theme)),
+        area,
+    );
+}
+
+/// A line per part: its label, name, block range and trained norms (the cursor's marked).
+fn part_lines(p: &BuilderPane, width: u16, theme: &Theme) -> Vec<Line<'static>> {
+    let d = &p.draft;
     let labels = d.labels();
     let longest = d
         .parts
@@ -60,7 +75,8 @@ fn parts_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
         .map(|p| p.name.chars().count())
         .max()
         .unwrap_or(0);
-    let w = longest.min(area.width.saturating_sub(52) as usize);
+    let w = longest.min(width.saturating_sub(52) as usize);
+    let mut lines = Vec::new();
     for (i, ((part, l), r)) in d.parts.iter().zip(&labels).zip(d.ranges()).enumerate() {
         let cursor = if i == d.selected { "> " } else { "  " };
         let trained = match (&part.info.norm_wte, &part.info.norm_lm_head) {
@@ -86,51 +102,52 @@ fn parts_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
         }
         lines.push(line);
     }
-    if !d.parts.is_empty() {
-        let layers = match d.flags() {
-            Some((first, last)) => format!(
-                "use_first_layer {} · use_last_layer {}{}",
-                on_off(first),
-                on_off(last),
-                if d.custom.is_some() {
-                    " (edited ranges)"
-                } else {
-                    ""
-                }
-            ),
-            None => "ranges edited by hand (no flag pair gives them)".into(),
-        };
-        lines.push(Line::styled(layers, Style::default().fg(theme.text)));
-        lines.push(Line::styled(
+    lines
+}
+
+/// The stack's layer flags, norms, block strip, and the checks' problems and warnings.
+fn settings_lines(p: &BuilderPane, theme: &Theme) -> Vec<Line<'static>> {
+    let d = &p.draft;
+    let layers = match d.flags() {
+        Some((first, last)) => format!(
+            "use_first_layer {} · use_last_layer {}{}",
+            on_off(first),
+            on_off(last),
+            if d.custom.is_some() {
+                " (edited ranges)"
+            } else {
+                ""
+            }
+        ),
+        None => "ranges edited by hand (no flag pair gives them)".into(),
+    };
+    let mut lines = vec![
+        Line::styled(layers, Style::default().fg(theme.text)),
+        Line::styled(
             format!(
                 "norm_wte {} · norm_lm_head {} · norm_inter_model {}",
                 d.norms.norm_wte, d.norms.norm_lm_head, d.norms.norm_inter_model
             ),
             Style::default().fg(theme.text),
+        ),
+    ];
+    let mut s = strip(p, theme);
+    s.spans
+        .insert(0, Span::styled("blocks ", Style::default().fg(theme.dim)));
+    lines.push(s);
+    for msg in d.problems() {
+        lines.push(Line::styled(
+            format!("x {msg}"),
+            Style::default().fg(theme.error),
         ));
-        let mut s = strip(p, theme);
-        s.spans
-            .insert(0, Span::styled("blocks ", Style::default().fg(theme.dim)));
-        lines.push(s);
-        for msg in d.problems() {
-            lines.push(Line::styled(
-                format!("x {msg}"),
-                Style::default().fg(theme.error),
-            ));
-        }
-        for msg in d.warnings() {
-            lines.push(Line::styled(
-                format!("! {msg}"),
-                Style::default().fg(theme.warn),
-            ));
-        }
     }
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(block("Stack (bottom first)", theme)),
-        area,
-    );
+    for msg in d.warnings() {
+        lines.push(Line::styled(
+            format!("! {msg}"),
+            Style::default().fg(theme.warn),
+        ));
+    }
+    lines
 }
 
 fn job_line(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
@@ -179,38 +196,6 @@ fn results_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
         .enumerate()
         .skip(offset)
         .map(|(i, r)| {
-            let short = |s: &str| match s {
-                "true" => "y",
-                "false" => "n",
-                _ => "-",
-            };
-            let norm = |s: &str| match s {
-                "rms_norm" => "rms",
-                "layer_norm" => "ln",
-                "none" => "-",
-                _ => "?",
-            };
-            let cells = vec![
-                format!("{:.4}", r.val_loss_stack),
-                r.val_losses
-                    .iter()
-                    .map(|v| format!("{v:.3}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                format!("{:.4}", r.mean_val_loss),
-                format!("{:+.4}", r.delta_vs_best),
-                format!("{} {}", short(&r.use_first_layer), short(&r.use_last_layer)),
-                r.norms
-                    .iter()
-                    .map(|n| norm(n))
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                format!(
-                    "{}{}",
-                    r.block_list,
-                    if r.warnings.is_empty() { "" } else { " !" }
-                ),
-            ];
             let mut style = Style::default().fg(theme.text);
             if Some(i) == best {
                 style = if theme.no_color {
@@ -222,7 +207,7 @@ fn results_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
             if i == p.row_cursor {
                 style = style.patch(widgets::selected_style(theme));
             }
-            TableRow::new(cells).style(style)
+            TableRow::new(result_cells(r)).style(style)
         })
         .collect();
     let empty = rows.is_empty();
@@ -254,6 +239,42 @@ fn results_view(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
             inner,
         );
     }
+}
+
+/// A result's cells: losses, flags as y/n, norms abbreviated, blocks (`!` when warned).
+fn result_cells(r: &ResultRow) -> Vec<String> {
+    let short = |s: &str| match s {
+        "true" => "y",
+        "false" => "n",
+        _ => "-",
+    };
+    let norm = |s: &str| match s {
+        "rms_norm" => "rms",
+        "layer_norm" => "ln",
+        "none" => "-",
+        _ => "?",
+    };
+    vec![
+        format!("{:.4}", r.val_loss_stack),
+        r.val_losses
+            .iter()
+            .map(|v| format!("{v:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        format!("{:.4}", r.mean_val_loss),
+        format!("{:+.4}", r.delta_vs_best),
+        format!("{} {}", short(&r.use_first_layer), short(&r.use_last_layer)),
+        r.norms
+            .iter()
+            .map(|n| norm(n))
+            .collect::<Vec<_>>()
+            .join("/"),
+        format!(
+            "{}{}",
+            r.block_list,
+            if r.warnings.is_empty() { "" } else { " !" }
+        ),
+    ]
 }
 
 pub fn draw(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {

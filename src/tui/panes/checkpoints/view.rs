@@ -143,13 +143,18 @@ impl CheckpointsPane {
         } else {
             Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area)
         };
-        let nodes = self.visible();
-        if self.state.selected().is_empty() {
-            if let Some(n) = nodes.first() {
-                self.state.select(vec![n.id.clone()]);
-            }
-        }
-        let items = self.items(&nodes, theme);
+        self.draw_tree(f, list_area, theme);
+        let lines = self.info_lines(info_area.width.saturating_sub(18) as usize, theme);
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(block("Selected", theme)),
+            info_area,
+        );
+    }
+
+    /// The list's title: the count, the filter being typed or set, and the marks.
+    fn tree_title(&self) -> String {
         let mut title = format!("Checkpoints · {}", self.catalog.entries.len());
         if self.filtering || !self.filter.is_empty() {
             title.push_str(&format!(" · /{}", self.filter));
@@ -160,6 +165,20 @@ impl CheckpointsPane {
         if !self.marks.is_empty() {
             title.push_str(&format!(" · {} marked", self.marks.len()));
         }
+        title
+    }
+
+    /// The lineage tree (its first node selected when nothing is), or what to do when it
+    /// is empty.
+    fn draw_tree(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
+        let nodes = self.visible();
+        if self.state.selected().is_empty() {
+            if let Some(n) = nodes.first() {
+                self.state.select(vec![n.id.clone()]);
+            }
+        }
+        let items = self.items(&nodes, theme);
+        let title = self.tree_title();
         if items.is_empty() {
             let text = if self.catalog.entries.is_empty() {
                 format!(
@@ -174,7 +193,7 @@ impl CheckpointsPane {
                     .style(Style::default().fg(theme.dim))
                     .wrap(Wrap { trim: true })
                     .block(block(&title, theme)),
-                list_area,
+                area,
             );
         } else if let Ok(tree) = Tree::new(&items) {
             let (open, closed) = if theme.ascii {
@@ -188,12 +207,14 @@ impl CheckpointsPane {
                 .node_open_symbol(open)
                 .node_closed_symbol(closed)
                 .node_no_children_symbol("  ");
-            f.render_stateful_widget(tree, list_area, &mut self.state);
+            f.render_stateful_widget(tree, area, &mut self.state);
         }
-        let w = info_area.width.saturating_sub(18) as usize;
-        let mut lines = Vec::new();
-        // A run's row shows its latest checkpoint, so the facts are there from the start.
-        let (sel, heading) = match (self.selected().cloned(), self.selected_run()) {
+    }
+
+    /// The checkpoint whose facts are shown, and a heading when it stands for a run: a
+    /// run's row shows its latest checkpoint, so the facts are there from the start.
+    fn shown(&self) -> (Option<Entry>, Option<String>) {
+        match (self.selected().cloned(), self.selected_run()) {
             (Some(e), _) => (Some(e), None),
             (None, Some((run, own))) => {
                 let heading = match own.last() {
@@ -203,7 +224,14 @@ impl CheckpointsPane {
                 (own.last().map(|e| (*e).clone()), Some(heading))
             }
             (None, None) => (None, None),
-        };
+        }
+    }
+
+    /// The "Selected" panel: the shown checkpoint's facts (values clipped to `w`), the
+    /// marks in stacking order, and the last message.
+    fn info_lines(&mut self, w: usize, theme: &Theme) -> Vec<Line<'static>> {
+        let mut lines = Vec::new();
+        let (sel, heading) = self.shown();
         if let Some(h) = heading {
             lines.push(Line::styled(
                 clip(&h, w + 16),
@@ -213,21 +241,11 @@ impl CheckpointsPane {
         if let Some(e) = &sel {
             self.want_sha(&e.path);
             for (k, v) in self.details(e) {
-                let style = if k == "unreadable" {
-                    Style::default().fg(theme.error)
-                } else {
-                    Style::default().fg(theme.text)
-                };
+                let unreadable = k == "unreadable";
+                let style = Style::default().fg(if unreadable { theme.error } else { theme.text });
                 lines.push(Line::from(vec![
                     Span::styled(format!("{k:<14} "), Style::default().fg(theme.dim)),
-                    Span::styled(
-                        if k == "unreadable" {
-                            v
-                        } else {
-                            clip(&v, w.max(8))
-                        },
-                        style,
-                    ),
+                    Span::styled(if unreadable { v } else { clip(&v, w.max(8)) }, style),
                 ]));
             }
         } else if lines.is_empty() {
@@ -258,12 +276,7 @@ impl CheckpointsPane {
             lines.push(Line::raw(""));
             lines.push(Line::styled(m.clone(), Style::default().fg(theme.warn)));
         }
-        f.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(block("Selected", theme)),
-            info_area,
-        );
+        lines
     }
 }
 

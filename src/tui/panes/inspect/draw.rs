@@ -276,12 +276,20 @@ pub fn draw(p: &mut InspectPane, f: &mut Frame, area: Rect, theme: &Theme) {
         ])
         .areas(body)
     };
-    // The stack's heat map, then each model alone, side by side.
+    heat_maps(p, r, f, maps, theme);
+    if tall {
+        charts(r, f, chart_area, theme);
+    }
+    seam_panel(p, r, f, seam_area, theme);
+}
+
+/// The stack's heat map, then each model alone, side by side (scrolled by the pane).
+fn heat_maps(p: &InspectPane, r: &InspectReport, f: &mut Frame, area: Rect, theme: &Theme) {
     let n = 1 + r.parts.len() as u16;
-    let stack_w = (maps.width * 2 / (n + 1)).max(20);
-    let mut constraints = vec![Constraint::Length(stack_w.min(maps.width))];
+    let stack_w = (area.width * 2 / (n + 1)).max(20);
+    let mut constraints = vec![Constraint::Length(stack_w.min(area.width))];
     constraints.extend((0..r.parts.len()).map(|_| Constraint::Fill(1)));
-    let cols = Layout::horizontal(constraints).split(maps);
+    let cols = Layout::horizontal(constraints).split(area);
     let seams: Vec<(usize, String)> = r
         .seams
         .iter()
@@ -321,9 +329,10 @@ pub fn draw(p: &mut InspectPane, f: &mut Frame, area: Rect, theme: &Theme) {
             heat_map(&part.points, &[], cols_of(area.width), theme),
         );
     }
-    if tall {
-        charts(r, f, chart_area, theme);
-    }
+}
+
+/// Each seam's numbers, and where the figures were written.
+fn seam_panel(p: &InspectPane, r: &InspectReport, f: &mut Frame, area: Rect, theme: &Theme) {
     let mut lines = seam_lines(r, theme);
     if let Some((dir, files)) = &p.figures {
         lines.push(Line::styled(
@@ -336,6 +345,6 @@ pub fn draw(p: &mut InspectPane, f: &mut Frame, area: Rect, theme: &Theme) {
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
             .block(block("Seams", theme)),
-        seam_area,
+        area,
     );
 }
