@@ -6,7 +6,7 @@ Layering (a module imports only modules on its own level or below; within a leve
 cycles):
     main, cli                       the binary's commands: parse flags, print
     tui                             the lab
-    sweep                           sweeps
+    sweep, heal                     sweeps, heal experiments (they start children through jobs)
     runs, jobs, train, stack, inspect, eval, bench, export, doctor
                                     run folders and the queue, requests to child processes,
                                     the use cases
@@ -20,7 +20,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 LEVEL = {
-    "main": 8, "cli": 8, "tui": 7, "sweep": 6,
+    "main": 8, "cli": 8, "tui": 7, "sweep": 6, "heal": 6,
     "runs": 3, "jobs": 3, "stack": 3, "inspect": 3, "eval": 3, "bench": 3, "export": 3,
     "train": 3, "doctor": 3,
     "data": 2, "model": 2, "config": 2, "device": 2,

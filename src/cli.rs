@@ -5,7 +5,9 @@
 //! library code below. This file holds the parser and the dispatch.
 
 mod checkpoint;
+pub mod heal;
 pub mod inspect;
+pub mod runs;
 pub mod selection;
 pub mod stack;
 pub mod sweep;
@@ -69,17 +71,20 @@ pub enum Command {
     /// The seed's whole experiment from a sweep config: train what is missing, evaluate the
     /// stack grid, write results.csv and tables.md (resumable).
     Sweep(sweep::SweepArgs),
+    /// Does a stack heal? Train it, the first part on itself, a fresh model of its size and
+    /// the better part for the same steps on the same tokens, and compare the curves.
+    Heal(heal::HealArgs),
     /// Why a stack fails at its seam: residual norms, logit lens, CKA and stitching, for the
     /// stack and each part alone on the same tokens (takes stack's flags).
     Inspect(inspect::InspectArgs),
     /// Every run in the checkpoint dir: state, step, losses, tokens/s, age, size on disk.
-    Runs(crate::runs::cli::RunsArgs),
+    Runs(runs::RunsArgs),
     /// Stop a run gracefully (SIGTERM: it checkpoints, then ends stopped), or --kill it.
-    Stop(crate::runs::cli::StopArgs),
+    Stop(runs::StopArgs),
     /// Remove a run that is neither running nor queued, with all its checkpoints.
-    Rm(crate::runs::cli::RmArgs),
+    Rm(runs::RmArgs),
     /// Apply checkpoint retention to existing runs and report the space freed.
-    Gc(crate::runs::cli::GcArgs),
+    Gc(runs::GcArgs),
     /// What this installation sees: versions, libtorch, devices, folders.
     Doctor {
         /// One JSON object instead of a table.
@@ -136,9 +141,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Sweep(a)) => sweep::run(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Stack(a)) => stack::run(a).map(|_| ExitCode::SUCCESS),
         Some(Command::Inspect(a)) => inspect::run(a).map(|_| ExitCode::SUCCESS),
-        Some(Command::Runs(a)) => crate::runs::cli::run_runs(a).map(|_| ExitCode::SUCCESS),
-        Some(Command::Stop(a)) => crate::runs::cli::run_stop(a).map(|_| ExitCode::SUCCESS),
-        Some(Command::Rm(a)) => crate::runs::cli::run_rm(a).map(|_| ExitCode::SUCCESS),
-        Some(Command::Gc(a)) => crate::runs::cli::run_gc(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Heal(a)) => heal::run(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Runs(a)) => runs::run_runs(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Stop(a)) => runs::run_stop(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Rm(a)) => runs::run_rm(a).map(|_| ExitCode::SUCCESS),
+        Some(Command::Gc(a)) => runs::run_gc(a).map(|_| ExitCode::SUCCESS),
     }
 }

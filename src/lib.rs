@@ -13,6 +13,7 @@ pub mod eval;
 pub mod export;
 pub mod filelock;
 pub mod hash;
+pub mod heal;
 pub mod inspect;
 pub mod jobs;
 pub mod model;

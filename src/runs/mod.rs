@@ -2,7 +2,6 @@
 
 pub mod catalog;
 pub mod checkpoint;
-pub mod cli;
 pub mod control;
 pub mod disk;
 pub mod launch;

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::control;
-use super::disk::format_size;
-use super::listing::{self, RunFacts};
-use super::lock;
-use super::registry::{Phase, Registry, RunEntry};
-use super::retention::{self, Lineages, Retention};
+use crate::runs::control;
+use crate::runs::disk::format_size;
+use crate::runs::listing::{self, RunFacts};
+use crate::runs::lock;
+use crate::runs::registry::{Phase, Registry, RunEntry};
+use crate::runs::retention::{self, Lineages, Retention};
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -146,7 +146,7 @@ pub fn run_stop(a: StopArgs) -> Result<()> {
     // Its slot is free: the next queued run for its device starts, as when a training ends.
     if control::wait_gone(s.pid, std::time::Duration::from_secs(5)) {
         if let Some(d) = &s.device {
-            super::launch::start_next(&root, d);
+            crate::runs::launch::start_next(&root, d);
         }
     }
     Ok(())
@@ -206,7 +206,7 @@ pub fn gc(root: &Path, a: &GcArgs) -> Result<String> {
         }
     }
     let lineages = Lineages::scan(root);
-    let starting = super::launch::starting(root);
+    let starting = crate::runs::launch::starting(root);
     let mut gc = Gc {
         a,
         verb: if a.dry_run { "would remove" } else { "removed" },
@@ -322,7 +322,7 @@ impl Gc<'_> {
     /// Folders left by an interrupted write or removal.
     fn remove_leftovers(&mut self, leftovers: Vec<PathBuf>) {
         for l in leftovers {
-            let bytes = super::disk::disk_size(&l);
+            let bytes = crate::runs::disk::disk_size(&l);
             if !self.a.dry_run {
                 if let Err(err) = std::fs::remove_dir_all(&l) {
                     self.say(format!("cannot remove {}: {err}", l.display()));
