@@ -1,16 +1,24 @@
-//! What a child process writes on stderr, as the lab reads it: lines (not necessarily
-//! UTF-8), each a progress event or text. A progress event written again reads back the same.
+//! What a child process writes, as the lab reads it (`jobs::child::decode_line`): lines
+//! that are not necessarily UTF-8, on stderr each a progress event or text, on stdout text.
+//! A progress event written again reads back the same; nothing is lost or panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use stacklab::jobs::child::{decode_line, ChildEvent};
 use stacklab::progress::parse;
 
 fuzz_target!(|data: &[u8]| {
-    for line in data.split(|&b| b == b'\n') {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches(['\n', '\r']);
-        if let Some(p) = parse(text) {
-            let again = serde_json::json!({ "progress": p }).to_string();
-            assert_eq!(parse(&again), Some(p));
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        match decode_line(line, false) {
+            ChildEvent::Progress(p) => {
+                let again = serde_json::json!({ "progress": p }).to_string();
+                assert_eq!(parse(&again), Some(p));
+            }
+            ChildEvent::Stderr(text) => {
+                assert!(!text.ends_with('\n'), "a line keeps no line break");
+                assert!(parse(&text).is_none());
+            }
+            other => panic!("stderr decoded as {other:?}"),
         }
+        assert!(matches!(decode_line(line, true), ChildEvent::Stdout(_)));
     }
 });
