@@ -444,3 +444,64 @@ fn a_stack_of_a_model_with_itself_follows_it_exactly_at_the_last_point() {
         .iter()
         .all(|p| p.points.iter().all(|q| q.attribution.is_empty())));
 }
+
+/// The Inspect pane's charts each name their series (a legend), and the attribution chart
+/// shows the stack's KL to each part.
+#[test]
+fn the_inspect_panes_charts_have_legends_and_show_attribution() {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use stacklab::tui::jobs::Waker;
+    use stacklab::tui::panes::inspect::InspectPane;
+    use stacklab::tui::panes::Pane;
+    use stacklab::tui::theme::Theme;
+    let input = self_split(1);
+    let (mut val, mut train) = loaders();
+    let opts = InspectOptions {
+        tokens: 96,
+        batch: 2,
+        stitch_steps: 0,
+        stitch_lr: 1e-4,
+        hist_bins: 8,
+        device: Device::Cpu,
+    };
+    let r = inspect(
+        &input,
+        &mut val,
+        &mut train,
+        &opts,
+        &mut stacklab::progress::Silent,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pane = InspectPane::new(
+        std::path::Path::new("/nonexistent/stacklab"),
+        "cpu",
+        dir.path(),
+        Waker::none(),
+    );
+    pane.show(r, "stack m1:0..1 | m2:1..2");
+    let (w, h) = (200u16, 60u16);
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let theme = Theme::shipped_default();
+    t.draw(|fr| pane.draw(fr, fr.area(), &theme)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let screen: String = (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for want in [
+        "RMS per layer",
+        "stack p50",
+        "m1 p50",
+        "logit-lens loss",
+        "follows: KL",
+        "KL to m1",
+        "KL to m2",
+    ] {
+        assert!(
+            screen.contains(want),
+            "no `{want}` on the screen:\n{screen}"
+        );
+    }
+}

@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Wrap};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, LegendPosition, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::InspectPane;
@@ -160,15 +160,26 @@ fn layer_chart(
         .iter()
         .enumerate()
         .map(|(i, (name, pts))| {
-            Dataset::default()
-                .name(name.clone())
-                .marker(marker)
+            // An unnamed series (a band around a named one) stays out of the legend.
+            let d = if name.is_empty() {
+                Dataset::default()
+            } else {
+                Dataset::default().name(name.clone())
+            };
+            d.marker(marker)
                 .graph_type(GraphType::Line)
-                .style(Style::default().fg(theme.series[i % theme.series.len()]))
+                .style(Style::default().fg(if name.is_empty() {
+                    theme.dim
+                } else {
+                    theme.series[i % theme.series.len()]
+                }))
                 .data(pts)
         })
         .collect();
+    // Every chart names its series: the legend stays unless it would cover most of it.
     let chart = Chart::new(datasets)
+        .legend_position(Some(LegendPosition::TopRight))
+        .hidden_legend_constraints((Constraint::Percentage(50), Constraint::Percentage(100)))
         .block(block(title, theme))
         .x_axis(
             Axis::default()
@@ -186,8 +197,12 @@ fn layer_chart(
 }
 
 fn charts(r: &InspectReport, f: &mut Frame, area: Rect, theme: &Theme) {
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    let [left, middle, right] = Layout::horizontal([
+        Constraint::Ratio(1, 3),
+        Constraint::Ratio(1, 3),
+        Constraint::Ratio(1, 3),
+    ])
+    .areas(area);
     let xy = |pts: &[PointReport], v: &dyn Fn(&PointReport) -> f64| -> Vec<(f64, f64)> {
         pts.iter()
             .enumerate()
@@ -199,8 +214,8 @@ fn charts(r: &InspectReport, f: &mut Frame, area: Rect, theme: &Theme) {
             "stack p50".to_string(),
             xy(&r.points, &|p| log10(p.rms.p50)),
         ),
-        ("p05".to_string(), xy(&r.points, &|p| log10(p.rms.p05))),
-        ("p95".to_string(), xy(&r.points, &|p| log10(p.rms.p95))),
+        (String::new(), xy(&r.points, &|p| log10(p.rms.p05))),
+        (String::new(), xy(&r.points, &|p| log10(p.rms.p95))),
     ];
     for p in &r.parts {
         rms.push((
@@ -222,9 +237,36 @@ fn charts(r: &InspectReport, f: &mut Frame, area: Rect, theme: &Theme) {
     }
     layer_chart(
         f,
-        right,
+        middle,
         "logit-lens loss per layer",
         &lens,
+        |y| format!("{y:.2}"),
+        theme,
+    );
+    // Parent attribution: how far the stack's lens is from each part's own prediction.
+    let parts: Vec<String> = r
+        .points
+        .first()
+        .map(|p| p.attribution.iter().map(|a| a.model.clone()).collect())
+        .unwrap_or_default();
+    let follows: Vec<(String, Vec<(f64, f64)>)> = parts
+        .iter()
+        .enumerate()
+        .map(|(j, m)| {
+            let pts = r
+                .points
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.attribution.get(j).map(|a| (i as f64, a.kl)))
+                .collect();
+            (format!("KL to {m}"), pts)
+        })
+        .collect();
+    layer_chart(
+        f,
+        right,
+        "follows: KL(part's own || stack lens)",
+        &follows,
         |y| format!("{y:.2}"),
         theme,
     );
