@@ -605,3 +605,55 @@ fn app_screen(app: &mut App, w: u16, h: u16) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// `H` in the Stack pane starts `stacklab heal` for the stack on screen and asks the lab to
+/// compare its arms' runs: the app shows the Runs pane with the four arms pinned.
+#[test]
+fn h_heals_the_stack_on_screen_and_the_runs_pane_compares_its_arms() {
+    use stacklab::config::lab::LabConfig;
+    use stacklab::tui::panes::runs::RunsPane;
+    let f = fixture();
+    let results = f.lab.path("lab/stacks.csv");
+    let mut b = BuilderPane::new(&f.lab.checkpoints(), &f.exe, "cpu", &results, Waker::none());
+    b.update(&Action::SendToBuilder(vec![step(&f, "m1"), step(&f, "m2")]));
+    let Handled::Then(Action::CompareRuns(runs)) = key(&mut b, KeyCode::Char('H')) else {
+        panic!("H did not ask to compare runs: {:?}", b.message)
+    };
+    let arms: Vec<&str> = runs.iter().map(|r| r.rsplit('-').next().unwrap()).collect();
+    assert_eq!(arms, ["stack", "self", "scratch", "continue"]);
+    assert!(runs.iter().all(|r| r.starts_with("heal-")), "{runs:?}");
+    let job = b.job.as_ref().expect("a heal job");
+    let name = runs[0].trim_end_matches("-stack");
+    for want in [
+        "stacklab heal --models",
+        "--steps 100",
+        "--arms stack,self,scratch,continue",
+        &format!("--name {name}"),
+        "--json",
+    ] {
+        assert!(job.command.contains(want), "{want}: {}", job.command);
+    }
+    b.job.as_mut().unwrap().cancel();
+
+    let new_runs = || {
+        RunsPane::new(
+            &f.lab.checkpoints(),
+            &f.lab.path("configs"),
+            "cpu",
+            LabConfig::default(),
+            true,
+        )
+    };
+    let mut alone = new_runs();
+    assert!(alone.update(&Action::CompareRuns(runs.clone())));
+    assert_eq!(alone.pinned, runs, "every arm on the chart");
+    let runs_pane = new_runs();
+    let mut app = App::new(
+        vec![Box::new(runs_pane), Box::new(b)],
+        ascii(),
+        "lab.log".into(),
+    );
+    app.active = 1;
+    app.update(Action::CompareRuns(runs.clone()));
+    assert_eq!(app.active, 0, "the Runs pane is shown");
+}

@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use arms::Arm;
-pub use report::{table, write_outputs};
+pub use report::{summary, table, write_outputs};
 
 use crate::jobs::request::{StackRequest, StackSelection, TrainRequest, TrainStart};
 use crate::jobs::spawn::{self, Spec};

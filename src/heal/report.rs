@@ -26,6 +26,27 @@ pub fn reaches(c: &ArmCurve, target: f64) -> Option<i64> {
         .map(|p| p.step)
 }
 
+/// One line: each arm's loss after K steps, and whether it reached the best part.
+pub fn summary(r: &HealReport) -> String {
+    let arms: Vec<String> = r
+        .arms
+        .iter()
+        .map(|a| {
+            let end = a.points.last().map(|p| p.val_loss).unwrap_or(f64::NAN);
+            let reached = reaches(a, r.best_part_loss).map_or("", |_| " (reached)");
+            format!("{} {end:.4}{reached}", a.arm)
+        })
+        .collect();
+    format!(
+        "heal {}: stack {:.4}, best part {:.4}; after {} steps: {}",
+        r.name,
+        r.val_loss_stack,
+        r.best_part_loss,
+        r.steps,
+        arms.join(" · ")
+    )
+}
+
 pub fn table(r: &HealReport) -> String {
     let k = r.steps;
     let mut s = format!(

@@ -11,7 +11,7 @@ pub mod request;
 pub mod spawn;
 
 pub use child::{ChildEvent, Job, Outcome, Wake};
-pub use request::{InspectRequest, StackRequest, TrainRequest};
+pub use request::{HealRequest, InspectRequest, StackRequest, TrainRequest};
 pub use spawn::stacklab_exe;
 
 use anyhow::{Context, Result};

@@ -210,6 +210,45 @@ impl InspectRequest {
     }
 }
 
+/// `stacklab heal ... --json`: train the arms of a stack's recovery study.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealRequest {
+    pub selection: StackSelection,
+    pub steps: i64,
+    /// `stack`, `self`, `scratch`, `continue` (in order).
+    pub arms: Vec<String>,
+    pub name: String,
+    pub train_w: bool,
+}
+
+impl HealRequest {
+    /// The runs the arms train as (`NAME-stack`, ...).
+    pub fn runs(&self) -> Vec<String> {
+        self.arms
+            .iter()
+            .map(|a| format!("{}-{a}", self.name))
+            .collect()
+    }
+
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec!["heal".to_string()];
+        a.extend(self.selection.to_args());
+        a.extend([
+            "--steps".into(),
+            self.steps.to_string(),
+            "--arms".into(),
+            self.arms.join(","),
+            "--name".into(),
+            self.name.clone(),
+        ]);
+        if self.train_w {
+            a.push("--train-w".into());
+        }
+        a.push("--json".into());
+        a
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +385,35 @@ mod tests {
                 assert_eq!(a.plot, req.plot);
                 assert_eq!(a.stitch, req.stitch);
                 assert!(a.json);
+            }
+        }
+    }
+
+    #[test]
+    fn heal_requests_round_trip_through_the_parser() {
+        let dir = tempfile::tempdir().unwrap();
+        for selection in selections(dir.path()) {
+            for (arms, train_w) in [
+                (vec!["stack", "self", "scratch", "continue"], false),
+                (vec!["continue", "stack"], true),
+            ] {
+                let req = HealRequest {
+                    selection: selection.clone(),
+                    steps: 100,
+                    arms: arms.iter().map(|a| a.to_string()).collect(),
+                    name: "heal-x".into(),
+                    train_w,
+                };
+                let Command::Heal(a) = parse(req.to_args()) else {
+                    panic!("not a heal command")
+                };
+                same_selection(&a.sel, &req.selection);
+                assert_eq!(a.steps, req.steps);
+                assert_eq!(a.arms, req.arms);
+                assert_eq!(a.name.as_deref(), Some("heal-x"));
+                assert_eq!(a.train_w, train_w);
+                assert!(a.json);
+                assert_eq!(req.runs()[0], format!("heal-x-{}", arms[0]));
             }
         }
     }

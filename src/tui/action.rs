@@ -5,6 +5,7 @@ use crossterm::event::{KeyEvent, MouseEvent};
 /// The panes actions can bring to the front, by title.
 pub const BUILDER_TITLE: &str = "Stack";
 pub const INSPECT_TITLE: &str = "Inspect";
+pub const RUNS_TITLE: &str = "Runs";
 
 /// Everything that reaches the main loop: terminal input, the slow tick that looks for
 /// changed run files, signals, and the terminal going away.
@@ -36,6 +37,8 @@ pub enum Action {
     Notify(String, bool),
     /// Checkpoints for the stack builder, bottom first; shows the builder.
     SendToBuilder(Vec<std::path::PathBuf>),
+    /// Compare these runs on the Runs pane's chart (pinned); shows it.
+    CompareRuns(Vec<String>),
     /// Inspect this stack, scored this way; shows the Inspect pane.
     Inspect {
         spec: crate::stack::StackSpec,

@@ -112,9 +112,10 @@ impl App {
             Action::Pane(i) if i < n => self.active = i,
             Action::Pane(_) => {}
             Action::ToggleHelp => self.help = !self.help,
-            Action::SendToBuilder(_) | Action::Inspect { .. } => {
+            Action::SendToBuilder(_) | Action::Inspect { .. } | Action::CompareRuns(_) => {
                 let title = match action {
                     Action::SendToBuilder(_) => super::action::BUILDER_TITLE,
+                    Action::CompareRuns(_) => super::action::RUNS_TITLE,
                     _ => super::action::INSPECT_TITLE,
                 };
                 for p in &mut self.panes {

@@ -154,6 +154,7 @@ fn job_line(p: &BuilderPane, f: &mut Frame, area: Rect, theme: &Theme) {
     let what = match p.job_kind {
         JobKind::Evaluate => "evaluating",
         JobKind::SaveCheckpoint => "evaluating and saving",
+        JobKind::Heal => "healing (training the arms)",
     };
     widgets::job_line::draw(
         f,

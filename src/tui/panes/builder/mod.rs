@@ -18,7 +18,7 @@ use ratatui::layout::Rect;
 use ratatui::Frame;
 
 use super::Pane;
-use crate::jobs::request::{StackRequest, StackSelection};
+use crate::jobs::request::{HealRequest, StackRequest, StackSelection};
 use crate::runs::catalog::Catalog;
 use crate::stack::results::StackReport;
 use crate::stack::EvalOptions;
@@ -33,7 +33,12 @@ pub enum JobKind {
     Evaluate,
     /// Evaluate and save the stack as a checkpoint folder.
     SaveCheckpoint,
+    /// Train the stack's heal arms (`stacklab heal`).
+    Heal,
 }
+
+/// Steps per arm of a heal started with `H` (`stacklab heal --steps K` for others).
+pub const HEAL_STEPS: i64 = 100;
 
 pub struct BuilderPane {
     pub draft: Draft,
@@ -228,7 +233,60 @@ impl BuilderPane {
         }
     }
 
+    /// Starts `stacklab heal` for the stack on screen (every arm, [`HEAL_STEPS`] steps) and
+    /// returns the runs its arms train as.
+    fn start_heal(&mut self) -> Option<Vec<String>> {
+        if let Some(p) = self.draft.problems().first() {
+            self.message = Some((p.clone(), true));
+            return None;
+        }
+        if let Some(j) = self.job.as_mut() {
+            j.cancel();
+        }
+        let req = HealRequest {
+            selection: StackSelection::of(self.draft.spec(), EvalOptions::default(), &self.device),
+            steps: HEAL_STEPS,
+            arms: crate::heal::Arm::ALL
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
+            name: format!("heal-{}", chrono::Local::now().format("%Y%m%d-%H%M%S")),
+            train_w: false,
+        };
+        match Job::start(
+            &self.exe,
+            &req.to_args(),
+            &format!("heal {}", self.draft.describe()),
+            self.waker.as_wake(),
+        ) {
+            Ok(j) => {
+                self.job = Some(j);
+                self.job_draft = Some(self.draft.clone());
+                self.job_kind = JobKind::Heal;
+                self.message = None;
+                Some(req.runs())
+            }
+            Err(e) => {
+                self.message = Some((format!("{e:#}"), true));
+                None
+            }
+        }
+    }
+
     fn finished(&mut self, outcome: Outcome) {
+        if self.job_kind == JobKind::Heal {
+            self.message = Some(match outcome {
+                Outcome::Done(json) => {
+                    match crate::jobs::decode_report::<crate::heal::HealReport>(&json, "heal") {
+                        Ok(r) => (crate::heal::summary(&r), false),
+                        Err(e) => (format!("{e:#}"), true),
+                    }
+                }
+                Outcome::Failed(e) => (format!("heal failed: {e}"), true),
+                Outcome::Cancelled => ("heal cancelled".into(), false),
+            });
+            return;
+        }
         match outcome {
             Outcome::Done(json) => {
                 self.reload_results();
@@ -287,6 +345,12 @@ impl Pane for BuilderPane {
             KeyCode::Char('S') => {
                 self.save_spec();
                 return Handled::Yes;
+            }
+            KeyCode::Char('H') => {
+                return match self.start_heal() {
+                    Some(runs) => Handled::Then(Action::CompareRuns(runs)),
+                    None => Handled::Yes,
+                };
             }
             KeyCode::Char('i') => {
                 if let Some(p) = self.draft.problems().first() {
@@ -377,6 +441,10 @@ impl Pane for BuilderPane {
             ("i", "inspect this stack (Inspect pane)"),
             ("S", "save as a spec file (stack --spec)"),
             ("C", "evaluate and save as a checkpoint"),
+            (
+                "H",
+                "heal: train the stack, A on itself, a fresh model and the better part 100 steps each (Runs pane compares them)",
+            ),
             ("o", "sort the results (newest, stack loss, stack - best)"),
             ("J K", "next / previous result (PgDn PgUp: by 5)"),
             ("Enter", "open the selected result's stack here again"),
@@ -387,6 +455,7 @@ impl Pane for BuilderPane {
     }
 
     fn status_keys(&self) -> String {
-        "f/l layers · w/h/m norms · e evaluate · i inspect · S/C save · J/K Enter reopen".into()
+        "f/l layers · w/h/m norms · e evaluate · i inspect · S/C save · H heal · J/K Enter reopen"
+            .into()
     }
 }

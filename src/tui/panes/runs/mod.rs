@@ -184,7 +184,7 @@ impl RunsPane {
 
 impl Pane for RunsPane {
     fn title(&self) -> &str {
-        "Runs"
+        crate::tui::action::RUNS_TITLE
     }
 
     fn captures_input(&self) -> bool {
@@ -198,6 +198,12 @@ impl Pane for RunsPane {
     fn update(&mut self, action: &Action) -> bool {
         match action {
             Action::Tick => self.tick(),
+            // The runs may not exist yet (a heal's arms start one after another): pinned,
+            // each joins the chart once it has metrics.
+            Action::CompareRuns(names) => {
+                self.pinned = names.clone();
+                true
+            }
             _ => false,
         }
     }
