@@ -136,7 +136,7 @@ fn main() {
         );
     }
 
-    let columns = stacklab::stack::results::CSV_COLUMNS;
+    let columns = stacklab::stack::row::COLUMNS;
     let mut row: Vec<String> = columns.iter().map(|_| String::new()).collect();
     let set = |row: &mut Vec<String>, c: &str, v: &str| {
         let i = columns
