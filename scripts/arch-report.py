@@ -19,6 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
+# `--src DIR`: another tree's src/ (e.g. an older commit's, to compare).
+if "--src" in sys.argv:
+    SRC = Path(sys.argv[sys.argv.index("--src") + 1]).resolve()
 LEVEL = {
     "main": 8, "cli": 8, "tui": 7, "sweep": 6, "heal": 6,
     "runs": 3, "jobs": 3, "stack": 3, "inspect": 3, "eval": 3, "bench": 3, "export": 3,

@@ -13,70 +13,11 @@ impl RunsPane {
     /// A key while the pane is shown (the pane's `handle_key`).
     pub(super) fn on_key(&mut self, k: KeyEvent) -> Handled {
         if let Some(overlay) = self.overlay.take() {
-            match overlay {
-                Overlay::Confirm(c) => {
-                    if k.code == KeyCode::Char('y') {
-                        self.confirmed(c);
-                    } else {
-                        self.notify("cancelled", false);
-                    }
-                }
-                Overlay::New(mut form) => match form.handle_key(k) {
-                    FormResult::Cancel => self.notify("cancelled", false),
-                    FormResult::Submit => {
-                        let f = form.clone();
-                        match self.submit_new(&f) {
-                            Ok(name) => {
-                                self.last_config = Some(f.get("config").to_string());
-                                self.selected = Some(name.clone());
-                                self.notify(format!("{name}: queued"), false);
-                                self.tick();
-                                self.rebuild_order();
-                            }
-                            Err(e) => {
-                                form.error = Some(e);
-                                self.overlay = Some(Overlay::New(form));
-                            }
-                        }
-                    }
-                    FormResult::Changed if form.focus == 0 => {
-                        let name = self.default_name(form.get("config"));
-                        form.set_text("name", &name);
-                        self.overlay = Some(Overlay::New(form));
-                    }
-                    _ => self.overlay = Some(Overlay::New(form)),
-                },
-            }
+            self.overlay_key(overlay, k);
             return Handled::Yes;
         }
         if self.input != Input::None {
-            let text = match self.input {
-                Input::Filter => &mut self.filter,
-                _ => &mut self.log.search,
-            };
-            match k.code {
-                KeyCode::Esc => {
-                    text.clear();
-                    self.input = Input::None;
-                }
-                KeyCode::Enter => {
-                    if self.input == Input::Search
-                        && !self.log.find_previous()
-                        && !self.log.search.is_empty()
-                    {
-                        self.notify(format!("`{}` not found in the log", self.log.search), true);
-                    }
-                    self.input = Input::None;
-                }
-                KeyCode::Backspace => {
-                    text.pop();
-                }
-                KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => text.push(c),
-                _ => {}
-            }
-            if self.input == Input::Filter || k.code == KeyCode::Esc {
-                self.rebuild_order();
-            }
+            self.input_key(k);
             return Handled::Yes;
         }
         self.message = None;
@@ -93,6 +34,75 @@ impl RunsPane {
             _ => return Handled::No,
         }
         Handled::Yes
+    }
+
+    /// A key while a dialog is open: the confirmation's answer, or the new-run form's.
+    fn overlay_key(&mut self, overlay: Overlay, k: KeyEvent) {
+        match overlay {
+            Overlay::Confirm(c) => {
+                if k.code == KeyCode::Char('y') {
+                    self.confirmed(c);
+                } else {
+                    self.notify("cancelled", false);
+                }
+            }
+            Overlay::New(mut form) => match form.handle_key(k) {
+                FormResult::Cancel => self.notify("cancelled", false),
+                FormResult::Submit => {
+                    let f = form.clone();
+                    match self.submit_new(&f) {
+                        Ok(name) => {
+                            self.last_config = Some(f.get("config").to_string());
+                            self.selected = Some(name.clone());
+                            self.notify(format!("{name}: queued"), false);
+                            self.tick();
+                            self.rebuild_order();
+                        }
+                        Err(e) => {
+                            form.error = Some(e);
+                            self.overlay = Some(Overlay::New(form));
+                        }
+                    }
+                }
+                FormResult::Changed if form.focus == 0 => {
+                    let name = self.default_name(form.get("config"));
+                    form.set_text("name", &name);
+                    self.overlay = Some(Overlay::New(form));
+                }
+                _ => self.overlay = Some(Overlay::New(form)),
+            },
+        }
+    }
+
+    /// A key while typing the filter or a log search.
+    fn input_key(&mut self, k: KeyEvent) {
+        let text = match self.input {
+            Input::Filter => &mut self.filter,
+            _ => &mut self.log.search,
+        };
+        match k.code {
+            KeyCode::Esc => {
+                text.clear();
+                self.input = Input::None;
+            }
+            KeyCode::Enter => {
+                if self.input == Input::Search
+                    && !self.log.find_previous()
+                    && !self.log.search.is_empty()
+                {
+                    self.notify(format!("`{}` not found in the log", self.log.search), true);
+                }
+                self.input = Input::None;
+            }
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => text.push(c),
+            _ => {}
+        }
+        if self.input == Input::Filter || k.code == KeyCode::Esc {
+            self.rebuild_order();
+        }
     }
 
     fn handle_action_key(&mut self, c: char) -> Handled {

@@ -257,8 +257,8 @@ impl RunsPane {
     }
 
     /// Draws the list, the selected run's details and any dialog (the pane's `draw`).
-    pub(super) fn draw_pane(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
-        let rows = self.rows();
+    /// The run list's title: the folder, the sort, the filter being typed.
+    fn list_title(&self) -> String {
         let mut title = format!("runs · {}", self.root.display());
         if self.sort != Sort::Name {
             title.push_str(&format!(" · by {}", self.sort.as_str()));
@@ -267,6 +267,30 @@ impl RunsPane {
             let cursor = if self.input == Input::Filter { "_" } else { "" };
             title = format!("runs · /{}{cursor}", self.filter);
         }
+        title
+    }
+
+    /// The selected run's facts: the first line plain, the others dim (red for a problem).
+    fn styled_info(&self, theme: &Theme) -> Vec<Line<'static>> {
+        self.info_lines()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let style = if i == 0 {
+                    Style::default().fg(theme.text)
+                } else if self.selected_entry().is_some_and(|e| e.problem.is_some()) {
+                    Style::default().fg(theme.error)
+                } else {
+                    Style::default().fg(theme.dim)
+                };
+                Line::from(Span::styled(l, style))
+            })
+            .collect()
+    }
+
+    pub(super) fn draw_pane(&mut self, f: &mut Frame, area: Rect, theme: &Theme) {
+        let rows = self.rows();
+        let title = self.list_title();
         let wide = area.width >= 110 && area.height >= 20;
         let (list_area, detail) = if wide {
             let [l, r] =
@@ -292,22 +316,7 @@ impl RunsPane {
             Constraint::Length(log_h),
         ])
         .areas(detail);
-        let lines: Vec<Line> = self
-            .info_lines()
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let style = if i == 0 {
-                    Style::default().fg(theme.text)
-                } else if self.selected_entry().is_some_and(|e| e.problem.is_some()) {
-                    Style::default().fg(theme.error)
-                } else {
-                    Style::default().fg(theme.dim)
-                };
-                Line::from(Span::styled(l, style))
-            })
-            .collect();
-        f.render_widget(Paragraph::new(lines), info);
+        f.render_widget(Paragraph::new(self.styled_info(theme)), info);
         let chart_title = self
             .selected
             .clone()
