@@ -391,29 +391,34 @@ fn a_boundary_norm_is_what_arrives_at_the_seam_and_the_stitch_replaces_it() {
     }
 }
 
-/// Parent attribution on `A[0,k) + A[k,L)`: the stack is A, so at every point the lens's KL
-/// to either part's own prediction is the lens's KL to the stack's final prediction, and at
-/// the last point the stack follows A exactly (KL 0, every top-1 the same).
-#[test]
-fn a_stack_of_a_model_with_itself_follows_it_exactly_at_the_last_point() {
+/// Inspects `self_split(1)` on the fixture's tokens, no trained stitch.
+fn inspect_self_split(tokens: i64, hist_bins: usize) -> stacklab::inspect::InspectReport {
     let input = self_split(1);
     let (mut val, mut train) = loaders();
     let opts = InspectOptions {
-        tokens: 192,
+        tokens,
         batch: 2,
         stitch_steps: 0,
         stitch_lr: 1e-4,
-        hist_bins: 8,
+        hist_bins,
         device: Device::Cpu,
     };
-    let r = inspect(
+    inspect(
         &input,
         &mut val,
         &mut train,
         &opts,
         &mut stacklab::progress::Silent,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Parent attribution on `A[0,k) + A[k,L)`: the stack is A, so at every point the lens's KL
+/// to either part's own prediction is the lens's KL to the stack's final prediction, and at
+/// the last point the stack follows A exactly (KL 0, every top-1 the same).
+#[test]
+fn a_stack_of_a_model_with_itself_follows_it_exactly_at_the_last_point() {
+    let r = inspect_self_split(192, 8);
     for p in &r.points {
         let models: Vec<&str> = p.attribution.iter().map(|a| a.model.as_str()).collect();
         assert_eq!(models, ["m1", "m2"], "point {}", p.r);
@@ -455,24 +460,7 @@ fn the_inspect_panes_charts_have_legends_and_show_attribution() {
     use stacklab::tui::panes::inspect::InspectPane;
     use stacklab::tui::panes::Pane;
     use stacklab::tui::theme::Theme;
-    let input = self_split(1);
-    let (mut val, mut train) = loaders();
-    let opts = InspectOptions {
-        tokens: 96,
-        batch: 2,
-        stitch_steps: 0,
-        stitch_lr: 1e-4,
-        hist_bins: 8,
-        device: Device::Cpu,
-    };
-    let r = inspect(
-        &input,
-        &mut val,
-        &mut train,
-        &opts,
-        &mut stacklab::progress::Silent,
-    )
-    .unwrap();
+    let r = inspect_self_split(96, 8);
     let dir = tempfile::tempdir().unwrap();
     let mut pane = InspectPane::new(
         std::path::Path::new("/nonexistent/stacklab"),

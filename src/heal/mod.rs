@@ -151,25 +151,7 @@ fn train_arm(o: &HealOptions, run: &str, config: &Path) -> Result<()> {
         checkpoint_dir: None,
     };
     let log = o.out.join("logs").join(format!("{run}.log"));
-    let exe = spawn::stacklab_exe()?;
-    let status = spawn::run_logged(
-        &Spec {
-            program: &exe,
-            args: &req.to_args(),
-            env: &req.env(),
-        },
-        &log,
-    )?;
-    if spawn::interrupted(&status) {
-        bail!("interrupted while training {run}; run the same heal again to resume");
-    }
-    if !status.success() {
-        bail!(
-            "training {run} failed (see {}); run the same heal again to resume it",
-            log.display()
-        );
-    }
-    Ok(())
+    crate::jobs::run_training(&req, run, &log, "heal")
 }
 
 /// An arm's curve: its run's validation rows.

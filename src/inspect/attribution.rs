@@ -10,8 +10,7 @@ use tch::{Kind, Tensor};
 use crate::config::NormKind;
 use crate::model::apply_norm;
 
-/// Rows per chunk: bounds the (rows x vocab) fp32 log-probabilities held at once.
-const CHUNK_ELEMENTS: i64 = 1 << 26;
+use super::lens::{head_rows, log_probs, CHUNK_ELEMENTS};
 
 /// How close the stack's lens at one point is to one part's own final prediction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,10 +70,7 @@ pub fn add_batch(
     tch::no_grad(|| {
         let (v, c) = (wte.size()[0], wte.size()[1]);
         let w = wte.to_kind(Kind::Float);
-        let rows: Vec<Tensor> = points
-            .iter()
-            .map(|p| apply_norm(&p.to_kind(Kind::Float), norm_lm_head).reshape([-1, c]))
-            .collect();
+        let rows = head_rows(points, norm_lm_head, c);
         let finals: Vec<(Tensor, Tensor)> = parts
             .iter()
             .map(|p| {
@@ -88,7 +84,7 @@ pub fn add_batch(
         }
         let n = rows[0].size()[0];
         let chunk = (CHUNK_ELEMENTS / v).max(1);
-        let logp = |h: &Tensor, w: &Tensor| h.matmul(&w.tr()).log_softmax(-1, Kind::Float);
+        let logp = log_probs;
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);

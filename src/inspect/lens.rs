@@ -10,7 +10,20 @@ use crate::config::NormKind;
 use crate::model::apply_norm;
 
 /// Rows per chunk: bounds the (rows x vocab) fp32 log-probabilities held at once.
-const CHUNK_ELEMENTS: i64 = 1 << 26;
+pub(super) const CHUNK_ELEMENTS: i64 = 1 << 26;
+
+/// Every point's residuals as the head reads them: fp32, `norm` applied, (B·T, C).
+pub(super) fn head_rows(points: &[Tensor], norm: NormKind, c: i64) -> Vec<Tensor> {
+    points
+        .iter()
+        .map(|p| apply_norm(&p.to_kind(Kind::Float), norm).reshape([-1, c]))
+        .collect()
+}
+
+/// Log-probabilities of rows under the tied head `w` (fp32).
+pub(super) fn log_probs(h: &Tensor, w: &Tensor) -> Tensor {
+    h.matmul(&w.tr()).log_softmax(-1, Kind::Float)
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LensSummary {
@@ -63,15 +76,12 @@ pub fn add_batch(
     tch::no_grad(|| {
         let (v, c) = (wte.size()[0], wte.size()[1]);
         let w = wte.to_kind(Kind::Float);
-        let rows: Vec<Tensor> = points
-            .iter()
-            .map(|p| apply_norm(&p.to_kind(Kind::Float), norm_lm_head).reshape([-1, c]))
-            .collect();
+        let rows = head_rows(points, norm_lm_head, c);
         let y = targets.reshape([-1]);
         let x_in = inputs.reshape([-1]);
         let n = y.size()[0];
         let chunk = (CHUNK_ELEMENTS / v).max(1);
-        let logp = |h: &Tensor| h.matmul(&w.tr()).log_softmax(-1, Kind::Float);
+        let logp = |h: &Tensor| log_probs(h, &w);
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);

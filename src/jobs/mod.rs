@@ -14,7 +14,9 @@ pub use child::{ChildEvent, Job, Outcome, Wake};
 pub use request::{HealRequest, InspectRequest, StackRequest, TrainRequest};
 pub use spawn::stacklab_exe;
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
 
 /// Reads a child's report: the JSON object a `--json` command prints as its last line.
 pub fn decode_report<T: serde::de::DeserializeOwned>(stdout: &str, what: &str) -> Result<T> {
@@ -24,4 +26,29 @@ pub fn decode_report<T: serde::de::DeserializeOwned>(stdout: &str, what: &str) -
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
     serde_json::from_str(last).with_context(|| format!("{what} printed no readable report"))
+}
+
+/// Runs a `train` request to its end as a child in this process's group (a Ctrl-C reaches
+/// it too: it checkpoints and ends), its output appended to `log`. `name` names the run
+/// and `again` the command to run again, in the errors.
+pub fn run_training(req: &TrainRequest, name: &str, log: &Path, again: &str) -> Result<()> {
+    let exe = stacklab_exe()?;
+    let status = spawn::run_logged(
+        &spawn::Spec {
+            program: &exe,
+            args: &req.to_args(),
+            env: &req.env(),
+        },
+        log,
+    )?;
+    if spawn::interrupted(&status) {
+        bail!("interrupted while training {name}; run the same {again} again to resume");
+    }
+    if !status.success() {
+        bail!(
+            "training {name} failed (see {}); fix it and run the same {again} again to resume it",
+            log.display()
+        );
+    }
+    Ok(())
 }

@@ -13,7 +13,6 @@ use super::config::SweepConfig;
 use super::plan::{Plan, PlannedRun, PlannedStack, RunAction, RESULTS, TABLES};
 use super::tables::{standard_tables, to_markdown, Rows};
 use crate::jobs::request::{TrainRequest, TrainStart};
-use crate::jobs::spawn::{self, Spec};
 use row::{append_row, stack_row};
 
 mod row;
@@ -43,30 +42,8 @@ fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
                 .to_path_buf(),
         ),
     };
-    let log_path = out.join("logs").join(format!("{}.log", r.name));
-    let exe = spawn::stacklab_exe()?;
-    let status = spawn::run_logged(
-        &Spec {
-            program: &exe,
-            args: &req.to_args(),
-            env: &req.env(),
-        },
-        &log_path,
-    )?;
-    if spawn::interrupted(&status) {
-        bail!(
-            "interrupted while training {}; run the same sweep again to resume",
-            r.name
-        );
-    }
-    if !status.success() {
-        bail!(
-            "training {} failed (see {}); fix it and run the sweep again",
-            r.name,
-            log_path.display()
-        );
-    }
-    Ok(())
+    let log = out.join("logs").join(format!("{}.log", r.name));
+    crate::jobs::run_training(&req, &r.name, &log, "sweep")
 }
 
 /// Writes `tables.md` from a results CSV (stacklab's or the seed's raw format) and returns it.
