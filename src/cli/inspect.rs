@@ -1,6 +1,6 @@
 //! `stacklab inspect`: the stack `stack` would score (same flags), and each part alone, run
 //! on the same probe tokens (`inspect::inspect_stack`); the report printed as text or JSON
-//! (`stacklab.inspect/1`), and the figures written.
+//! (`stacklab.inspect/1`), and the figures written (with `--scan`, every cut of two models).
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::selection::StackSelectionArgs;
 use crate::inspect::attribution::ParentShare;
-use crate::inspect::report::InspectReport;
+use crate::inspect::report::{InspectReport, ScanBest, ScanCell, ScanReport};
 use crate::inspect::run::block_list;
 use crate::inspect::stack::{inspect_stack, SeamOptions};
 use crate::stack::selection::prepare;
@@ -32,6 +32,10 @@ pub struct InspectArgs {
     /// Bins of the residual-norm histograms (shared log10 edges).
     #[arg(long, default_value_t = 40)]
     pub hist_bins: usize,
+    /// Also scan every cut of the two models: for each exit point i of the lower model and
+    /// entry point j of the upper, the stack 0:i,j:L as is and stitched (exactly two models).
+    #[arg(long)]
+    pub scan: bool,
     /// One JSON object (schema stacklab.inspect/1) as the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -44,6 +48,84 @@ fn follows(shares: &[ParentShare]) -> String {
         .min_by(|a, b| a.kl.total_cmp(&b.kl))
         .map(|a| format!("  {} ({:.4}, {:.3})", a.model, a.kl, a.top1_agree))
         .unwrap_or_default()
+}
+
+/// The flags that build a scanned cut, or its `--ranges`.
+fn how_built(b: &ScanBest) -> String {
+    let flags = match b.flags {
+        Some(f) if !f.use_first_layer && !f.use_last_layer => " (the seed's defaults: no flags)",
+        Some(f) if f.use_first_layer && f.use_last_layer => {
+            " (= --use-first-layer --use-last-layer)"
+        }
+        Some(f) if f.use_first_layer => " (= --use-first-layer)",
+        Some(_) => " (= --use-last-layer)",
+        None => "",
+    };
+    format!("--ranges {}{flags}", b.ranges)
+}
+
+/// One scanned value as a table: exit i down, entry j across; `*` marks `best`, brackets the
+/// seed's default cut.
+fn scan_table(
+    s: &ScanReport,
+    title: &str,
+    best: &ScanBest,
+    v: impl Fn(&ScanCell) -> f64,
+) -> String {
+    let mut out = format!("\n{title}\n  exit\\entry");
+    for j in 0..s.upper_blocks {
+        out.push_str(&format!(" {:>9}", format!("j={j}")));
+    }
+    for i in 1..=s.lower_blocks {
+        out.push_str(&format!("\n  i={i:<9}"));
+        for c in s.cells.iter().filter(|c| c.exit == i) {
+            let mark = if (c.exit, c.entry) == (best.exit, best.entry) {
+                '*'
+            } else {
+                ' '
+            };
+            let cell = if s.default_cut == Some([c.exit, c.entry]) {
+                format!("[{:.4}]", v(c))
+            } else {
+                format!("{:.4}", v(c))
+            };
+            out.push_str(&format!(" {cell:>8}{mark}"));
+        }
+    }
+    out.push('\n');
+    out
+}
+
+fn scan_text(s: &ScanReport) -> String {
+    let mut out = format!(
+        "\nscan: {}[0, i) + {}[j, {}), i = 1..={}, j = 0..{} (* best, [ ] the seed's default cut); measures over {} probe tokens, stitches fitted on {} train tokens\n",
+        s.lower, s.upper, s.upper_blocks, s.lower_blocks, s.upper_blocks, s.n_tokens, s.fit_tokens
+    );
+    out.push_str(&scan_table(s, "loss (as is)", &s.best, |c| c.loss));
+    out.push_str(&scan_table(
+        s,
+        "loss (least-squares stitch)",
+        &s.best_stitched,
+        |c| c.loss_stitched,
+    ));
+    out.push_str(&scan_table(s, "debiased CKA", &s.best, |c| c.cka_debiased));
+    out.push_str(&scan_table(
+        s,
+        "angular distance arccos(cos)/pi",
+        &s.best,
+        |c| c.angular_distance,
+    ));
+    out.push_str(&scan_table(s, "rms ratio", &s.best, |c| c.rms_ratio));
+    for (name, b) in [("best", &s.best), ("best stitched", &s.best_stitched)] {
+        out.push_str(&format!(
+            "{name:<15} exit {}, entry {}: loss {:.6}  {}\n",
+            b.exit,
+            b.entry,
+            b.loss,
+            how_built(b)
+        ));
+    }
+    out
 }
 
 fn text(r: &InspectReport) -> String {
@@ -132,6 +214,9 @@ fn text(r: &InspectReport) -> String {
                 .unwrap_or_default()
         ));
     }
+    if let Some(scan) = &r.scan {
+        s.push_str(&scan_text(scan));
+    }
     for n in &r.notes {
         s.push_str(&format!("note: {n}\n"));
     }
@@ -145,18 +230,25 @@ pub fn run(a: InspectArgs) -> Result<()> {
         stitch: a.stitch,
         stitch_lr: a.stitch_lr,
         hist_bins: a.hist_bins,
+        scan: a.scan,
     };
     opts.check()?;
+    if a.scan {
+        crate::inspect::scan::check_parts(spec.models.len())?;
+    }
     let p = prepare(&spec, &eval, device)?;
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
     let mut progress = crate::progress::for_command();
     let report = inspect_stack(&p, &eval, &opts, device, progress.as_mut())?;
-    let figures = match &a.plot {
+    let mut figures = match &a.plot {
         Some(dir) => crate::inspect::plot::write_figures(&report, dir)?,
         None => Vec::new(),
     };
+    if let (Some(dir), Some(scan)) = (&a.plot, &report.scan) {
+        figures.extend(crate::inspect::plot_scan::write_scan_figures(scan, dir)?);
+    }
     if a.json {
         for f in &figures {
             eprintln!("wrote {}", f.display());

@@ -156,4 +156,67 @@ pub struct InspectReport {
     pub latent: LatentReport,
     pub notes: Vec<String>,
     pub seconds: f64,
+    /// `--scan`: every cut of the two models (reports without it still read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanReport>,
+}
+
+/// One cut of `--scan`: the stack `A[0, exit) + B[entry, L_B)` (`--ranges 0:exit,entry:L_B`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanCell {
+    /// A's point the stack leaves A at (after block `exit - 1`), 1..=L_A.
+    pub exit: usize,
+    /// B's point the stack enters B at (the input of its block `entry`), 0..L_B.
+    pub entry: usize,
+    /// Mean RMS of what arrives (after the boundary norm) over mean RMS of B's own point.
+    pub rms_ratio: f64,
+    /// Mean per-token cosine between what arrives and B's own point.
+    pub cos: f64,
+    pub cka_debiased: f64,
+    /// Mean per-token `arccos(cos) / pi` (Gromov et al. 2024): 0 same direction, 1 opposite.
+    pub angular_distance: f64,
+    /// The stack's probe loss as it is.
+    pub loss: f64,
+    /// The probe loss with the least-squares map fitted on train tokens in place of the
+    /// boundary norm.
+    pub loss_stitched: f64,
+}
+
+/// The seed's two flags, for a cut they build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanFlags {
+    pub use_first_layer: bool,
+    pub use_last_layer: bool,
+}
+
+/// The lowest cell of `--scan` by one loss, and what builds that stack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanBest {
+    pub exit: usize,
+    pub entry: usize,
+    pub loss: f64,
+    /// `--ranges` of that stack: `0:exit,entry:L_B`.
+    pub ranges: String,
+    /// The seed's flags when they build the same stack, else none.
+    pub flags: Option<ScanFlags>,
+}
+
+/// `--scan`: every exit point of the lower model against every entry point of the upper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanReport {
+    pub lower: String,
+    pub upper: String,
+    pub lower_blocks: usize,
+    pub upper_blocks: usize,
+    /// The cut the seed's defaults build (no `use_first_layer`, no `use_last_layer`):
+    /// `[L_A - 1, 1]`, none when a model has a single block.
+    pub default_cut: Option<[usize; 2]>,
+    /// Train tokens the least-squares maps were fitted on.
+    pub fit_tokens: usize,
+    /// Probe tokens (position 0 left out) the measures are taken over.
+    pub n_tokens: usize,
+    /// Row-major: exit 1..=L_A, entry 0..L_B within each exit.
+    pub cells: Vec<ScanCell>,
+    pub best: ScanBest,
+    pub best_stitched: ScanBest,
 }

@@ -15,6 +15,7 @@ use super::latent::latent;
 use super::measure::{seam_report, Seam, StitchData};
 use super::norms;
 use super::report::*;
+use super::scan;
 use crate::config::NormKind;
 use crate::data::ShardLoader;
 use crate::model::apply_norm;
@@ -215,11 +216,38 @@ pub fn inspect(
     opts: &InspectOptions,
     progress: &mut dyn Sink,
 ) -> Result<InspectReport> {
+    inspect_and_scan(input, val, train, opts, false, progress)
+}
+
+/// The inspection and `--scan`: every cut of the stack's two models, on the same probe, its
+/// stitches fitted on the same train tokens (see [`super::scan`]). Refuses other than two
+/// parts before any token is read.
+pub fn inspect_with_scan(
+    input: &InspectInput,
+    val: &mut ShardLoader,
+    train: &mut ShardLoader,
+    opts: &InspectOptions,
+    progress: &mut dyn Sink,
+) -> Result<InspectReport> {
+    inspect_and_scan(input, val, train, opts, true, progress)
+}
+
+fn inspect_and_scan(
+    input: &InspectInput,
+    val: &mut ShardLoader,
+    train: &mut ShardLoader,
+    opts: &InspectOptions,
+    with_scan: bool,
+    progress: &mut dyn Sink,
+) -> Result<InspectReport> {
     let start = Instant::now();
     let stack = &input.stack;
     let ls = stack.blocks.len();
     if input.parts.len() < 2 {
         bail!("a stack has at least two parts");
+    }
+    if with_scan {
+        scan::check_parts(input.parts.len())?;
     }
     let t = val.seq_len() as i64;
     let tokens = read_tokens(val, train, opts.tokens)?;
@@ -269,6 +297,9 @@ pub fn inspect(
     }
 
     let latent = tch::no_grad(|| latent(input, &tokens.probe[0].0.to_device(opts.device)));
+    let scan = with_scan
+        .then(|| scan::scan(input, &tokens.fit, &tokens.probe, opts, progress))
+        .transpose()?;
     Ok(InspectReport {
         schema: SCHEMA.to_string(),
         tokens: tokens.probe.iter().map(|(x, _)| x.numel() as i64).sum(),
@@ -285,6 +316,7 @@ pub fn inspect(
         latent,
         notes: notes(input),
         seconds: start.elapsed().as_secs_f64(),
+        scan,
     })
 }
 

@@ -7,7 +7,7 @@ use tch::Device;
 
 use super::input::{InspectInput, InspectOptions, PartInput};
 use super::report::InspectReport;
-use super::run::inspect;
+use super::run::{inspect, inspect_with_scan};
 use crate::data::ShardLoader;
 use crate::progress::Sink;
 use crate::runs::CheckpointRef;
@@ -22,6 +22,8 @@ pub struct SeamOptions {
     pub stitch_lr: f64,
     /// Bins of the residual-norm histograms.
     pub hist_bins: usize,
+    /// Also scan every cut of the two models (`--scan`: exactly two parts).
+    pub scan: bool,
 }
 
 impl SeamOptions {
@@ -67,6 +69,9 @@ pub fn inspect_stack(
     progress: &mut dyn Sink,
 ) -> Result<InspectReport> {
     opts.check()?;
+    if opts.scan {
+        super::scan::check_parts(p.part_of.len())?;
+    }
     let (val_glob, _, _) = data_source(eval, p.first())?;
     let train = train_glob(eval, p.first())?;
     let parts = p.parts();
@@ -113,5 +118,9 @@ pub fn inspect_stack(
         hist_bins: opts.hist_bins,
         device,
     };
-    inspect(&input, &mut val, &mut train_loader, &run_opts, progress)
+    if opts.scan {
+        inspect_with_scan(&input, &mut val, &mut train_loader, &run_opts, progress)
+    } else {
+        inspect(&input, &mut val, &mut train_loader, &run_opts, progress)
+    }
 }
