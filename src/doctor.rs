@@ -31,7 +31,7 @@ pub struct DoctorReport {
     pub checkpoint_dir: String,
     pub embedded_corpus: String,
     /// Datasets found (the embedded corpus, ./data/*, the data dir's folders) and their tokens.
-    pub datasets: Vec<crate::data::catalog::DatasetSummary>,
+    pub datasets: Vec<crate::data::on_disk::DatasetSummary>,
 }
 
 pub fn report() -> DoctorReport {
@@ -81,7 +81,7 @@ pub fn report() -> DoctorReport {
         config_dir: crate::paths::config_dir().display().to_string(),
         checkpoint_dir: crate::paths::checkpoint_dir().display().to_string(),
         embedded_corpus: embedded,
-        datasets: crate::data::catalog::datasets(),
+        datasets: crate::data::on_disk::datasets(),
     }
 }
 

@@ -128,25 +128,9 @@ fn scan_text(s: &ScanReport) -> String {
     out
 }
 
-fn text(r: &InspectReport) -> String {
+/// The table of points: RMS, update, the lens, and which part the lens follows.
+fn points_text(r: &InspectReport) -> String {
     let mut s = String::new();
-    s.push_str(&format!(
-        "stack           {}  ({} blocks)\nnorms           norm_wte {}, norm_lm_head {}, norm_inter_model {}\nprobe           {} tokens (seq_len {})\nval_loss stack  {:.6}\n",
-        block_list(r),
-        r.blocks.len(),
-        r.norm_wte,
-        r.norm_lm_head,
-        r.norm_inter_model,
-        r.tokens,
-        r.seq_len,
-        r.val_loss_stack
-    ));
-    for p in &r.parts {
-        s.push_str(&format!(
-            "  {} alone      {:.6}  ({}, blocks {}..{} used, trained norms {}/{})\n",
-            p.model, p.val_loss, p.path, p.range[0], p.range[1], p.norm_wte, p.norm_lm_head
-        ));
-    }
     s.push_str("\npoint  block    rms p50   p05..p95         update  lens loss  KL       top1   p(input)  follows (KL, top1)\n");
     for p in &r.points {
         let block = p
@@ -175,6 +159,12 @@ fn text(r: &InspectReport) -> String {
             s.push_str("  ---- seam ----\n");
         }
     }
+    s
+}
+
+/// Each seam: what arrives against what is expected, CKA, and the stitches.
+fn seams_text(r: &InspectReport) -> String {
+    let mut s = String::new();
     for seam in &r.seams {
         let st = &seam.stitch;
         s.push_str(&format!(
@@ -214,6 +204,30 @@ fn text(r: &InspectReport) -> String {
                 .unwrap_or_default()
         ));
     }
+    s
+}
+
+fn text(r: &InspectReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "stack           {}  ({} blocks)\nnorms           norm_wte {}, norm_lm_head {}, norm_inter_model {}\nprobe           {} tokens (seq_len {})\nval_loss stack  {:.6}\n",
+        block_list(r),
+        r.blocks.len(),
+        r.norm_wte,
+        r.norm_lm_head,
+        r.norm_inter_model,
+        r.tokens,
+        r.seq_len,
+        r.val_loss_stack
+    ));
+    for p in &r.parts {
+        s.push_str(&format!(
+            "  {} alone      {:.6}  ({}, blocks {}..{} used, trained norms {}/{})\n",
+            p.model, p.val_loss, p.path, p.range[0], p.range[1], p.norm_wte, p.norm_lm_head
+        ));
+    }
+    s.push_str(&points_text(r));
+    s.push_str(&seams_text(r));
     if let Some(scan) = &r.scan {
         s.push_str(&scan_text(scan));
     }

@@ -1,7 +1,7 @@
 //! Token data: the modded-nanogpt shard format, the seed's batch loader, tokenizing text
 //! into shards, downloading FineWeb shards, and the corpus shipped with stacklab.
 
-pub mod catalog;
+pub mod on_disk;
 pub mod command;
 pub mod download;
 pub mod embedded;

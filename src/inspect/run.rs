@@ -232,6 +232,45 @@ pub fn inspect_with_scan(
     inspect_and_scan(input, val, train, opts, true, progress)
 }
 
+/// Every seam's measures and stitches.
+fn seam_reports(
+    input: &InspectInput,
+    seams: &[(usize, usize)],
+    passes: &Passes,
+    part_reports: &[PartReport],
+    tokens: &Tokens,
+    val_loss_stack: f64,
+    opts: &InspectOptions,
+) -> Result<Vec<SeamReport>> {
+    let data = StitchData {
+        fit: &tokens.fit,
+        heldout: &tokens.heldout,
+        probe: &tokens.probe,
+    };
+    let mut out = Vec::new();
+    let mut prev_after = 0;
+    for (s, &(after, pi)) in seams.iter().enumerate() {
+        let seam = Seam {
+            after,
+            part: pi,
+            rows_from: prev_after,
+            received: &passes.received[s],
+            upper_loss: part_reports[pi].val_loss,
+        };
+        out.push(seam_report(
+            input,
+            &seam,
+            &passes.stack,
+            &passes.parts[pi],
+            &data,
+            val_loss_stack,
+            opts,
+        )?);
+        prev_after = after;
+    }
+    Ok(out)
+}
+
 fn inspect_and_scan(
     input: &InspectInput,
     val: &mut ShardLoader,
@@ -269,32 +308,7 @@ fn inspect_and_scan(
     let val_loss_stack = points[ls].lens.loss;
     let part_reports = part_reports(input, &passes.parts, &edges);
 
-    let data = StitchData {
-        fit: &tokens.fit,
-        heldout: &tokens.heldout,
-        probe: &tokens.probe,
-    };
-    let mut seam_reports = Vec::new();
-    let mut prev_after = 0;
-    for (s, &(after, pi)) in seams.iter().enumerate() {
-        let seam = Seam {
-            after,
-            part: pi,
-            rows_from: prev_after,
-            received: &passes.received[s],
-            upper_loss: part_reports[pi].val_loss,
-        };
-        seam_reports.push(seam_report(
-            input,
-            &seam,
-            &passes.stack,
-            &passes.parts[pi],
-            &data,
-            val_loss_stack,
-            opts,
-        )?);
-        prev_after = after;
-    }
+    let seam_reports = seam_reports(input, &seams, &passes, &part_reports, &tokens, val_loss_stack, opts)?;
 
     let latent = tch::no_grad(|| latent(input, &tokens.probe[0].0.to_device(opts.device)));
     let scan = with_scan
