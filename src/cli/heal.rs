@@ -69,6 +69,7 @@ pub fn run(a: HealArgs) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from("heals").join(&name)),
         name,
         device: crate::device::name(device),
+        runs_root: None,
     };
     let report = crate::heal::run(&o)?;
     let files = crate::heal::write_outputs(&report, &o.out)?;

@@ -144,6 +144,14 @@ fn print_plan(
             s.describe()
         );
     }
+    for h in &p.heals {
+        let state = match h.resolve(cfg, out) {
+            Some(r) if r.done => format!("done     {}", r.dir.display()),
+            Some(r) => format!("train    {}", r.dir.display()),
+            None => "pending  (after its parts are trained)".to_string(),
+        };
+        println!("  heal  {state}: {}", h.stack.describe());
+    }
     for m in &p.missing {
         println!("  missing: {m}");
     }

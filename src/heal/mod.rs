@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use arms::Arm;
-pub use report::{summary, table, write_outputs};
+pub use report::{loss_at, reaches, summary, table, write_outputs};
 
 use crate::jobs::request::{StackRequest, StackSelection, TrainRequest, TrainStart};
 use crate::jobs::spawn::{self, Spec};
@@ -47,6 +47,17 @@ pub struct HealOptions {
     /// The heal's folder (starting checkpoints, configs, logs, outputs).
     pub out: PathBuf,
     pub device: String,
+    /// Where the arms' runs live; default: the checkpoint dir.
+    pub runs_root: Option<PathBuf>,
+}
+
+impl HealOptions {
+    /// The folder of the arms' runs.
+    pub fn runs_root(&self) -> PathBuf {
+        self.runs_root
+            .clone()
+            .unwrap_or_else(crate::paths::checkpoint_dir)
+    }
 }
 
 /// One validation of an arm's run.
@@ -120,7 +131,7 @@ fn score_stack(o: &HealOptions, spec: &StackSpec, save: Option<&Path>) -> Result
 
 /// Trains (or resumes, or reuses) one arm's run as a child `stacklab train`.
 fn train_arm(o: &HealOptions, run: &str, config: &Path) -> Result<()> {
-    let dir = crate::paths::checkpoint_dir().join(run);
+    let dir = o.runs_root().join(run);
     let start = if RunDir::is_run_dir(&dir) {
         let rd = RunDir::new(&dir);
         let existing = crate::config::TrainConfig::load(&rd.config_path(), &[])?;
@@ -148,15 +159,15 @@ fn train_arm(o: &HealOptions, run: &str, config: &Path) -> Result<()> {
         start,
         stop_after: None,
         device: o.device.clone(),
-        checkpoint_dir: None,
+        checkpoint_dir: o.runs_root.clone(),
     };
     let log = o.out.join("logs").join(format!("{run}.log"));
     crate::jobs::run_training(&req, run, &log, "heal")
 }
 
 /// An arm's curve: its run's validation rows.
-fn curve(arm: Arm, run: &str) -> Result<ArmCurve> {
-    let rd = RunDir::new(crate::paths::checkpoint_dir().join(run));
+fn curve(o: &HealOptions, arm: Arm, run: &str) -> Result<ArmCurve> {
+    let rd = RunDir::new(o.runs_root().join(run));
     let points = rd
         .read_metrics()
         .with_context(|| format!("cannot read the metrics of {run}"))?
@@ -213,7 +224,7 @@ pub fn run(o: &HealOptions) -> Result<HealReport> {
             arm.as_str()
         );
         train_arm(o, &run, &config)?;
-        curves.push(curve(arm, &run)?);
+        curves.push(curve(o, arm, &run)?);
     }
     let parts: Vec<PartLoss> = stack
         .models

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use super::{ArmCurve, HealReport};
 
 /// The loss at the last validation at or before `step`.
-fn loss_at(c: &ArmCurve, step: i64) -> Option<f64> {
+pub fn loss_at(c: &ArmCurve, step: i64) -> Option<f64> {
     c.points
         .iter()
         .filter(|p| p.step <= step)

@@ -26,6 +26,13 @@
 //! [eval]
 //! data = "embedded"              # a val shard glob, `embedded`, or "" for model 1's data
 //! tokens = 65536
+//!
+//! [heal]                         # optional: heal some of the grid's stacks (`stacklab heal`)
+//! steps = 40                     # K per arm, a multiple of 4
+//! arms = ["stack", "self", "scratch", "continue"]
+//! pairs = [["m1", "m2"]]         # which grid pairs (default: every pair of the grids)
+//! use_first_layer = [false]      # which flags (default: the grids' own)
+//! use_last_layer = [true]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -56,6 +63,42 @@ pub struct SweepConfig {
     pub grids: Vec<Grid>,
     #[serde(default)]
     pub eval: SweepEval,
+    /// Heal experiments on some of the grid's distinct-model stacks.
+    #[serde(default)]
+    pub heal: Option<HealSection>,
+}
+
+fn all_arms() -> Vec<String> {
+    ["stack", "self", "scratch", "continue"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `[heal]`: each chosen grid stack of each replicate healed as `stacklab heal` does, its
+/// arms trained `steps` steps with the parts' recipe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealSection {
+    /// Training steps of every arm (a multiple of 4).
+    pub steps: i64,
+    /// Which arms: `stack`, `self`, `scratch`, `continue` (default: all four).
+    #[serde(default = "all_arms")]
+    pub arms: Vec<String>,
+    /// Which grid pairs to heal, bottom first (default: every `pairs` entry of the grids).
+    #[serde(default)]
+    pub pairs: Vec<Vec<String>>,
+    /// Which `use_first_layer` values (default: each grid's own).
+    #[serde(default)]
+    pub use_first_layer: Vec<bool>,
+    /// Which `use_last_layer` values (default: each grid's own).
+    #[serde(default)]
+    pub use_last_layer: Vec<bool>,
+    /// Train the shared embedding and head too (default: frozen, as the parts trained).
+    #[serde(default)]
+    pub train_w: bool,
+    /// `key=value` overrides of the arms' recipe.
+    #[serde(default)]
+    pub set: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,7 +264,57 @@ impl SweepConfig {
         if self.eval.tokens < 0 {
             bail!("{src}: `eval.tokens` must be 0 (model 1's eval.val_tokens) or more");
         }
+        if let Some(h) = &self.heal {
+            self.validate_heal(h, src)?;
+        }
         Ok(())
+    }
+
+    fn validate_heal(&self, h: &HealSection, src: &str) -> Result<()> {
+        if h.steps < 4 || h.steps % 4 != 0 {
+            bail!(
+                "{src}: `heal.steps` = {}: give a multiple of 4 (the table reads the loss at K/4, K/2 and K)",
+                h.steps
+            );
+        }
+        if h.arms.is_empty() {
+            bail!("{src}: `heal.arms`: give at least one of stack, self, scratch, continue");
+        }
+        for a in &h.arms {
+            a.parse::<crate::heal::Arm>()
+                .with_context(|| format!("{src}: `heal.arms`"))?;
+        }
+        let grid_pairs: Vec<&Vec<String>> = self
+            .all_grids()
+            .iter()
+            .flat_map(|g| g.pairs.iter())
+            .collect();
+        if grid_pairs.is_empty() {
+            bail!("{src}: `heal`: the grids have no `pairs` to heal");
+        }
+        for p in &h.pairs {
+            if !grid_pairs.contains(&p) {
+                bail!(
+                    "{src}: `heal.pairs`: {p:?} is not one of the grids' pairs ({})",
+                    grid_pairs
+                        .iter()
+                        .map(|p| format!("{p:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The grid stacks `[heal]` chooses: a distinct-model pair, with flags it lists.
+    pub fn heals(&self, models: &[String], first: bool, last: bool) -> bool {
+        let Some(h) = &self.heal else {
+            return false;
+        };
+        (h.pairs.is_empty() || h.pairs.iter().any(|p| p.as_slice() == models))
+            && (h.use_first_layer.is_empty() || h.use_first_layer.contains(&first))
+            && (h.use_last_layer.is_empty() || h.use_last_layer.contains(&last))
     }
 }
 

@@ -65,8 +65,12 @@ impl PlannedStack {
 
 pub struct Plan {
     pub out: PathBuf,
+    /// Where the sweep's runs (and its heals' arms) live.
+    pub runs_root: PathBuf,
     pub runs: Vec<PlannedRun>,
     pub stacks: Vec<PlannedStack>,
+    /// The grid stacks `[heal]` heals.
+    pub heals: Vec<heals::PlannedHeal>,
     /// What the runs need that is not there yet (data), said before anything starts.
     pub missing: Vec<String>,
 }
@@ -74,7 +78,7 @@ pub struct Plan {
 pub const RESULTS: &str = "results.csv";
 pub const TABLES: &str = "tables.md";
 
-fn short_hash(s: &str) -> String {
+pub(crate) fn short_hash(s: &str) -> String {
     crate::hash::sha256_hex(s.as_bytes())[..16].to_string()
 }
 
@@ -108,6 +112,7 @@ pub fn config_hash(c: &TrainConfig) -> String {
     short_hash(&c.to_toml_string())
 }
 
+pub mod heals;
 mod stacks;
 
 use stacks::{grid_stacks, spec_stacks, Weights};
@@ -138,10 +143,13 @@ pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
     let mut weights = Weights(BTreeMap::new());
     let mut stacks = grid_stacks(cfg, &runs, &done, &mut weights);
     stacks.extend(spec_stacks(cfg, &done, &mut weights)?);
+    let heals = heals::heal_stacks(cfg, &stacks);
     Ok(Plan {
         out: out.to_path_buf(),
+        runs_root,
         runs,
         stacks,
+        heals,
         missing,
     })
 }
@@ -231,6 +239,12 @@ pub fn estimate_seconds(plan: &Plan, cfg: &SweepConfig, cuda: bool) -> f64 {
         let todo = plan.stacks.iter().filter(|s| !s.done).count() as f64;
         // The stack and its parts: about three models' forward passes.
         flops += todo * 3.0 * 2.0 * params(c) * tokens;
+        if let Some(h) = &cfg.heal {
+            // Each arm trains a model about as deep as the stack (two parts) for K steps.
+            let heals = plan.heals.len() as f64;
+            let per_arm = 6.0 * 2.0 * params(c) * (h.steps * c.tokens_per_step()) as f64;
+            flops += heals * h.arms.len() as f64 * per_arm;
+        }
     }
     flops / rate
 }

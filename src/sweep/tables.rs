@@ -78,7 +78,7 @@ impl Stat {
         Stat { mean, std, n }
     }
 
-    fn show(&self, decimals: usize) -> String {
+    pub fn show(&self, decimals: usize) -> String {
         match self.std {
             Some(s) => format!("{:.*} ± {:.*}", decimals, self.mean, decimals, s),
             None => format!("{:.*}", decimals, self.mean),

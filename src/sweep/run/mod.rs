@@ -15,6 +15,7 @@ use super::tables::{standard_tables, to_markdown, Rows};
 use crate::jobs::request::{TrainRequest, TrainStart};
 use row::{append_row, stack_row};
 
+mod heal;
 mod row;
 
 fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
@@ -69,11 +70,15 @@ pub fn write_tables(csv: &Path, out_dir: &Path) -> Result<String> {
         .iter()
         .filter(|r| r.get(super::tables::SUPERSEDED).map(String::as_str) != Some("true"))
         .count();
-    let md = format!(
+    let mut md = format!(
         "# Results ({current} rows of {})\n\n{}",
         csv.display(),
         to_markdown(&standard_tables(&rows)?, decimals)
     );
+    let heals = out_dir.join(heal::HEAL_ROWS);
+    if heals.is_file() {
+        md.push_str(&heal::healing_table(&heals, decimals)?);
+    }
     crate::paths::write_atomic(&out_dir.join(TABLES), md.as_bytes())?;
     Ok(md)
 }
@@ -134,7 +139,12 @@ pub fn execute(plan: &Plan, cfg: &SweepConfig, device: &str) -> Result<String> {
         .filter(|r| r.action != RunAction::Reuse)
         .collect();
     let to_eval: Vec<&PlannedStack> = plan.stacks.iter().filter(|s| !s.done).collect();
-    let mut progress = Progress::new((to_train.len() + to_eval.len()) as u64);
+    let to_heal = plan
+        .heals
+        .iter()
+        .filter(|h| h.resolve(cfg, &plan.out).is_none_or(|r| !r.done))
+        .count();
+    let mut progress = Progress::new((to_train.len() + to_eval.len() + to_heal) as u64);
     for r in to_train {
         train_run(r, &plan.out, device)?;
         progress.line(&format!("trained {}", r.name));
@@ -149,6 +159,19 @@ pub fn execute(plan: &Plan, cfg: &SweepConfig, device: &str) -> Result<String> {
             s.describe(),
             row.val_loss_stack
         ));
+    }
+    for h in &plan.heals {
+        let r = h
+            .resolve(cfg, &plan.out)
+            .with_context(|| format!("{}: a part has no checkpoint", h.describe()))?;
+        if r.done {
+            continue;
+        }
+        let report = heal::run_heal(h, &r, cfg, &plan.runs_root, device)?;
+        progress.line(&crate::heal::summary(&report));
+    }
+    if !plan.heals.is_empty() {
+        heal::write_rows(&plan.heals, cfg, &plan.out)?;
     }
     if let Some(b) = &progress.bar {
         b.finish_and_clear();

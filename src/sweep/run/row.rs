@@ -15,12 +15,12 @@ use crate::sweep::config::SweepConfig;
 use crate::sweep::plan::config_hash;
 use crate::sweep::plan::{Plan, PlannedRun, PlannedStack};
 
-/// The request that evaluates one planned stack.
-pub(super) fn stack_request(
+/// The stack, evaluation settings and device of one planned stack.
+pub(super) fn stack_selection(
     s: &PlannedStack,
     cfg: &SweepConfig,
     device: &str,
-) -> Result<StackRequest> {
+) -> Result<StackSelection> {
     let e = &cfg.eval;
     let eval = EvalOptions {
         data: (!e.data.is_empty()).then(|| e.data.clone()),
@@ -29,7 +29,7 @@ pub(super) fn stack_request(
         batch: e.batch,
         ..EvalOptions::default()
     };
-    let selection = match &s.spec {
+    Ok(match &s.spec {
         Some(p) => StackSelection {
             spec: StackSpec::load(p)?,
             spec_file: Some(p.clone()),
@@ -53,9 +53,17 @@ pub(super) fn stack_request(
             eval,
             device,
         ),
-    };
+    })
+}
+
+/// The request that evaluates one planned stack.
+pub(super) fn stack_request(
+    s: &PlannedStack,
+    cfg: &SweepConfig,
+    device: &str,
+) -> Result<StackRequest> {
     Ok(StackRequest {
-        selection,
+        selection: stack_selection(s, cfg, device)?,
         results: None,
         save: None,
         no_cache: false,
