@@ -1,11 +1,11 @@
 //! Token data: the modded-nanogpt shard format, the seed's batch loader, tokenizing text
 //! into shards, downloading FineWeb shards, and the corpus shipped with stacklab.
 
-pub mod on_disk;
 pub mod command;
 pub mod download;
 pub mod embedded;
 pub mod loader;
+pub mod on_disk;
 pub mod overlap;
 pub mod prefetch;
 pub mod prepare;

@@ -308,7 +308,15 @@ fn inspect_and_scan(
     let val_loss_stack = points[ls].lens.loss;
     let part_reports = part_reports(input, &passes.parts, &edges);
 
-    let seam_reports = seam_reports(input, &seams, &passes, &part_reports, &tokens, val_loss_stack, opts)?;
+    let seam_reports = seam_reports(
+        input,
+        &seams,
+        &passes,
+        &part_reports,
+        &tokens,
+        val_loss_stack,
+        opts,
+    )?;
 
     let latent = tch::no_grad(|| latent(input, &tokens.probe[0].0.to_device(opts.device)));
     let scan = with_scan
