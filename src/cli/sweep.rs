@@ -26,8 +26,27 @@ pub struct SweepArgs {
     /// Rewrite tables.md from DIR/results.csv (or from a CSV file, also the seed's raw rows).
     #[arg(long, value_name = "DIR|CSV", conflicts_with_all = ["config", "dry_run", "out"])]
     pub report: Option<PathBuf>,
+    /// Device slots to run jobs on at once, comma-separated (e.g. cuda:0,cuda:1 or cpu,cpu):
+    /// independent trainings, stack evaluations and heals run in parallel, one per slot,
+    /// each after what it reads. Default: every GPU, or cpu (or --device when given).
+    #[arg(long, value_name = "LIST", conflicts_with = "report")]
+    pub devices: Option<String>,
     #[command(flatten)]
     pub device: super::DeviceArg,
+}
+
+impl SweepArgs {
+    /// The device slots: `--devices`, else `--device` alone, else every GPU or the CPU.
+    fn slots(&self) -> Result<Vec<String>> {
+        match (&self.devices, self.device.device.as_str()) {
+            (Some(list), "auto") => {
+                crate::device::slots::parse_device_list(list).context("--devices")
+            }
+            (Some(_), d) => bail!("--devices and --device {d}: give one of them"),
+            (None, "auto") => Ok(crate::device::slots::every_device()),
+            (None, _) => Ok(vec![crate::device::name(self.device.resolve()?)]),
+        }
+    }
 }
 
 pub fn run(a: SweepArgs) -> Result<()> {
@@ -44,7 +63,8 @@ pub fn run(a: SweepArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("sweeps").join(&cfg.name));
-    let device = a.device.resolve()?;
+    let slots = a.slots()?;
+    let device = crate::device::parse_device(&slots[0])?;
     // One sweep per folder: a second one on the same --out would train the same runs and
     // rewrite the same results.csv. Held from planning to the end (a dry run only reads).
     let _lock = if a.dry_run {
@@ -57,7 +77,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
     };
     let p = plan(&cfg, &out, &crate::paths::checkpoint_dir())?;
     if a.dry_run {
-        print_plan(&p, &cfg, &out, device);
+        print_plan(&p, &cfg, &out, device, &slots);
         return Ok(());
     }
     // Ctrl-C reaches the child too: it finishes its step and checkpoints; the sweep stops
@@ -67,7 +87,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("cannot install signal handlers")?;
     }
-    let result = crate::sweep::run::execute(&p, &cfg, &crate::device::name(device));
+    let result = crate::sweep::run::execute(&p, &cfg, &slots);
     if stop.load(Ordering::SeqCst) {
         bail!("sweep interrupted; run the same command again to resume");
     }
@@ -108,6 +128,7 @@ fn print_plan(
     cfg: &SweepConfig,
     out: &std::path::Path,
     device: tch::Device,
+    slots: &[String],
 ) {
     let count = |act: RunAction| p.runs.iter().filter(|r| r.action == act).count();
     let todo = p.stacks.iter().filter(|s| !s.done).count();
@@ -155,9 +176,21 @@ fn print_plan(
     for m in &p.missing {
         println!("  missing: {m}");
     }
-    println!(
-        "estimated time: {} on {} (a rough estimate from model FLOPs)",
-        crate::train::format_duration(estimate_seconds(p, cfg, device.is_cuda())),
-        crate::device::name(device)
-    );
+    let one = estimate_seconds(p, cfg, device.is_cuda());
+    if slots.len() > 1 {
+        println!(
+            "estimated time: {} on one {}, at best {} on {} slots ({}) (a rough estimate from model FLOPs)",
+            crate::train::format_duration(one),
+            crate::device::name(device),
+            crate::train::format_duration(one / slots.len() as f64),
+            slots.len(),
+            slots.join(",")
+        );
+    } else {
+        println!(
+            "estimated time: {} on {} (a rough estimate from model FLOPs)",
+            crate::train::format_duration(one),
+            crate::device::name(device)
+        );
+    }
 }

@@ -17,6 +17,7 @@ use tch::Device;
 pub mod cpu;
 pub mod memory;
 pub mod nvml;
+pub mod slots;
 
 /// What [`init`] found, kept for `doctor` and the logs.
 #[derive(Debug, Clone)]

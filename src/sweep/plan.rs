@@ -217,34 +217,56 @@ fn run_action(dir: &Path, config: &TrainConfig) -> Result<RunAction> {
     }
 }
 
-/// Training FLOPs of a run and evaluation FLOPs of a stack, for a rough time estimate.
+fn params(c: &TrainConfig) -> f64 {
+    let m = &c.model;
+    (m.vocab_size * m.n_embd + m.n_layer * 12 * m.n_embd * m.n_embd) as f64
+}
+
+/// Training FLOPs of a run.
+pub fn train_flops(c: &TrainConfig) -> f64 {
+    6.0 * params(c) * (c.schedule.steps * c.tokens_per_step()) as f64
+}
+
+/// Evaluation FLOPs of one stack: the stack and its parts, about three models' forward
+/// passes over the evaluation tokens.
+pub fn stack_flops(plan: &Plan, cfg: &SweepConfig) -> f64 {
+    let Some(first) = plan.runs.first() else {
+        return 0.0;
+    };
+    let c = &first.config;
+    let tokens = if cfg.eval.tokens > 0 {
+        cfg.eval.tokens
+    } else {
+        c.eval.val_tokens
+    } as f64;
+    3.0 * 2.0 * params(c) * tokens
+}
+
+/// Training FLOPs of one heal: each arm trains a model about as deep as the stack (two
+/// parts) for K steps.
+pub fn heal_flops(plan: &Plan, cfg: &SweepConfig) -> f64 {
+    match (plan.runs.first(), &cfg.heal) {
+        (Some(first), Some(h)) => {
+            let c = &first.config;
+            let per_arm = 6.0 * 2.0 * params(c) * (h.steps * c.tokens_per_step()) as f64;
+            h.arms.len() as f64 * per_arm
+        }
+        _ => 0.0,
+    }
+}
+
+/// Training FLOPs of the runs, evaluation FLOPs of the stacks and the heals' training, for
+/// a rough time estimate on one device.
 pub fn estimate_seconds(plan: &Plan, cfg: &SweepConfig, cuda: bool) -> f64 {
     let rate = if cuda { 2.0e14 } else { 8.0e10 };
-    let params = |c: &TrainConfig| {
-        let m = &c.model;
-        (m.vocab_size * m.n_embd + m.n_layer * 12 * m.n_embd * m.n_embd) as f64
-    };
-    let mut flops = 0.0;
-    for r in plan.runs.iter().filter(|r| r.action != RunAction::Reuse) {
-        let c = &r.config;
-        flops += 6.0 * params(c) * (c.schedule.steps * c.tokens_per_step()) as f64;
-    }
-    if let Some(first) = plan.runs.first() {
-        let c = &first.config;
-        let tokens = if cfg.eval.tokens > 0 {
-            cfg.eval.tokens
-        } else {
-            c.eval.val_tokens
-        } as f64;
-        let todo = plan.stacks.iter().filter(|s| !s.done).count() as f64;
-        // The stack and its parts: about three models' forward passes.
-        flops += todo * 3.0 * 2.0 * params(c) * tokens;
-        if let Some(h) = &cfg.heal {
-            // Each arm trains a model about as deep as the stack (two parts) for K steps.
-            let heals = plan.heals.len() as f64;
-            let per_arm = 6.0 * 2.0 * params(c) * (h.steps * c.tokens_per_step()) as f64;
-            flops += heals * h.arms.len() as f64 * per_arm;
-        }
-    }
+    let mut flops: f64 = plan
+        .runs
+        .iter()
+        .filter(|r| r.action != RunAction::Reuse)
+        .map(|r| train_flops(&r.config))
+        .sum();
+    let todo = plan.stacks.iter().filter(|s| !s.done).count() as f64;
+    flops += todo * stack_flops(plan, cfg);
+    flops += plan.heals.len() as f64 * heal_flops(plan, cfg);
     flops / rate
 }

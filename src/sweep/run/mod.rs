@@ -1,22 +1,33 @@
 //! Carrying out a sweep's plan: each run trained (or resumed) as a child `stacklab train`,
 //! each stack evaluated as a child `stacklab stack --json`, one raw row appended to
-//! `results.csv` per stack, and the tables rewritten from that file. An interrupted sweep
-//! resumes: finished runs are reused and rows already written are not recomputed.
+//! `results.csv` per stack, each heal run, and the tables rewritten from those files. Jobs
+//! run in parallel on the device slots of `--devices`, each after what it reads. An
+//! interrupted sweep resumes: finished runs are reused and rows already written are not
+//! recomputed.
 
-use std::io::IsTerminal;
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::config::SweepConfig;
-use super::plan::{Plan, PlannedRun, PlannedStack, RunAction, RESULTS, TABLES};
+use super::plan::heals::PlannedHeal;
+use super::plan::{
+    heal_flops, stack_flops, train_flops, Plan, PlannedRun, PlannedStack, RunAction, RESULTS,
+    TABLES,
+};
 use super::tables::{standard_tables, to_markdown, Rows};
 use crate::jobs::request::{TrainRequest, TrainStart};
+use display::Display;
 use row::{append_row, stack_row};
+use schedule::Job;
 
+mod display;
 mod heal;
 mod row;
+pub mod schedule;
+
+/// A row per finished job: which device slot ran it, when, and how it ended.
+pub const JOBS: &str = "jobs.jsonl";
 
 fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
     let configs = out.join("configs");
@@ -83,98 +94,125 @@ pub fn write_tables(csv: &Path, out_dir: &Path) -> Result<String> {
     Ok(md)
 }
 
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    start: Instant,
-    done: u64,
-    total: u64,
+/// What one job of the sweep does.
+enum Work<'p> {
+    Train(&'p PlannedRun),
+    Stack(&'p PlannedStack),
+    Heal(&'p PlannedHeal),
 }
 
-impl Progress {
-    fn new(total: u64) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::new(total);
-            b.set_style(
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} items, eta {eta}")
-                    .expect("valid template"),
-            );
-            b
+/// The jobs still to do, in the plan's order (runs, stacks, heals), each depending on the
+/// trainings of the runs it reads: a model's `from_model` parent, a stack's or a heal's
+/// parts.
+fn job_graph<'p>(plan: &'p Plan, cfg: &SweepConfig) -> (Vec<Job>, Vec<Work<'p>>) {
+    let mut jobs = Vec::new();
+    let mut works = Vec::new();
+    // The job that trains the run in `dir`, if this sweep trains it.
+    let mut trains: Vec<(&Path, usize)> = Vec::new();
+    let deps_on = |trains: &[(&Path, usize)], dirs: &[&Path]| -> Vec<usize> {
+        let mut d: Vec<usize> = trains
+            .iter()
+            .filter(|(run, _)| dirs.iter().any(|p| p.starts_with(run)))
+            .map(|&(_, j)| j)
+            .collect();
+        d.sort_unstable();
+        d.dedup();
+        d
+    };
+    for r in plan.runs.iter().filter(|r| r.action != RunAction::Reuse) {
+        let parent = PathBuf::from(&r.config.from_model);
+        let deps = deps_on(&trains, &[parent.as_path()]);
+        trains.push((&r.dir, jobs.len()));
+        jobs.push(Job {
+            label: format!("train {}", r.name),
+            deps,
+            weight: train_flops(&r.config),
         });
-        Progress {
-            bar,
-            start: Instant::now(),
-            done: 0,
-            total,
-        }
+        works.push(Work::Train(r));
     }
+    for s in plan.stacks.iter().filter(|s| !s.done) {
+        let mut dirs: Vec<PathBuf> = s.dirs.clone();
+        if let Some(spec) = s
+            .spec
+            .as_ref()
+            .and_then(|p| crate::stack::StackSpec::load(p).ok())
+        {
+            dirs.extend(spec.models.iter().map(PathBuf::from));
+        }
+        let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        jobs.push(Job {
+            label: format!("stack {}", s.describe()),
+            deps: deps_on(&trains, &dirs),
+            weight: stack_flops(plan, cfg),
+        });
+        works.push(Work::Stack(s));
+    }
+    for h in &plan.heals {
+        if h.resolve(cfg, &plan.out).is_some_and(|r| r.done) {
+            continue;
+        }
+        let dirs: Vec<&Path> = h.stack.dirs.iter().map(PathBuf::as_path).collect();
+        jobs.push(Job {
+            label: h.describe(),
+            deps: deps_on(&trains, &dirs),
+            weight: heal_flops(plan, cfg),
+        });
+        works.push(Work::Heal(h));
+    }
+    (jobs, works)
+}
 
-    fn line(&mut self, msg: &str) {
-        self.done += 1;
-        let msg = format!(
-            "[{}/{}] {msg} ({:.0}s)",
-            self.done,
-            self.total,
-            self.start.elapsed().as_secs_f64()
-        );
-        match &self.bar {
-            Some(b) => {
-                b.println(msg);
-                b.inc(1);
+/// Carries out one job on `device`; returns the line to show.
+fn do_work(w: &Work, plan: &Plan, cfg: &SweepConfig, device: &str) -> Result<String> {
+    match w {
+        Work::Train(r) => {
+            train_run(r, &plan.out, device)?;
+            Ok(format!("trained {}", r.name))
+        }
+        Work::Stack(s) => {
+            let row = stack_row(s, cfg, plan, device)?;
+            // Rows of this stack from other checkpoints are kept, marked superseded.
+            append_row(&plan.out.join(RESULTS), &row)?;
+            Ok(format!(
+                "{}: val_loss_stack {}",
+                s.describe(),
+                row.val_loss_stack
+            ))
+        }
+        Work::Heal(h) => {
+            let r = h
+                .resolve(cfg, &plan.out)
+                .with_context(|| format!("{}: a part has no checkpoint", h.describe()))?;
+            if r.done {
+                return Ok(format!("{}: done already", h.describe()));
             }
-            None => eprintln!("{msg}"),
+            let report = heal::run_heal(h, &r, cfg, &plan.runs_root, device)?;
+            Ok(crate::heal::summary(&report))
         }
     }
 }
 
-/// Trains what is missing, evaluates what is not in `results.csv`, writes the tables.
-pub fn execute(plan: &Plan, cfg: &SweepConfig, device: &str) -> Result<String> {
+/// Trains what is missing, evaluates what is not in `results.csv` and heals what `[heal]`
+/// asks for, on the device slots `devices` (one job per slot at a time, dependencies
+/// first), then writes the tables.
+pub fn execute(plan: &Plan, cfg: &SweepConfig, devices: &[String]) -> Result<String> {
     if !plan.missing.is_empty() {
         bail!("the sweep cannot start:\n  {}", plan.missing.join("\n  "));
     }
     std::fs::create_dir_all(&plan.out)
         .with_context(|| format!("cannot create {}", plan.out.display()))?;
-    let to_train: Vec<&PlannedRun> = plan
-        .runs
-        .iter()
-        .filter(|r| r.action != RunAction::Reuse)
-        .collect();
-    let to_eval: Vec<&PlannedStack> = plan.stacks.iter().filter(|s| !s.done).collect();
-    let to_heal = plan
-        .heals
-        .iter()
-        .filter(|h| h.resolve(cfg, &plan.out).is_none_or(|r| !r.done))
-        .count();
-    let mut progress = Progress::new((to_train.len() + to_eval.len() + to_heal) as u64);
-    for r in to_train {
-        train_run(r, &plan.out, device)?;
-        progress.line(&format!("trained {}", r.name));
-    }
-    let csv = plan.out.join(RESULTS);
-    for s in to_eval {
-        let row = stack_row(s, cfg, plan, device)?;
-        // Rows of this stack from other checkpoints are kept, marked superseded.
-        append_row(&csv, &row)?;
-        progress.line(&format!(
-            "{}: val_loss_stack {}",
-            s.describe(),
-            row.val_loss_stack
-        ));
-    }
-    for h in &plan.heals {
-        let r = h
-            .resolve(cfg, &plan.out)
-            .with_context(|| format!("{}: a part has no checkpoint", h.describe()))?;
-        if r.done {
-            continue;
-        }
-        let report = heal::run_heal(h, &r, cfg, &plan.runs_root, device)?;
-        progress.line(&crate::heal::summary(&report));
-    }
+    let (jobs, works) = job_graph(plan, cfg);
+    let mut display = Display::new(&jobs, devices, plan.out.join(JOBS));
+    let result = schedule::run(
+        &jobs,
+        devices,
+        |j, device| do_work(&works[j], plan, cfg, device),
+        |e| display.observe(e),
+    );
+    display.finish();
+    result?;
     if !plan.heals.is_empty() {
         heal::write_rows(&plan.heals, cfg, &plan.out)?;
     }
-    if let Some(b) = &progress.bar {
-        b.finish_and_clear();
-    }
-    write_tables(&csv, &plan.out)
+    write_tables(&plan.out.join(RESULTS), &plan.out)
 }

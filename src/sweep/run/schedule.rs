@@ -1,0 +1,271 @@
+//! Running a sweep's jobs on device slots: each slot (`--devices cuda:0,cuda:1`, or
+//! `cpu,cpu`) runs one job at a time, a job starts once every job it depends on has
+//! finished, and jobs start in the plan's order among those ready. A failed job stops new
+//! starts; the jobs running finish (their results are kept) and the first error is returned.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+/// One unit of a sweep: a training, a stack evaluation or a heal.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// What a person reads: `train mini-m1-r0`.
+    pub label: String,
+    /// Jobs (indices) that must have finished first.
+    pub deps: Vec<usize>,
+    /// Its expected cost (FLOPs), for the ETA.
+    pub weight: f64,
+}
+
+/// What happened to a job, as the display hears it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Started {
+        job: usize,
+        slot: usize,
+    },
+    /// `Ok` carries the line to show (a loss, a summary).
+    Finished {
+        job: usize,
+        slot: usize,
+        took: Duration,
+        outcome: Result<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+}
+
+/// The first waiting job whose dependencies are all done, in order.
+fn next_ready(jobs: &[Job], state: &[State]) -> Option<usize> {
+    (0..jobs.len()).find(|&j| {
+        state[j] == State::Waiting && jobs[j].deps.iter().all(|&d| state[d] == State::Done)
+    })
+}
+
+/// Runs `jobs` on `slots` (device names; one job per slot at a time) with `work(job,
+/// device)`, telling `observe` every start and end. Returns the first failure.
+pub fn run<W, O>(jobs: &[Job], slots: &[String], work: W, mut observe: O) -> Result<()>
+where
+    W: Fn(usize, &str) -> Result<String> + Sync,
+    O: FnMut(&Event),
+{
+    if slots.is_empty() {
+        bail!("no device to run the sweep on");
+    }
+    for (j, job) in jobs.iter().enumerate() {
+        if let Some(&d) = job.deps.iter().find(|&&d| d >= jobs.len() || d == j) {
+            bail!("job `{}` depends on job {d}, which it cannot", job.label);
+        }
+    }
+    let mut state = vec![State::Waiting; jobs.len()];
+    let mut free: Vec<bool> = vec![true; slots.len()];
+    let mut first_error: Option<anyhow::Error> = None;
+    let (tx, rx) = mpsc::channel::<(usize, usize, Duration, Result<String>)>();
+    let work = &work;
+    std::thread::scope(|scope| -> Result<()> {
+        loop {
+            while first_error.is_none() {
+                let Some(slot) = free.iter().position(|&f| f) else {
+                    break;
+                };
+                let Some(job) = next_ready(jobs, &state) else {
+                    break;
+                };
+                state[job] = State::Running;
+                free[slot] = false;
+                observe(&Event::Started { job, slot });
+                let (tx, device) = (tx.clone(), slots[slot].clone());
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    // A panic in one job is that job's failure, not the sweep's crash.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        work(job, &device)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Err(anyhow::anyhow!("internal error: {msg}"))
+                    });
+                    let _ = tx.send((job, slot, t.elapsed(), r));
+                });
+            }
+            if !state.contains(&State::Running) {
+                break;
+            }
+            let (job, slot, took, r) = rx.recv().expect("a running job reports");
+            free[slot] = true;
+            let outcome = match r {
+                Ok(line) => {
+                    state[job] = State::Done;
+                    Ok(line)
+                }
+                Err(e) => {
+                    state[job] = State::Failed;
+                    let text = format!("{e:#}");
+                    first_error.get_or_insert(e);
+                    Err(text)
+                }
+            };
+            observe(&Event::Finished {
+                job,
+                slot,
+                took,
+                outcome,
+            });
+        }
+        Ok(())
+    })?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if let Some(j) = state.iter().position(|s| *s == State::Waiting) {
+        bail!(
+            "job `{}` could not start: a job it depends on never finished",
+            jobs[j].label
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier, Mutex};
+
+    fn job(label: &str, deps: &[usize]) -> Job {
+        Job {
+            label: label.into(),
+            deps: deps.to_vec(),
+            weight: 1.0,
+        }
+    }
+
+    fn slots(n: usize) -> Vec<String> {
+        vec!["cpu".to_string(); n]
+    }
+
+    /// Two independent jobs meet at a barrier: they finish only if they run at once.
+    #[test]
+    fn independent_jobs_run_at_once_on_two_slots_and_a_dependent_one_waits() {
+        let jobs = [job("a", &[]), job("b", &[]), job("c", &[0, 1])];
+        let barrier = Barrier::new(2);
+        let order = Mutex::new(Vec::new());
+        let mut events = Vec::new();
+        run(
+            &jobs,
+            &slots(2),
+            |j, _| {
+                if j < 2 {
+                    barrier.wait();
+                }
+                order.lock().unwrap().push(j);
+                Ok(format!("job {j}"))
+            },
+            |e| events.push(e.clone()),
+        )
+        .unwrap();
+        let order = order.into_inner().unwrap();
+        assert_eq!(order.len(), 3);
+        assert_eq!(order[2], 2, "c ran before its dependencies: {order:?}");
+        // c started only after both a and b finished.
+        let pos = |pred: &dyn Fn(&Event) -> bool| events.iter().position(pred).unwrap();
+        let c_started = pos(&|e| matches!(e, Event::Started { job: 2, .. }));
+        for j in [0, 1] {
+            let done = pos(&|e| matches!(e, Event::Finished { job, .. } if *job == j));
+            assert!(done < c_started, "{events:?}");
+        }
+    }
+
+    #[test]
+    fn one_slot_runs_jobs_in_order_one_at_a_time() {
+        let jobs = [job("a", &[]), job("b", &[0]), job("c", &[])];
+        let running = Arc::new(Mutex::new(0));
+        let order = Mutex::new(Vec::new());
+        run(
+            &jobs,
+            &slots(1),
+            |j, _| {
+                let mut r = running.lock().unwrap();
+                *r += 1;
+                assert_eq!(*r, 1, "two jobs at once on one slot");
+                *r -= 1;
+                order.lock().unwrap().push(j);
+                Ok(String::new())
+            },
+            |_| {},
+        )
+        .unwrap();
+        // b waits for a; c is ready from the start but comes after b in the plan's order
+        // only once b is ready: a, then b (ready now, earlier in order), then c.
+        assert_eq!(order.into_inner().unwrap(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_failure_stops_new_starts_and_a_panic_is_a_failure() {
+        let jobs = [job("a", &[]), job("b", &[0]), job("c", &[])];
+        let ran = Mutex::new(Vec::new());
+        let e = run(
+            &jobs,
+            &slots(1),
+            |j, _| {
+                ran.lock().unwrap().push(j);
+                if j == 0 {
+                    bail!("a broke");
+                }
+                Ok(String::new())
+            },
+            |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "a broke");
+        assert_eq!(ran.into_inner().unwrap(), [0]);
+
+        let e = run(
+            &[job("p", &[])],
+            &slots(1),
+            |_, _| -> Result<String> { panic!("boom") },
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("internal error: boom"), "{e}");
+        assert!(run(
+            &[job("x", &[0])],
+            &slots(1),
+            |_, _| Ok(String::new()),
+            |_| {}
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn devices_are_handed_to_the_jobs_by_slot() {
+        let jobs = [job("a", &[]), job("b", &[])];
+        let seen = Mutex::new(Vec::new());
+        let barrier = Barrier::new(2);
+        run(
+            &jobs,
+            &["cuda:0".to_string(), "cuda:1".to_string()],
+            |j, d| {
+                barrier.wait();
+                seen.lock().unwrap().push((j, d.to_string()));
+                Ok(String::new())
+            },
+            |_| {},
+        )
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        assert_eq!(seen, [(0, "cuda:0".to_string()), (1, "cuda:1".to_string())]);
+    }
+}
