@@ -476,7 +476,11 @@ fn a_queued_run_starts_when_the_training_before_it_ends_without_a_lab() {
         queue.push(&QueuedRun::new(name, "cpu", req)).unwrap();
     }
     // What the lab does on a tick, once: the first starts, the second waits for the slot.
-    let mut started = stacklab::runs::launch::start_ready(&root, &exe, 1, None);
+    let cap = stacklab::runs::queue::Capacity {
+        devices: vec!["cpu".into()],
+        max_per_device: 1,
+    };
+    let mut started = stacklab::runs::launch::start_ready(&root, &exe, &cap, None);
     assert_eq!(started.len(), 1);
     let (q, child) = started.pop().unwrap();
     assert_eq!(q.name, "first");

@@ -4,6 +4,7 @@
 //! theme = "default"           # or light, high-contrast, a user theme's name, a file
 //! ascii = false               # the whole screen in ASCII
 //! max_concurrent_runs = 1     # trainings at once per device; further starts wait as queued
+//! devices = ["cuda:0", "cuda:1"]  # where queued runs may train (default: every GPU, or cpu)
 //! new_run_config = "tiny"     # the config the new-run form offers first (default: tiny on
 //!                             # the CPU, gpt2-small-seed on a GPU, when they exist)
 //!
@@ -31,6 +32,8 @@ pub struct LabConfig {
     pub theme: Option<String>,
     pub ascii: bool,
     pub max_concurrent_runs: usize,
+    /// The devices queued trainings may run on; empty: every GPU, or the CPU.
+    pub devices: Vec<String>,
     /// The config (a name in the config dir) the new-run form offers first.
     pub new_run_config: Option<String>,
     pub chart: ChartDefaults,
@@ -70,6 +73,7 @@ impl Default for LabConfig {
             theme: None,
             ascii: false,
             max_concurrent_runs: 1,
+            devices: Vec::new(),
             new_run_config: None,
             chart: ChartDefaults::default(),
             keys: BTreeMap::new(),
@@ -101,6 +105,24 @@ pub const RUN_KEYS: [(&str, char, &str); 15] = [
 ];
 
 impl LabConfig {
+    /// The devices queued trainings may run on, by canonical name (`cuda` is `cuda:0`).
+    pub fn devices(&self) -> Vec<String> {
+        if self.devices.is_empty() {
+            return crate::device::slots::every_device();
+        }
+        let mut out: Vec<String> = Vec::new();
+        for d in &self.devices {
+            // Checked when the file was read.
+            if let Ok(dev) = crate::device::parse_device(d) {
+                let name = crate::device::name(dev);
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        out
+    }
+
     pub fn path(config_dir: &Path) -> PathBuf {
         config_dir.join(LAB_FILE)
     }
@@ -136,6 +158,10 @@ impl LabConfig {
         }
         if cfg.max_concurrent_runs == 0 {
             bail!("{source}: `max_concurrent_runs`: expected at least 1");
+        }
+        for d in &cfg.devices {
+            crate::device::parse_device(d)
+                .with_context(|| format!("{source}: `devices`: `{d}`"))?;
         }
         for (action, key) in &cfg.keys {
             if !RUN_KEYS.iter().any(|(a, _, _)| a == action) {

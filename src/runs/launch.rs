@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lock;
 use super::process;
-use super::queue::{self, Queue, QueuedRun, Request};
+use super::queue::{self, Capacity, Queue, QueuedRun, Request, ANY_DEVICE};
 use super::registry::{phase_of, Phase};
 use super::run_dir::RunDir;
 use crate::jobs::spawn::{self, Io, Spec};
@@ -135,14 +135,15 @@ pub fn spawn_request(root: &Path, exe: &Path, q: &QueuedRun) -> Result<Child> {
     Ok(child)
 }
 
-/// Takes and starts every queued request (of `device`, or of any) that has a free slot
-/// (`max_per_device` trainings per device), under the queue's lock: what another lab or an
+/// Takes and starts every queued request (for `device` or any device, or every request) that
+/// has a free slot (`cap.max_per_device` trainings per device; a request for any device
+/// goes to the least busy of `cap.devices`), under the queue's lock: what another lab or an
 /// ending training started counts against the same slots. A resume of a run that a
 /// training holds waits in the queue until it is free.
 pub fn start_ready(
     root: &Path,
     exe: &Path,
-    max_per_device: usize,
+    cap: &Capacity,
     device: Option<&str>,
 ) -> Vec<(QueuedRun, Result<Child>)> {
     let queue = Queue::new(root);
@@ -162,7 +163,7 @@ pub fn start_ready(
     let waiting: Vec<QueuedRun> = queue
         .list()
         .into_iter()
-        .filter(|q| device.is_none_or(|d| q.device == d))
+        .filter(|q| device.is_none_or(|d| q.device == d || q.device == ANY_DEVICE))
         .filter(|q| q.request != Request::Resume || lock::training(&root.join(&q.name)).is_none())
         .collect();
     if waiting.is_empty() {
@@ -170,7 +171,15 @@ pub fn start_ready(
     }
     clear_stale(root);
     let mut started = Vec::new();
-    for q in queue::ready(&waiting, &busy(root), max_per_device) {
+    // After a training on `device` ends, a request for any device may take its slot.
+    let cap = match device {
+        Some(d) => Capacity {
+            devices: vec![d.to_string()],
+            ..cap.clone()
+        },
+        None => cap.clone(),
+    };
+    for q in queue::ready(&waiting, &busy(root), &cap) {
         let Some(claim) = queue.claim(&q) else {
             continue;
         };
@@ -194,19 +203,27 @@ pub fn after_training(device: &str) {
 pub fn start_next(root: &Path, device: &str) {
     let root = root.to_path_buf();
     let queue = Queue::new(&root);
-    if queue.list().iter().all(|q| q.device != device) && queue.claimed().is_empty() {
+    if queue
+        .list()
+        .iter()
+        .all(|q| q.device != device && q.device != ANY_DEVICE)
+        && queue.claimed().is_empty()
+    {
         return;
     }
     let say = |msg: String| {
         let _ = writeln!(std::io::stderr(), "{msg}");
     };
-    let max = match crate::config::lab::LabConfig::load(&crate::paths::config_dir()) {
-        Ok(c) => c.max_concurrent_runs,
+    let cap = match crate::config::lab::LabConfig::load(&crate::paths::config_dir()) {
+        Ok(c) => Capacity::of(&c),
         Err(e) => {
             say(format!(
                 "warning: {e:#}; starting queued runs one at a time"
             ));
-            1
+            Capacity {
+                devices: vec![device.to_string()],
+                max_per_device: 1,
+            }
         }
     };
     let exe = match spawn::stacklab_exe() {
@@ -216,7 +233,7 @@ pub fn start_next(root: &Path, device: &str) {
             return;
         }
     };
-    for (q, child) in start_ready(&root, &exe, max, Some(device)) {
+    for (q, child) in start_ready(&root, &exe, &cap, Some(device)) {
         match child {
             Ok(c) => say(format!(
                 "started queued run {} (pid {}; output in {})",
@@ -237,14 +254,22 @@ mod tests {
     use super::*;
     use crate::runs::run_dir::{RunDir, RunState, RunStatus};
 
+    fn cpu_cap(max_per_device: usize) -> Capacity {
+        Capacity {
+            devices: vec!["cpu".into()],
+            max_per_device,
+        }
+    }
+
     #[test]
     fn a_start_counts_until_its_training_reports_and_the_queue_respects_it() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let queue = Queue::new(root);
-        for n in ["a", "b"] {
+        // b may run on any of the lab's devices.
+        for (n, device) in [("a", "cpu"), ("b", ANY_DEVICE)] {
             queue
-                .push(&QueuedRun::new(n, "cpu", Request::Resume))
+                .push(&QueuedRun::new(n, device, Request::Resume))
                 .unwrap();
         }
         // A "training" that sleeps: it never writes a status.
@@ -252,14 +277,14 @@ mod tests {
         std::fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut started = start_ready(root, &exe, 1, Some("cpu"));
+        let mut started = start_ready(root, &exe, &cpu_cap(1), Some("cpu"));
         assert_eq!(started.len(), 1);
         assert_eq!(started[0].0.name, "a");
         let mut child = started.pop().unwrap().1.unwrap();
         assert_eq!(starting(root).len(), 1);
         assert_eq!(busy(root).get("cpu"), Some(&1));
         // Still starting: b waits, whoever looks.
-        assert!(start_ready(root, &exe, 1, None).is_empty());
+        assert!(start_ready(root, &exe, &cpu_cap(1), None).is_empty());
         assert_eq!(queue.list().len(), 1);
         // Once a's training writes its own status, the status tells.
         let run = RunDir::new(root.join("a"));
@@ -278,9 +303,16 @@ mod tests {
         assert!(starting(root).is_empty());
         let _ = child.kill();
         let _ = child.wait();
-        let mut next = start_ready(root, &exe, 1, Some("cpu"));
+        let mut next = start_ready(root, &exe, &cpu_cap(1), Some("cpu"));
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].0.name, "b");
+        // It took the freed cpu slot, and is counted there while it starts.
+        assert_eq!(next[0].0.device, "cpu");
+        assert_eq!(
+            next[0].0.train_args(root).last().map(String::as_str),
+            Some("cpu")
+        );
+        assert_eq!(busy(root).get("cpu"), Some(&1));
         let mut b = next.pop().unwrap().1.unwrap();
         assert!(queue.list().is_empty());
         let _ = b.kill();
@@ -322,7 +354,7 @@ mod tests {
                     let (root, exe, barrier) = (root.clone(), exe.clone(), barrier.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
-                        start_ready(&root, &exe, 1, None)
+                        start_ready(&root, &exe, &cpu_cap(1), None)
                     })
                 })
                 .collect();
@@ -356,11 +388,11 @@ mod tests {
         std::fs::create_dir_all(&run).unwrap();
         let lock = lock::acquire(&run, lock::TRAIN, Some("cuda:0")).unwrap();
         let exe = sleeper(root);
-        assert!(start_ready(root, &exe, 2, None).is_empty());
+        assert!(start_ready(root, &exe, &cpu_cap(2), None).is_empty());
         assert_eq!(queue.list().len(), 1);
         assert_eq!(busy(root).get("cuda:0"), Some(&1), "the holder counts");
         drop(lock);
-        let mut started = start_ready(root, &exe, 2, None);
+        let mut started = start_ready(root, &exe, &cpu_cap(2), None);
         assert_eq!(started.len(), 1);
         let mut c = started.pop().unwrap().1.unwrap();
         let _ = c.kill();

@@ -171,21 +171,60 @@ impl Queue {
     }
 }
 
+/// A request's device when it may run on any of the lab's devices.
+pub const ANY_DEVICE: &str = "any";
+
+/// Where queued trainings may run: the lab's devices (lab.toml's `devices`, default every
+/// GPU or the CPU) and how many trainings each takes at once (`max_concurrent_runs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    pub devices: Vec<String>,
+    pub max_per_device: usize,
+}
+
+impl Capacity {
+    pub fn of(lab: &crate::config::lab::LabConfig) -> Capacity {
+        Capacity {
+            devices: lab.devices(),
+            max_per_device: lab.max_concurrent_runs,
+        }
+    }
+}
+
 /// The requests that may start now: in queue order, as long as their device has fewer than
 /// `max_per_device` trainings running (`running` counts trainings per device, including the
-/// ones picked here).
+/// ones picked here). A request for any device gets the least busy of `cap.devices` that
+/// has a slot (the first listed among equals); the request returned names it.
 pub fn ready(
     queue: &[QueuedRun],
     running: &std::collections::HashMap<String, usize>,
-    max_per_device: usize,
+    cap: &Capacity,
 ) -> Vec<QueuedRun> {
+    let max = cap.max_per_device.max(1);
     let mut busy = running.clone();
     let mut out = Vec::new();
     for q in queue {
-        let n = busy.entry(q.device.clone()).or_insert(0);
-        if *n < max_per_device.max(1) {
+        let device = if q.device == ANY_DEVICE {
+            let load = |d: &String| busy.get(d).copied().unwrap_or(0);
+            match cap
+                .devices
+                .iter()
+                .filter(|d| load(d) < max)
+                .min_by_key(|d| load(d))
+            {
+                Some(d) => d.clone(),
+                None => continue,
+            }
+        } else {
+            q.device.clone()
+        };
+        let n = busy.entry(device.clone()).or_insert(0);
+        if *n < max {
             *n += 1;
-            out.push(q.clone());
+            out.push(QueuedRun {
+                device,
+                ..q.clone()
+            });
         }
     }
     out
@@ -287,6 +326,56 @@ mod tests {
         }
     }
 
+    /// Requests for any device fill the least busy devices with a free slot, in order.
+    #[test]
+    fn requests_for_any_device_go_to_the_least_busy_free_one() {
+        let any = |n: &str| QueuedRun::new(n, ANY_DEVICE, Request::Resume);
+        let queue = vec![
+            any("a"),
+            any("b"),
+            QueuedRun::new("pinned", "cuda:1", Request::Resume),
+            any("c"),
+            any("d"),
+        ];
+        let cap = Capacity {
+            devices: vec!["cuda:0".into(), "cuda:1".into(), "cuda:2".into()],
+            max_per_device: 1,
+        };
+        let mut running = HashMap::new();
+        running.insert("cuda:0".to_string(), 1);
+        let got: Vec<(String, String)> = ready(&queue, &running, &cap)
+            .into_iter()
+            .map(|q| (q.name, q.device))
+            .collect();
+        // cuda:0 is busy: a takes cuda:1, b cuda:2; the pinned request and c, d wait.
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), "cuda:1".to_string()),
+                ("b".to_string(), "cuda:2".to_string())
+            ]
+        );
+        // Two per device: a and b go to the idle cuda:1 and cuda:2 first, then c to cuda:0.
+        let cap2 = Capacity {
+            max_per_device: 2,
+            ..cap
+        };
+        let got: Vec<String> = ready(&queue, &running, &cap2)
+            .into_iter()
+            .map(|q| format!("{}@{}", q.name, q.device))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "a@cuda:1",
+                "b@cuda:2",
+                "pinned@cuda:1",
+                "c@cuda:0",
+                "d@cuda:2"
+            ]
+        );
+    }
+
     #[test]
     fn ready_respects_the_limit_per_device() {
         let q = |n: &str, d: &str| QueuedRun::new(n, d, Request::Resume);
@@ -299,10 +388,14 @@ mod tests {
         let mut running = HashMap::new();
         running.insert("cuda:0".to_string(), 1);
         let names = |v: Vec<QueuedRun>| v.into_iter().map(|q| q.name).collect::<Vec<_>>();
-        assert_eq!(names(ready(&queue, &running, 1)), ["c", "d"]);
-        assert_eq!(names(ready(&queue, &running, 2)), ["a", "c", "d"]);
+        let cap = |max| Capacity {
+            devices: vec!["cuda:0".into(), "cuda:1".into()],
+            max_per_device: max,
+        };
+        assert_eq!(names(ready(&queue, &running, &cap(1))), ["c", "d"]);
+        assert_eq!(names(ready(&queue, &running, &cap(2))), ["a", "c", "d"]);
         running.clear();
-        assert_eq!(names(ready(&queue, &running, 1)), ["a", "c", "d"]);
+        assert_eq!(names(ready(&queue, &running, &cap(1))), ["a", "c", "d"]);
         assert_eq!(
             Request::Resume,
             serde_json::from_str::<QueuedRun>(&serde_json::to_string(&queue[0]).unwrap())

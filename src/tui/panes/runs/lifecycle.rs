@@ -14,7 +14,8 @@ impl RunsPane {
     /// Checks the run folders, the queue and the children; starts queued runs that have a
     /// slot. Returns whether anything shown changed.
     pub fn tick(&mut self) -> bool {
-        let (mut changed, news) = self.trainings.tick(self.lab.max_concurrent_runs);
+        let cap = crate::runs::queue::Capacity::of(&self.lab);
+        let (mut changed, news) = self.trainings.tick(&cap);
         if let Some(n) = news.into_iter().last() {
             self.message = Some(n);
         }
@@ -69,7 +70,7 @@ impl RunsPane {
                 true,
             );
         }
-        let q = QueuedRun::new(name, &self.device, Request::Resume);
+        let q = QueuedRun::new(name, &self.queue_device(), Request::Resume);
         match self.trainings.queue.push(&q) {
             Ok(_) => self.notify(format!("{name}: resume queued"), false),
             Err(e) => self.notify(format!("{e:#}"), true),

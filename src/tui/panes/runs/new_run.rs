@@ -39,6 +39,7 @@ impl RunsPane {
                     "(config's; warmup/warmdown scale along)",
                 ),
                 Field::text("coconut", "coconut.every", "", "(config's)"),
+                Field::choice("device", "device", self.device_choices(), ""),
             ],
         );
         if let Some(c) = first {
@@ -48,6 +49,24 @@ impl RunsPane {
         let name = self.default_name(form.get("config"));
         form.set_text("name", &name);
         form
+    }
+
+    /// Where a run may be queued: any of the lab's devices (the least busy free one when
+    /// it starts) or one of them, when there are several; else the lab's device.
+    fn device_choices(&self) -> Vec<String> {
+        let devices = self.lab.devices();
+        if devices.len() > 1 {
+            let mut v = vec![crate::runs::queue::ANY_DEVICE.to_string()];
+            v.extend(devices);
+            v
+        } else {
+            vec![self.device.clone()]
+        }
+    }
+
+    /// The device a run is queued for when nobody chose: any of several, else the lab's.
+    pub(super) fn queue_device(&self) -> String {
+        self.device_choices().swap_remove(0)
     }
 
     /// The config the form offers first: the one last started from this lab, else
@@ -134,9 +153,13 @@ impl RunsPane {
             sets.extend(scaled_schedule(&base.schedule, steps));
         }
         crate::config::TrainConfig::load(&path, &sets).map_err(|e| format!("{e:#}"))?;
+        let device = match form.get("device") {
+            "" => self.queue_device(),
+            d => d.to_string(),
+        };
         let q = QueuedRun::new(
             &name,
-            &self.device,
+            &device,
             Request::New {
                 config: path.display().to_string(),
                 sets,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use super::output_log;
-use crate::runs::queue::{Queue, QueuedRun};
+use crate::runs::queue::{Capacity, Queue, QueuedRun};
 use crate::runs::registry::{Phase, Registry};
 
 pub(super) struct Spawned {
@@ -41,9 +41,9 @@ impl Trainings {
     }
 
     /// Reaps ended children, re-reads the run folders and the queue, and starts the queued
-    /// requests that have a slot (`max_per_device` per device). Returns whether anything
+    /// requests that have a slot (`cap.max_per_device` per device). Returns whether anything
     /// changed, and what to tell the user (started, did not start).
-    pub fn tick(&mut self, max_per_device: usize) -> (bool, Vec<(String, bool)>) {
+    pub fn tick(&mut self, cap: &Capacity) -> (bool, Vec<(String, bool)>) {
         let mut news = Vec::new();
         let mut changed = self.reap(&mut news);
         changed |= self.registry.refresh();
@@ -62,7 +62,7 @@ impl Trainings {
             .collect();
         changed |= elsewhere != self.started_elsewhere;
         self.started_elsewhere = elsewhere;
-        changed |= self.start_ready(max_per_device, &mut news);
+        changed |= self.start_ready(cap, &mut news);
         (changed, news)
     }
 
@@ -102,12 +102,12 @@ impl Trainings {
 
     /// Starts the queued requests that fit, deciding under the queue's lock with every
     /// other lab and ending training (see `runs::launch::start_ready`).
-    fn start_ready(&mut self, max_per_device: usize, news: &mut Vec<(String, bool)>) -> bool {
+    fn start_ready(&mut self, cap: &Capacity, news: &mut Vec<(String, bool)>) -> bool {
         // A claim left by a taker that died is put back by the look below.
         if self.queued.is_empty() && self.queue.claimed().is_empty() {
             return false;
         }
-        let started = crate::runs::launch::start_ready(&self.root, &self.exe, max_per_device, None);
+        let started = crate::runs::launch::start_ready(&self.root, &self.exe, cap, None);
         let changed = !started.is_empty();
         for (q, child) in started {
             self.queued.retain(|x| x.name != q.name);
