@@ -10,35 +10,17 @@ use std::path::Path;
 use common::Lab;
 
 fn sweep_config(lab: &Lab) -> std::path::PathBuf {
-    let train = lab.write("micro.toml", &common::micro_config(6, ""));
-    lab.write(
-        "sweep-mini.toml",
-        &format!(
-            r#"
-name = "mini"
-train_config = "{}"
-
-[[models]]
-name = "m1"
-seeds = [0, 1]
-
-[[models]]
-name = "m2"
-from_model = "m1"
-seeds = [10, 11]
-
+    common::mini_sweep(
+        lab,
+        "mini",
+        6,
+        r#"
 [grid]
 pairs = [["m1", "m2"]]
 same_model = ["m1"]
 use_first_layer = [false, true]
 use_last_layer = [false]
-
-[eval]
-data = "embedded"
-tokens = 2048
 "#,
-            train.display()
-        ),
     )
 }
 

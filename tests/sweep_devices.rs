@@ -9,34 +9,16 @@ use std::path::Path;
 use common::Lab;
 
 fn sweep(lab: &Lab) -> std::path::PathBuf {
-    let train = lab.write("micro.toml", &common::micro_config(10, ""));
-    lab.write(
-        "sweep-two.toml",
-        &format!(
-            r#"
-name = "two"
-train_config = "{}"
-
-[[models]]
-name = "m1"
-seeds = [0, 1]
-
-[[models]]
-name = "m2"
-from_model = "m1"
-seeds = [10, 11]
-
+    common::mini_sweep(
+        lab,
+        "two",
+        10,
+        r#"
 [grid]
 pairs = [["m1", "m2"]]
 use_first_layer = [false]
 use_last_layer = [false, true]
-
-[eval]
-data = "embedded"
-tokens = 2048
 "#,
-            train.display()
-        ),
     )
 }
 

@@ -31,40 +31,22 @@ fn mean_sd(v: &[f64]) -> String {
 #[test]
 fn a_sweep_heals_its_chosen_stacks_and_tabulates_the_arms_over_replicates() {
     let lab = Lab::new();
-    let train = lab.write("micro.toml", &common::micro_config(6, ""));
-    let cfg = lab.write(
-        "sweep-heal.toml",
-        &format!(
-            r#"
-name = "hl"
-train_config = "{}"
-
-[[models]]
-name = "m1"
-seeds = [0, 1]
-
-[[models]]
-name = "m2"
-from_model = "m1"
-seeds = [10, 11]
-
+    let cfg = common::mini_sweep(
+        &lab,
+        "hl",
+        6,
+        r#"
 [grid]
 pairs = [["m1", "m2"]]
 same_model = ["m1"]
 use_first_layer = [false]
 use_last_layer = [false, true]
 
-[eval]
-data = "embedded"
-tokens = 2048
-
 [heal]
 steps = 4
 arms = ["stack", "continue"]
 use_last_layer = [true]
 "#,
-            train.display()
-        ),
     );
     let out = lab.path("sweep-out");
     let args = |extra: &[&str]| -> Vec<String> {

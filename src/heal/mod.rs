@@ -187,16 +187,26 @@ fn curve(o: &HealOptions, arm: Arm, run: &str) -> Result<ArmCurve> {
     })
 }
 
+/// What is wrong with K steps and these arms, if anything: `(setting, why)`.
+pub fn check_settings<T>(steps: i64, arms: &[T]) -> Option<(&'static str, String)> {
+    if steps < 4 || steps % 4 != 0 {
+        return Some((
+            "steps",
+            format!("{steps}: give a multiple of 4 (the table reads the loss at K/4, K/2 and K)"),
+        ));
+    }
+    arms.is_empty().then(|| {
+        (
+            "arms",
+            "(none): give at least one of stack, self, scratch, continue".to_string(),
+        )
+    })
+}
+
 /// Prepares, trains and reads every arm.
 pub fn run(o: &HealOptions) -> Result<HealReport> {
-    if o.steps < 4 || o.steps % 4 != 0 {
-        bail!(
-            "--steps {}: give a multiple of 4 (the table reads the loss at K/4, K/2 and K)",
-            o.steps
-        );
-    }
-    if o.arms.is_empty() {
-        bail!("--arms: give at least one of stack, self, scratch, continue");
+    if let Some((key, why)) = check_settings(o.steps, &o.arms) {
+        bail!("--{key} {why}");
     }
     crate::runs::run_dir::check_run_name(&o.name).context("--name")?;
     for d in ["init", "configs", "logs"] {

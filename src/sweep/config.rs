@@ -271,14 +271,8 @@ impl SweepConfig {
     }
 
     fn validate_heal(&self, h: &HealSection, src: &str) -> Result<()> {
-        if h.steps < 4 || h.steps % 4 != 0 {
-            bail!(
-                "{src}: `heal.steps` = {}: give a multiple of 4 (the table reads the loss at K/4, K/2 and K)",
-                h.steps
-            );
-        }
-        if h.arms.is_empty() {
-            bail!("{src}: `heal.arms`: give at least one of stack, self, scratch, continue");
+        if let Some((key, why)) = crate::heal::check_settings(h.steps, &h.arms) {
+            bail!("{src}: `heal.{key}` = {why}");
         }
         for a in &h.arms {
             a.parse::<crate::heal::Arm>()

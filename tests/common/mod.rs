@@ -138,6 +138,38 @@ val_every = 5
     )
 }
 
+/// A sweep file `sweep-NAME.toml` over two replicates of `m1` (seeds 0, 1) and `m2` (W from
+/// `m1`, seeds 10, 11), both the micro config trained `steps` steps, evaluated on 2048
+/// embedded tokens, with `sections` (the grid, a heal) appended.
+pub fn mini_sweep(lab: &Lab, name: &str, steps: i64, sections: &str) -> PathBuf {
+    let train = lab.write("micro.toml", &micro_config(steps, ""));
+    lab.write(
+        &format!("sweep-{name}.toml"),
+        &format!(
+            r#"
+name = "{name}"
+train_config = "{}"
+
+[[models]]
+name = "m1"
+seeds = [0, 1]
+
+[[models]]
+name = "m2"
+from_model = "m1"
+seeds = [10, 11]
+
+[eval]
+data = "embedded"
+tokens = 2048
+
+{sections}
+"#,
+            train.display()
+        ),
+    )
+}
+
 /// Trains `m1` and `m2` (the micro config for 5 steps; `m2` from another seed with `m1`'s
 /// `W` frozen): the smallest pair the stack tools work on.
 pub fn train_pair(lab: &Lab) {
