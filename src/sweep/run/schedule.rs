@@ -50,6 +50,18 @@ fn next_ready(jobs: &[Job], state: &[State]) -> Option<usize> {
     })
 }
 
+/// A panic in one job is that job's failure, not the sweep's crash.
+fn guarded(f: impl FnOnce() -> Result<String>) -> Result<String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(anyhow::anyhow!("internal error: {msg}"))
+    })
+}
+
 /// Runs `jobs` on `slots` (device names; one job per slot at a time) with `work(job,
 /// device)`, telling `observe` every start and end. Returns the first failure.
 pub fn run<W, O>(jobs: &[Job], slots: &[String], work: W, mut observe: O) -> Result<()>
@@ -85,18 +97,7 @@ where
                 let (tx, device) = (tx.clone(), slots[slot].clone());
                 scope.spawn(move || {
                     let t = Instant::now();
-                    // A panic in one job is that job's failure, not the sweep's crash.
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        work(job, &device)
-                    }))
-                    .unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        Err(anyhow::anyhow!("internal error: {msg}"))
-                    });
+                    let r = guarded(|| work(job, &device));
                     let _ = tx.send((job, slot, t.elapsed(), r));
                 });
             }
