@@ -77,7 +77,17 @@ pub fn build(lib: &Path, include: &Path) {
         }
         b.define("USE_C10D_GLOO", None);
     }
-    b.compile("stacklab_dist");
+    // The build script reruns on every commit (for the commit id): the shim, 25 s of C++,
+    // is recompiled only when its source or the Gloo choice changed.
+    let out = out_dir();
+    let key = format!("{}|{gloo:?}|{}", source("csrc/dist.cpp"), include.display());
+    if fresh(&out.join("libstacklab_dist.a"), "dist", &key) {
+        println!("cargo:rustc-link-search=native={}", out.display());
+        println!("cargo:rustc-link-lib=static=stacklab_dist");
+    } else {
+        b.compile("stacklab_dist");
+        stamp("dist", &key);
+    }
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
     let gloo_note = match &gloo {
@@ -102,10 +112,40 @@ pub fn build(lib: &Path, include: &Path) {
     println!("cargo:rustc-env=STACKLAB_DIST_NCCL_BUILD={nccl_note}");
 }
 
+fn out_dir() -> PathBuf {
+    PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+}
+
+fn source(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn stamp_path(name: &str) -> PathBuf {
+    out_dir().join(format!("{name}.stamp"))
+}
+
+/// Whether `output` exists and was built from `key` (sources and flags).
+fn fresh(output: &Path, name: &str, key: &str) -> bool {
+    output.is_file() && std::fs::read_to_string(stamp_path(name)).is_ok_and(|s| s == key)
+}
+
+fn stamp(name: &str, key: &str) {
+    let _ = std::fs::write(stamp_path(name), key);
+}
+
 /// Compiles `csrc/dist_nccl.cpp` into `libstacklab_nccl.so` in OUT_DIR.
 fn nccl_object(lib: &Path, include: &Path, nccl: &Path, cuda: &Path) -> Result<PathBuf, String> {
-    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?)
-        .join("libstacklab_nccl.so");
+    let out = out_dir().join("libstacklab_nccl.so");
+    let key = format!(
+        "{}|{}|{}|{}",
+        source("csrc/dist_nccl.cpp"),
+        lib.display(),
+        nccl.display(),
+        cuda.display()
+    );
+    if fresh(&out, "nccl", &key) {
+        return Ok(out);
+    }
     let compiler = cc::Build::new().cpp(true).get_compiler();
     let mut cmd = Command::new(compiler.path());
     cmd.args(["-std=c++17", "-O2", "-fPIC", "-shared", "-w"])
@@ -135,5 +175,6 @@ fn nccl_object(lib: &Path, include: &Path, nccl: &Path, cuda: &Path) -> Result<P
         let first = err.lines().find(|l| l.contains("error")).unwrap_or("");
         return Err(format!("{} ({first})", o.status));
     }
+    stamp("nccl", &key);
     Ok(out)
 }

@@ -27,6 +27,14 @@ pub struct TrainArgs {
     /// Stop once this global step is done, with a checkpoint (status `stopped`, resumable).
     #[arg(long, value_name = "STEP")]
     pub stop_after: Option<i64>,
+    /// Train in N processes on this machine (data parallelism on c10d: Gloo on the CPU,
+    /// NCCL with one GPU each); N must divide batch.ranks. Under torchrun or srun leave it out.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
+    /// Seconds any collective of a parallel training may wait before the training fails
+    /// (a process that died or hangs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub dist_timeout: u64,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -71,7 +79,20 @@ fn config_name(path: &std::path::Path) -> String {
 }
 
 pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
-    let device = a.device.resolve()?;
+    if let Some(n) = a.nproc {
+        if let Some(code) = super::dist::run_nproc(&a, n)? {
+            return Ok(code);
+        }
+    }
+    let timeout = super::dist::timeout(&a)?;
+    let launch = crate::dist::env::from_env()?;
+    if let Some(l) = &launch {
+        super::dist::check_launch(&a, l)?;
+    }
+    let device = match &launch {
+        Some(l) => super::dist::launched_device(&a.device.device, a.device.resolve()?, l)?,
+        None => a.device.resolve()?,
+    };
     let (config, name) = match &a.config {
         Some(c) => {
             let path = crate::config::resolve_config_path(c)?;
@@ -79,6 +100,10 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
         }
         None => (None, String::new()),
     };
+    let world = super::dist::world(launch, device, timeout)?;
+    // Under `--nproc` the launcher frees the slot; elsewhere rank 0 does.
+    let frees_slot =
+        world.is_main() && std::env::var_os(crate::dist::env::STANDALONE_ENV).is_none();
     let opts = TrainOptions {
         config,
         name: a.name,
@@ -87,10 +112,25 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
         stop_after: a.stop_after,
         device,
         runs_root: crate::paths::checkpoint_dir(),
+        world: std::rc::Rc::new(world),
     };
     let result = crate::train::train(&opts);
     // However it ended, its slot is free: the next queued run for its device starts.
-    crate::runs::launch::after_training(&crate::device::name(device));
+    if frees_slot {
+        crate::runs::launch::after_training(&crate::device::name(device));
+    }
+    if !opts.world.is_main() {
+        // The run's folder is rank 0's to print; this rank's outcome is its exit code.
+        let (_, outcome) = result?;
+        return Ok(match outcome {
+            TrainOutcome::Failed(msg) => {
+                crate::train::reporter::say(&format!("error: rank {}: {msg}", opts.world.rank));
+                ExitCode::from(1)
+            }
+            TrainOutcome::Stopped { by_signal: true } => ExitCode::from(130),
+            _ => ExitCode::SUCCESS,
+        });
+    }
     let (run, outcome) = result?;
     // Output that went away ends nothing: the run's own files say how it ended.
     crate::train::reporter::print(&run.display().to_string());

@@ -19,6 +19,7 @@ use anyhow::Result;
 use tch::{Device, Tensor};
 
 pub use buckets::GradBuckets;
+pub use buckets::BUCKET_BYTES;
 pub use env::Launch;
 pub use group::{Backend, ProcessGroup, ReduceOp};
 

@@ -7,6 +7,7 @@ pub mod checkpointing;
 pub mod coconut;
 pub mod faults;
 pub mod muon;
+pub mod parallel;
 pub mod reporter;
 pub mod schedule;
 pub mod setup;
