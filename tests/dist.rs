@@ -180,8 +180,11 @@ fn ranks_config(steps: i64, ranks: i64) -> String {
         .replace("micro_batch = 4", &format!("micro_batch = {}", 8 / ranks))
 }
 
+/// (step, loss) pairs.
+type Curve = Vec<(i64, f64)>;
+
 /// (step, train loss) and (step, val loss) of a run.
-fn losses(run: &Path) -> (Vec<(i64, f64)>, Vec<(i64, f64)>) {
+fn losses(run: &Path) -> (Curve, Curve) {
     let rows = read_json_lines(&run.join("metrics.jsonl"));
     let pick = |key: &str| {
         rows.iter()
@@ -500,4 +503,42 @@ fn bad_environments_are_refused_with_the_variable_named() {
         ("MASTER_PORT", port.as_str()),
     ];
     refused(&env, &format!("MASTER_PORT = {port}: the port is in use"));
+}
+
+#[test]
+fn bench_nproc_reports_tokens_per_process_and_scaling() {
+    if !gloo_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.write("m.toml", &micro_config(5, ""));
+    let out = lab.ok(&[
+        "bench", "--config", "m.toml", "--nproc", "2", "--steps", "3", "--warmup", "1", "--json",
+        "--device", "cpu",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let f = |k: &str| r[k].as_f64().unwrap();
+    println!(
+        "bench --nproc 2 (micro model, CPU): one process {:.0} tok/s; 2 processes {:.0} tok/s each, {:.0} together; efficiency {:.2}; all-reduce {} bytes a step",
+        f("one_process_tokens_per_s"),
+        f("tokens_per_s_per_process"),
+        f("tokens_per_s"),
+        f("scaling_efficiency"),
+        r["all_reduce_bytes_per_step"]
+    );
+    assert_eq!(r["nproc"], 2);
+    assert_eq!(r["parallel"]["world_size"], 2);
+    assert_eq!(r["one_process"]["world_size"], 1);
+    assert!(
+        (f("tokens_per_s") - 2.0 * f("tokens_per_s_per_process")).abs() < 1e-6 * f("tokens_per_s")
+    );
+    let eff = f("scaling_efficiency");
+    assert!(eff > 0.0 && eff.is_finite(), "{eff}");
+    // The micro model's gradients (every parameter, fp32) and Muon's updates (fp32 on the CPU).
+    let params = r["parallel"]["parameters"].as_i64().unwrap();
+    let blocks = 2 * 12 * 64 * 64;
+    assert_eq!(
+        r["all_reduce_bytes_per_step"].as_i64().unwrap(),
+        4 * params + 4 * blocks
+    );
 }

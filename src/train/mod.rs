@@ -12,7 +12,7 @@ pub mod reporter;
 pub mod schedule;
 pub mod setup;
 pub mod signals;
-mod step;
+pub mod step;
 pub mod trainer;
 
 pub use adamw::AdamW;

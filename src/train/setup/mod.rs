@@ -21,8 +21,8 @@ use tch::{Device, Kind};
 
 use super::{AdamW, Muon};
 use crate::config::{ConfigError, TrainConfig};
-use crate::dist::{GradBuckets, World};
 use crate::data::{expand_glob, ordered_shards, DataSource, ShardLoader, TrainStream};
+use crate::dist::{GradBuckets, World};
 use crate::model::{Compute, Gpt};
 use crate::runs::checkpoint::{InitLineage, Lineage, ValPoint};
 use crate::runs::lock::RunLock;
