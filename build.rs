@@ -1,9 +1,14 @@
 //! Build script: give the binary an rpath to the libtorch it was linked against, so it
 //! runs without LD_LIBRARY_PATH, compile the small C++ shim that reads the CUDA caching
-//! allocator's statistics (`csrc/cuda_memory.cpp`), and record the git commit for
-//! checkpoint metadata.
+//! allocator's statistics (`csrc/cuda_memory.cpp`) and the c10d shim of data-parallel
+//! training (`csrc/dist.cpp`, with Gloo when its headers are found, and the NCCL backend as
+//! a shared object when the NCCL and CUDA headers are: see `build/dist.rs`), and record the
+//! git commit for checkpoint metadata.
 use std::path::Path;
 use std::process::Command;
+
+#[path = "build/dist.rs"]
+mod dist;
 
 fn main() {
     // torch-sys exports the lib dir it linked against (its `links = "tch"` key).
@@ -23,6 +28,7 @@ fn main() {
         .file("csrc/cuda_memory.cpp")
         .compile("stacklab_cuda_memory");
     println!("cargo:rerun-if-changed=csrc/cuda_memory.cpp");
+    dist::build(Path::new(&lib), &include);
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

@@ -41,6 +41,16 @@ if ! torch_ok; then
   torch_ok || die "torch==$torch_version did not import from $venv after installing it"
 fi
 
+# The NCCL backend of data-parallel training compiles against NCCL's and CUDA's headers:
+# the wheel brings most of them; two small header packages at its CUDA version bring the
+# rest (best effort: without them the build simply has no NCCL backend, see `doctor`).
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null || true)
+if [ -n "$site" ] && [ -d "$site/nvidia/cu13/include" ] && [ ! -e "$site/nvidia/cu13/include/crt/host_config.h" ]; then
+  echo "lab.sh: installing the CUDA headers NCCL's c10d backend needs (nvidia-cuda-crt, nvidia-cuda-cccl)" >&2
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*" \
+    || echo "lab.sh: could not install them: this build will have no NCCL backend" >&2
+fi
+
 export VIRTUAL_ENV=$venv
 export PATH="$venv/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1

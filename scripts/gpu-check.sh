@@ -20,6 +20,9 @@
 #      40) on the embedded corpus (ids < 4096 fit the 50304 vocabulary), validating on
 #      VAL_TOKENS tokens every VAL_EVERY steps (default 20). The embedded val split holds
 #      164,864 tokens read 64 x 1024 at a time: VAL_TOKENS defaults to 131,072.
+#   6. data parallelism at world size 1: 2 steps of the same training launched as torchrun
+#      would (RANK=0, WORLD_SIZE=1), so it runs through c10d's NCCL backend on the GPU
+#      (Gloo on the CPU): the process group forms, the collectives run, the run ends done.
 #
 # GPU_CHECK_CPU=1 runs the same steps on the CPU at a tiny shape (configs/tiny.toml with 2
 # layers, batch 4 x 128; the reference at the same shape in fp32): the same table, in one
@@ -69,8 +72,8 @@ if [ "$cpu" = 1 ]; then
   part_steps=(--steps 2 --warmup 1)
   ref_steps=(--steps 2 --warmup 1)
   seed_tokens=$((4 * 128))
-  # Limits (s): doctor, bench, reference, compiled reference, parts, train.
-  limits=(60 60 60 240 90 120)
+  # Limits (s): doctor, bench, reference, compiled reference, parts, train, dist.
+  limits=(60 60 60 240 90 120 60)
 else
   mode="GPU mode: gpt2-small-seed at batch 64 x 1024"
   steps=${STEPS:-40}
@@ -84,7 +87,7 @@ else
   part_steps=(--steps 10 --warmup 3)
   ref_steps=()
   seed_tokens=$((64 * 1024))
-  limits=(60 150 120 180 150 300)
+  limits=(60 150 120 180 150 300 90)
 fi
 # The binary's rpath points at the libtorch it was built against; elsewhere, Python's torch.
 torch_lib=$("$python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)
@@ -130,6 +133,13 @@ step train "${limits[5]}" "$bin" train "${train_shape[@]}" "${device[@]}" --name
   --set schedule.steps="$steps" --set schedule.warmdown=$((steps * 3 / 10)) \
   --set eval.val_every="$val_every" --set eval.val_tokens="$val_tokens" --set checkpoint_every=0
 cp "$STACKLAB_CHECKPOINT_DIR/gpu-check/metrics.jsonl" "$logs/" 2>/dev/null
+dist_port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+step dist "${limits[6]}" env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 \
+  MASTER_PORT="$dist_port" "$bin" train "${train_shape[@]}" "${device[@]}" --name gpu-check-dist \
+  --set data.embedded=true --set 'data.train=""' --set 'data.val=""' \
+  --set schedule.steps=2 --set schedule.warmdown=0 --set eval.val_every=0 \
+  --set eval.val_tokens="$val_tokens" --set checkpoint_every=0 --dist-timeout 120
+grep -h "rank 0 of 1" "$STACKLAB_CHECKPOINT_DIR/gpu-check-dist/train.log" > "$logs/dist-world.txt" 2>/dev/null
 
 "$python" "$root/scripts/gpu_check_table.py" "$logs" "$mode" "$seed_tokens" "$budget" \
   > "$logs/summary.txt" 2> "$logs/summary.err" \

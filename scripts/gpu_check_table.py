@@ -145,3 +145,7 @@ if rows:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
 else:
     print("training: " + (outcome("train") if outcome("train") != "ok" else "no metrics written"))
+
+print("== data parallelism at world size 1 (c10d: NCCL on CUDA, Gloo on the CPU)")
+world = read("dist-world.txt").strip()
+print(outcome("dist") + (f": {world.split('|')[1].strip()}" if outcome("dist") == "ok" and "|" in world else ""))

@@ -5,6 +5,7 @@
 //! library code below. This file holds the parser and the dispatch.
 
 mod checkpoint;
+mod dist;
 pub mod heal;
 pub mod inspect;
 pub mod runs;

@@ -32,6 +32,10 @@ pub struct DoctorReport {
     pub embedded_corpus: String,
     /// Datasets found (the embedded corpus, ./data/*, the data dir's folders) and their tokens.
     pub datasets: Vec<crate::data::on_disk::DatasetSummary>,
+    /// The c10d backends of data-parallel training this build has (`gloo`, `nccl`).
+    pub dist_backends: Vec<String>,
+    /// How the build found (or did not find) each backend's headers.
+    pub dist_build: Vec<String>,
 }
 
 pub fn report() -> DoctorReport {
@@ -82,6 +86,18 @@ pub fn report() -> DoctorReport {
         checkpoint_dir: crate::paths::checkpoint_dir().display().to_string(),
         embedded_corpus: embedded,
         datasets: crate::data::on_disk::datasets(),
+        dist_backends: [
+            ("gloo", crate::dist::has_gloo()),
+            ("nccl", crate::dist::has_nccl()),
+        ]
+        .iter()
+        .filter(|(_, has)| *has)
+        .map(|(name, _)| name.to_string())
+        .collect(),
+        dist_build: vec![
+            crate::dist::gloo_build().to_string(),
+            crate::dist::nccl_build().to_string(),
+        ],
     }
 }
 
@@ -137,6 +153,14 @@ pub fn run(json: bool) -> Result<()> {
             ),
         ),
         ("device in use", r.default_device.clone()),
+        (
+            "c10d backends",
+            match r.dist_backends.is_empty() {
+                true => "none (--nproc, torchrun and srun need one)".into(),
+                false => r.dist_backends.join(", "),
+            },
+        ),
+        ("c10d build", r.dist_build.join("; ")),
         ("CPU threads", r.cpu_threads.to_string()),
         ("data dir", r.data_dir.clone()),
         ("config dir", r.config_dir.clone()),

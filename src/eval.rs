@@ -88,6 +88,37 @@ pub fn evaluate_many(
     device: Device,
     progress: &mut dyn crate::progress::Sink,
 ) -> Result<Scores> {
+    evaluate_share(models, loader, tokens, device, progress, (0, 1))
+}
+
+/// [`evaluate`] split over the processes of a data-parallel training: process `rank` of
+/// `world` scores the chunks `i` with `i mod world = rank` and returns its share of the
+/// mean (its losses' sum over all the tokens scored), so the shares summed over the
+/// processes are the mean.
+pub fn evaluate_part(
+    model: &dyn LanguageModel,
+    loader: &mut ShardLoader,
+    tokens: i64,
+    device: Device,
+    (rank, world): (usize, usize),
+) -> Result<EvalResult> {
+    let mut silent = crate::progress::Silent;
+    let s = evaluate_share(&[model], loader, tokens, device, &mut silent, (rank, world))?;
+    Ok(EvalResult {
+        val_loss: s.losses[0],
+        tokens: s.tokens,
+        seconds: s.seconds,
+    })
+}
+
+fn evaluate_share(
+    models: &[&dyn LanguageModel],
+    loader: &mut ShardLoader,
+    tokens: i64,
+    device: Device,
+    progress: &mut dyn crate::progress::Sink,
+    (rank, world): (usize, usize),
+) -> Result<Scores> {
     let start = Instant::now();
     let t = loader.seq_len() as i64;
     let b = loader.batch_size() as i64;
@@ -115,7 +146,7 @@ pub fn evaluate_many(
                 .map(|_| Tensor::zeros([], (Kind::Double, device)))
                 .collect();
             let mut done = 0;
-            for chunk in chunks {
+            for (i, chunk) in chunks.enumerate() {
                 let (host, n) = match chunk? {
                     Chunk::OutOfVocab { max, place } => {
                         for m in models {
@@ -125,6 +156,10 @@ pub fn evaluate_many(
                     }
                     Chunk::Tokens { host, tokens } => (host, tokens),
                 };
+                if i % world != rank {
+                    done += n;
+                    continue;
+                }
                 let (x, y) = host.to_device(device);
                 for (m, sum) in models.iter().zip(sums.iter_mut()) {
                     // The mean of the chunk times its tokens, summed in fp64 (as on the host).

@@ -67,7 +67,7 @@ fn out_files(out: &Path) -> Vec<String> {
     names
 }
 
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 9] = [
     "doctor",
     "bench",
     "reference_eager",
@@ -76,6 +76,7 @@ const STEPS: [&str; 8] = [
     "reference_eval_eager",
     "reference_eval_compiled",
     "train",
+    "dist",
 ];
 
 #[test]
@@ -118,6 +119,12 @@ fn the_cpu_mode_runs_every_step_and_a_rerun_works() {
     assert!(
         table.contains("'val_loss'"),
         "no validation in the loss curve:\n{table}"
+    );
+    // The c10d step at world size 1 (Gloo on the CPU; NCCL on a GPU).
+    assert!(
+        table.contains("== data parallelism at world size 1")
+            && table.contains("ok: rank 0 of 1 (gloo)"),
+        "{table}"
     );
     // What comes back from a device call: the table and one archive, nothing else.
     assert_eq!(out_files(&out), ["gpu-check-logs.tar.gz", "summary.txt"]);

@@ -35,6 +35,7 @@ fn status(state: RunState, pid: u32, start_time: Option<u64>, step: i64) -> RunS
         updated_at: "2027-01-15T08:00:00+00:00".into(),
         start_time,
         device: Some("cpu".into()),
+        world_size: None,
     }
 }
 

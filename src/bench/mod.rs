@@ -10,13 +10,16 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::TrainConfig;
+use crate::dist::World;
 use crate::model::{Compute, Gpt};
-use crate::train::{apply_optimizers, muon_kind, AdamW, Muon};
+use crate::train::step::apply_optimizers_on;
+use crate::train::{muon_kind, AdamW, Muon};
 
+pub mod parallel;
 pub mod parts;
 pub mod report;
 mod rig;
@@ -26,7 +29,7 @@ pub use report::{print, print_parts};
 use rig::Rig;
 pub use rig::{ModelShape, RunSetup};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     #[serde(flatten)]
     pub setup: RunSetup,
@@ -53,6 +56,19 @@ pub struct BenchReport {
     #[serde(flatten)]
     pub memory: MemoryFigures,
     pub final_loss: f64,
+    /// The processes that ran the bench together (`bench --nproc`); `tokens_per_s` is
+    /// theirs together, `tokens_per_s_per_process` one's.
+    #[serde(default = "one")]
+    pub world_size: usize,
+    #[serde(default)]
+    pub tokens_per_s_per_process: f64,
+    /// Bytes all-reduced per step: the gradients' buckets and Muon's updates (0 alone).
+    #[serde(default)]
+    pub all_reduce_bytes_per_step: i64,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub struct BenchOptions {
@@ -65,6 +81,8 @@ pub struct BenchOptions {
     pub device: Device,
     /// Stages to time on their own instead of full steps (`--part`); empty: full steps.
     pub parts: Vec<Part>,
+    /// The processes benchmarking together (one, or a c10d group: `bench --nproc`).
+    pub world: std::rc::Rc<World>,
 }
 
 impl BenchOptions {
@@ -117,7 +135,7 @@ fn synthetic_batch(vocab: i64, b: i64, t: i64, device: Device) -> (Tensor, Tenso
 }
 
 /// Peak memory of a bench run, as the JSON reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryFigures {
     /// Peak memory in GiB: process RSS on the CPU, the whole device's memory in use (NVML)
     /// on CUDA.
@@ -170,16 +188,14 @@ impl Memory {
 }
 
 /// Seconds of one step's micro-batches and of its optimizer step (the device synchronised
-/// after each part), and the last micro-batch's loss.
+/// after each part; in several processes the gradients' all-reduce is part of the
+/// optimizer step), and the last micro-batch's loss.
 fn training_step(
-    model: &Gpt,
-    opt: &mut Optimizers,
-    x: &Tensor,
-    y: &Tensor,
-    c: Compute,
-    accum: i64,
-    device: Device,
-) -> (f64, f64, Tensor) {
+    rig: &mut Rig,
+    world: &World,
+    (c, accum): (Compute, i64),
+) -> Result<(f64, f64, Tensor)> {
+    let (model, device, x, y) = (&rig.model, rig.device, &rig.x, &rig.y);
     let start = Instant::now();
     let mut loss = None;
     for _ in 0..accum {
@@ -187,24 +203,34 @@ fn training_step(
     }
     crate::device::synchronize(device);
     let backward_done = Instant::now();
-    apply_optimizers(model, Some(&mut opt.adamw), &mut opt.muon, 1.0, accum);
+    let opt = &mut rig.opt;
+    let buckets = rig.buckets.as_ref();
+    apply_optimizers_on(
+        model,
+        Some(&mut opt.adamw),
+        &mut opt.muon,
+        (1.0, accum),
+        world,
+        buckets,
+    )?;
     crate::device::synchronize(device);
-    (
+    Ok((
         (backward_done - start).as_secs_f64(),
         backward_done.elapsed().as_secs_f64(),
         loss.expect("accum is at least 1"),
-    )
+    ))
 }
 
 /// Times full training steps (what `bench` does without `--part`).
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let mut rig = Rig::new(opts)?;
     let (b, t, accum) = (rig.b, rig.t, opts.accum);
-    let steps = time_steps(&mut rig, opts);
+    let steps = time_steps(&mut rig, opts)?;
     let secs = steps.micro_s + steps.opt_s;
     let shape = rig.shape(opts);
     let fpt = flops_per_token(shape.parameters, shape.n_layer, shape.n_embd, t);
-    let tok_s = (accum * b * t) as f64 / secs;
+    let per_process = (accum * b * t) as f64 / secs;
+    let tok_s = per_process * opts.world.size as f64;
     let tflops = fpt * tok_s / 1e12;
     let (peak, source) = peak_tflops(rig.device);
     Ok(BenchReport {
@@ -227,6 +253,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         peak_source: source,
         memory: rig.memory.report(),
         final_loss: steps.last_loss,
+        world_size: opts.world.size,
+        tokens_per_s_per_process: per_process,
+        all_reduce_bytes_per_step: rig.all_reduce_bytes(),
     })
 }
 
@@ -239,22 +268,14 @@ struct StepTimes {
 }
 
 /// Runs the warm-up steps, then times `opts.steps` steps (memory sampled after each phase).
-fn time_steps(rig: &mut Rig, opts: &BenchOptions) -> StepTimes {
+fn time_steps(rig: &mut Rig, opts: &BenchOptions) -> Result<StepTimes> {
     let (device, compute, accum) = (rig.device, rig.compute, opts.accum);
-    let mut step = || {
-        training_step(
-            &rig.model,
-            &mut rig.opt,
-            &rig.x,
-            &rig.y,
-            compute,
-            accum,
-            device,
-        )
-    };
+    let world = &opts.world;
     let mut last = f64::NAN;
     for _ in 0..opts.warmup {
-        last = step().2.double_value(&[]);
+        last = training_step(rig, world, (compute, accum))?
+            .2
+            .double_value(&[]);
     }
     crate::device::synchronize(device);
     rig.memory.sample();
@@ -263,7 +284,7 @@ fn time_steps(rig: &mut Rig, opts: &BenchOptions) -> StepTimes {
     for _ in 0..opts.steps {
         // The loss is read only at the end; the device is synchronised between the
         // micro-batches and the optimizer step so each part's time is its own.
-        let (m, o, l) = step();
+        let (m, o, l) = training_step(rig, world, (compute, accum))?;
         micro_s += m;
         opt_s += o;
         loss = Some(l);
@@ -272,11 +293,11 @@ fn time_steps(rig: &mut Rig, opts: &BenchOptions) -> StepTimes {
         last = l.double_value(&[]);
     }
     rig.memory.sample();
-    StepTimes {
+    Ok(StepTimes {
         micro_s: micro_s / opts.steps as f64,
         opt_s: opt_s / opts.steps as f64,
         last_loss: last,
-    }
+    })
 }
 
 /// The device's bf16 peak in TFLOP/s and where that figure comes from, when known.

@@ -2,15 +2,17 @@
 //! and a peak-memory sampler), and the report fields that describe it.
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::{synthetic_batch, BenchOptions, Memory, Optimizers};
 use crate::config::TrainConfig;
+use crate::dist::{GradBuckets, BUCKET_BYTES};
 use crate::model::{Compute, Gpt};
+use crate::train::step::trained_parameters;
 
 /// Where and how a bench ran.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSetup {
     pub config: String,
     pub device: String,
@@ -25,7 +27,7 @@ pub struct RunSetup {
 }
 
 /// The model a bench ran and how many calls it timed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelShape {
     pub seq_len: i64,
     pub n_layer: i64,
@@ -48,6 +50,10 @@ pub(super) struct Rig<'a> {
     pub x: Tensor,
     pub y: Tensor,
     pub memory: Memory,
+    /// The gradients' all-reduce buffers, in several processes.
+    pub buckets: Option<GradBuckets>,
+    /// Newton-Schulz's dtype (Muon's all-reduced updates).
+    ns_kind: tch::Kind,
 }
 
 impl Rig<'_> {
@@ -62,7 +68,11 @@ impl Rig<'_> {
         model.set_trainable(true);
         let opt = Optimizers::new(cfg, &model, compute);
         let (x, y) = synthetic_batch(cfg.model.vocab_size, b, t, device);
+        let buckets = (opts.world.size > 1)
+            .then(|| GradBuckets::new(&trained_parameters(&model, true), BUCKET_BYTES));
         Ok(Rig {
+            buckets,
+            ns_kind: crate::train::muon_kind(compute),
             cfg,
             device,
             b,
@@ -74,6 +84,26 @@ impl Rig<'_> {
             y,
             memory: Memory::new(device),
         })
+    }
+
+    /// Bytes all-reduced per step in several processes: the gradients' buckets and Muon's
+    /// updates (in Newton-Schulz's dtype); 0 in one process.
+    pub fn all_reduce_bytes(&self) -> i64 {
+        let Some(b) = &self.buckets else {
+            return 0;
+        };
+        let muon: i64 = self
+            .model
+            .block_matrices()
+            .iter()
+            .map(|p| p.numel() as i64)
+            .sum();
+        let width = if self.ns_kind == tch::Kind::BFloat16 {
+            2
+        } else {
+            4
+        };
+        b.bytes() + muon * width
     }
 
     pub fn setup(&self, opts: &BenchOptions) -> RunSetup {

@@ -27,6 +27,14 @@ pub struct TrainArgs {
     /// Stop once this global step is done, with a checkpoint (status `stopped`, resumable).
     #[arg(long, value_name = "STEP")]
     pub stop_after: Option<i64>,
+    /// Train in N processes on this machine (data parallelism on c10d: Gloo on the CPU,
+    /// NCCL with one GPU each); N must divide batch.ranks. Under torchrun or srun leave it out.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
+    /// Seconds any collective of a parallel training may wait before the training fails
+    /// (a process that died or hangs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub dist_timeout: u64,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -60,6 +68,16 @@ pub struct BenchArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Time the steps in one process, then in N processes training together (gradients
+    /// all-reduced on c10d): tokens/s per process and the scaling efficiency.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
+    /// Seconds any collective may wait (see `train --dist-timeout`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub dist_timeout: u64,
+    /// Where rank 0 of `bench --nproc`'s processes writes its report.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub report_to: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -71,7 +89,28 @@ fn config_name(path: &std::path::Path) -> String {
 }
 
 pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
-    let device = a.device.resolve()?;
+    let plan = super::dist::Plan {
+        config: a.config.as_deref(),
+        sets: &a.set,
+        resume: a.resume.as_deref(),
+        device_arg: &a.device.device,
+        device: a.device.resolve()?,
+        dist_timeout: a.dist_timeout,
+    };
+    if let Some(n) = a.nproc {
+        if let Some(code) = super::dist::run_nproc(&plan, n)? {
+            return Ok(code);
+        }
+    }
+    let timeout = super::dist::timeout(&plan)?;
+    let launch = crate::dist::env::from_env()?;
+    if let Some(l) = &launch {
+        super::dist::check_launch(&plan, l)?;
+    }
+    let device = match &launch {
+        Some(l) => super::dist::launched_device(plan.device_arg, plan.device, l)?,
+        None => plan.device,
+    };
     let (config, name) = match &a.config {
         Some(c) => {
             let path = crate::config::resolve_config_path(c)?;
@@ -79,6 +118,10 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
         }
         None => (None, String::new()),
     };
+    let world = super::dist::world(launch, device, timeout)?;
+    // Under `--nproc` the launcher frees the slot; elsewhere rank 0 does.
+    let frees_slot =
+        world.is_main() && std::env::var_os(crate::dist::env::STANDALONE_ENV).is_none();
     let opts = TrainOptions {
         config,
         name: a.name,
@@ -87,10 +130,25 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
         stop_after: a.stop_after,
         device,
         runs_root: crate::paths::checkpoint_dir(),
+        world: std::rc::Rc::new(world),
     };
     let result = crate::train::train(&opts);
     // However it ended, its slot is free: the next queued run for its device starts.
-    crate::runs::launch::after_training(&crate::device::name(device));
+    if frees_slot {
+        crate::runs::launch::after_training(&crate::device::name(device));
+    }
+    if !opts.world.is_main() {
+        // The run's folder is rank 0's to print; this rank's outcome is its exit code.
+        let (_, outcome) = result?;
+        return Ok(match outcome {
+            TrainOutcome::Failed(msg) => {
+                crate::train::reporter::say(&format!("error: rank {}: {msg}", opts.world.rank));
+                ExitCode::from(1)
+            }
+            TrainOutcome::Stopped { by_signal: true } => ExitCode::from(130),
+            _ => ExitCode::SUCCESS,
+        });
+    }
     let (run, outcome) = result?;
     // Output that went away ends nothing: the run's own files say how it ended.
     crate::train::reporter::print(&run.display().to_string());
@@ -106,7 +164,17 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
 }
 
 pub(super) fn run_bench(a: BenchArgs) -> Result<()> {
-    let device = a.device.resolve()?;
+    let launch = crate::dist::env::from_env()?;
+    let device = match &launch {
+        Some(l) => super::dist::launched_device(&a.device.device, a.device.resolve()?, l)?,
+        None => a.device.resolve()?,
+    };
+    let nproc = a.nproc.filter(|n| *n > 1);
+    if nproc.is_some() && !a.part.is_empty() {
+        anyhow::bail!("--nproc times full steps: leave out --part");
+    }
+    anyhow::ensure!(a.dist_timeout > 0, "--dist-timeout 0: at least one second");
+    let timeout = std::time::Duration::from_secs(a.dist_timeout);
     let name = a.config.clone().unwrap_or_else(|| {
         if device.is_cuda() {
             "gpt2-small-seed"
@@ -131,7 +199,11 @@ pub(super) fn run_bench(a: BenchArgs) -> Result<()> {
         warmup: a.warmup,
         device,
         parts: a.part,
+        world: std::rc::Rc::new(super::dist::world(launch, device, timeout)?),
     };
+    if let Some(n) = nproc {
+        return super::dist::bench_nproc(&opts, n, a.json, timeout);
+    }
     if !opts.parts.is_empty() {
         let r = crate::bench::parts::run(&opts)?;
         if a.json {
@@ -142,6 +214,12 @@ pub(super) fn run_bench(a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let r = crate::bench::run(&opts)?;
+    if !opts.world.is_main() {
+        return Ok(());
+    }
+    if let Some(p) = &a.report_to {
+        return crate::paths::write_atomic(p, &serde_json::to_vec(&r)?);
+    }
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

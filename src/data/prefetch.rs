@@ -158,10 +158,15 @@ impl<T: Send + 'static> Drop for Prefetcher<T> {
     }
 }
 
-/// One training step's data, read ahead.
+/// One training step's data, read ahead: the micro-batches this process runs.
 pub struct StepData {
-    /// The step's micro-batches, rank-major ([`TrainStream::next_step`]).
+    /// This process's micro-batches of the step, in the step's (rank-major) order
+    /// ([`TrainStream::next_step`]); all of them in a single process.
     pub batches: Vec<Batch>,
+    /// Each of `batches`' place among the step's micro-batches.
+    pub index: Vec<usize>,
+    /// The step's micro-batches, over all processes.
+    pub total: usize,
     pub host: Vec<HostBatch>,
     /// On COCONUT steps in the seed's mode, each micro-batch's next batch
     /// ([`TrainStream::seed_next_batches`]).
@@ -173,28 +178,42 @@ pub struct StepData {
 
 /// Reads the steps after `done_steps` from `stream` ahead of the training loop (two steps
 /// at most); `wants_next(step)` says whether step `step` (1-based) needs its micro-batches'
-/// next batches.
+/// next batches, `mine(k)` whether this process runs micro-batch `k` of a step (every
+/// process reads the whole step, so every process's stream stands where rank 0's does).
 pub fn train_steps(
     mut stream: TrainStream,
     done_steps: i64,
     device: Device,
     wants_next: impl Fn(i64) -> bool + Send + 'static,
+    mine: impl Fn(usize) -> bool + Send + 'static,
 ) -> Prefetcher<StepData> {
     let mut step = done_steps;
     Prefetcher::spawn(2, move || {
         step += 1;
-        let batches = stream.next_step()?;
+        let all = stream.next_step()?;
         let next = if wants_next(step) {
-            Some(stream.seed_next_batches(&batches)?)
+            Some(stream.seed_next_batches(&all)?)
         } else {
             None
         };
+        let total = all.len();
+        let index: Vec<usize> = (0..total).filter(|k| mine(*k)).collect();
+        let pick = |v: Vec<Batch>| -> Vec<Batch> {
+            v.into_iter()
+                .enumerate()
+                .filter(|(k, _)| mine(*k))
+                .map(|(_, b)| b)
+                .collect()
+        };
+        let (batches, next) = (pick(all), next.map(pick));
         let host_of = |v: &[Batch]| v.iter().map(|b| HostBatch::new(b, device)).collect();
         Ok(StepData {
             host: host_of(&batches),
             next: next.as_deref().map(host_of),
             next_batches: next,
             batches,
+            index,
+            total,
             state_after: stream.state(),
         })
     })

@@ -160,6 +160,7 @@ fn train_arm(o: &HealOptions, run: &str, config: &Path) -> Result<()> {
         stop_after: None,
         device: o.device.clone(),
         checkpoint_dir: o.runs_root.clone(),
+        nproc: None,
     };
     let log = o.out.join("logs").join(format!("{run}.log"));
     crate::jobs::run_training(&req, run, &log, "heal")

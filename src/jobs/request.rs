@@ -15,6 +15,8 @@ pub struct TrainRequest {
     /// The checkpoint dir the child trains under (`STACKLAB_CHECKPOINT_DIR`), when not
     /// the parent's.
     pub checkpoint_dir: Option<PathBuf>,
+    /// Processes to train in (`--nproc`); one when `None`.
+    pub nproc: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +50,9 @@ impl TrainRequest {
             a.extend(["--stop-after".into(), s.to_string()]);
         }
         a.extend(["--device".into(), self.device.clone()]);
+        if let Some(n) = self.nproc {
+            a.extend(["--nproc".into(), n.to_string()]);
+        }
         a
     }
 
@@ -430,6 +435,7 @@ mod tests {
                 stop_after: Some(3),
                 device: "cpu".into(),
                 checkpoint_dir: Some(PathBuf::from("/tmp/ck")),
+                nproc: Some(2),
             },
             TrainRequest {
                 start: TrainStart::New {
@@ -440,12 +446,14 @@ mod tests {
                 stop_after: None,
                 device: "cuda:0".into(),
                 checkpoint_dir: None,
+                nproc: None,
             },
             TrainRequest {
                 start: TrainStart::Resume(PathBuf::from("/ck/run a")),
                 stop_after: None,
                 device: "auto".into(),
                 checkpoint_dir: None,
+                nproc: None,
             },
         ];
         for req in reqs {
@@ -465,6 +473,7 @@ mod tests {
                 }
             }
             assert_eq!(a.stop_after, req.stop_after);
+            assert_eq!(a.nproc, req.nproc);
             assert_eq!(a.device.device, req.device);
             let env = req.env();
             match &req.checkpoint_dir {

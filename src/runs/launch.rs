@@ -298,6 +298,7 @@ mod tests {
             updated_at: String::new(),
             start_time: None,
             device: Some("cpu".into()),
+            world_size: None,
         })
         .unwrap();
         assert!(starting(root).is_empty());

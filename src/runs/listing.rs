@@ -158,6 +158,7 @@ mod tests {
             updated_at: String::new(),
             start_time: None,
             device: Some("cpu".into()),
+            world_size: None,
         })
         .unwrap();
         run.append_metrics(&MetricsRow {

@@ -166,9 +166,10 @@ pub fn acquire(run: &Path, purpose: &str, device: Option<&str>) -> Result<RunLoc
             file.with_context(|| format!("cannot open the run's lock file {}", path.display()))?;
         match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(()) if still_in_place(&file, &path) => {
+                let (pid, start_time) = super::process::training_process();
                 let me = Holder {
-                    pid: std::process::id(),
-                    start_time: super::process::own_start_time(),
+                    pid,
+                    start_time,
                     purpose: purpose.to_string(),
                     device: device.map(String::from),
                 };

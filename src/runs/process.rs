@@ -44,6 +44,20 @@ pub fn own_start_time() -> Option<u64> {
     *START.get_or_init(|| proc_info(std::process::id()).map(|p| p.start_time))
 }
 
+/// The process a training names as itself in its run's status and lock: the launcher that
+/// started it (`train --nproc`, through [`crate::dist::launch::LAUNCHER_PID_ENV`]), so stop
+/// and kill reach every process through it; else this process.
+pub fn training_process() -> (u32, Option<u64>) {
+    let launcher = std::env::var(crate::dist::launch::LAUNCHER_PID_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|pid| *pid != 0);
+    match launcher {
+        Some(pid) => (pid, proc_info(pid).map(|p| p.start_time)),
+        None => (std::process::id(), own_start_time()),
+    }
+}
+
 /// Whether `pid` is a live (not zombie) process that, when `start_time` is given, started
 /// then. Without `/proc` only the pid's existence can be checked.
 pub fn is_alive_as(pid: u32, start_time: Option<u64>) -> bool {

@@ -57,6 +57,9 @@ pub struct RunStatus {
     /// The device the run trains on (`cpu`, `cuda:0`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device: Option<String>,
+    /// The processes of a data-parallel training (`train --nproc`, torchrun, srun).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub world_size: Option<usize>,
 }
 
 impl RunStatus {
@@ -93,11 +96,27 @@ pub fn check_run_name(name: &str) -> Result<()> {
 
 pub struct RunDir {
     pub path: PathBuf,
+    /// The log this process writes: `train.log`, or `train.rank<R>.log` for the other
+    /// processes of a data-parallel run.
+    log_file: String,
 }
 
 impl RunDir {
     pub fn new(path: impl Into<PathBuf>) -> RunDir {
-        RunDir { path: path.into() }
+        RunDir {
+            path: path.into(),
+            log_file: LOG_FILE.to_string(),
+        }
+    }
+
+    /// The run as process `rank` of a data-parallel training sees it: rank 0 writes the
+    /// run's files; every other rank only its own log, `train.rank<R>.log`.
+    pub fn for_rank(path: impl Into<PathBuf>, rank: usize) -> RunDir {
+        let mut r = RunDir::new(path);
+        if rank != 0 {
+            r.log_file = format!("train.rank{rank}.log");
+        }
+        r
     }
 
     pub fn name(&self) -> String {
@@ -117,7 +136,7 @@ impl RunDir {
         self.path.join(METRICS_FILE)
     }
     pub fn log_path(&self) -> PathBuf {
-        self.path.join(LOG_FILE)
+        self.path.join(&self.log_file)
     }
 
     pub fn is_run_dir(path: &Path) -> bool {

@@ -63,8 +63,14 @@ pub fn write_checkpoint(st: &mut State) -> Result<PathBuf> {
 }
 
 /// Checkpoints unless the weights have gone non-finite (then the last good one stays).
+/// Rank 0 alone writes in a parallel training; the others, whose weights are the same,
+/// only count the checkpoint as written.
 pub fn checkpoint_if_finite(st: &mut State, rep: &Reporter) -> Result<()> {
     if !weights_finite(&st.model) {
+        return Ok(());
+    }
+    if !st.world.is_main() {
+        st.last_checkpoint_step = Some(st.step);
         return Ok(());
     }
     let p = write_checkpoint(st)?;

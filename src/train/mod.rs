@@ -7,11 +7,12 @@ pub mod checkpointing;
 pub mod coconut;
 pub mod faults;
 pub mod muon;
+pub mod parallel;
 pub mod reporter;
 pub mod schedule;
 pub mod setup;
 pub mod signals;
-mod step;
+pub mod step;
 pub mod trainer;
 
 pub use adamw::AdamW;

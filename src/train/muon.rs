@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use crate::config::MuonConfig;
+use crate::dist::{ReduceOp, World};
 
 const NS_COEFFS: (f64, f64, f64) = (3.4445, -4.7750, 2.0315);
 const NS_EPS: f64 = 1e-7;
@@ -47,6 +49,9 @@ pub struct Muon {
 /// A matrix to orthogonalise: which parameter, which rows of it.
 struct Part {
     param: usize,
+    /// The matrix's number among all of a step's, in parameter order (its process in a
+    /// sharded step is `index mod world`).
+    index: usize,
     row0: i64,
     rows: i64,
     scale: f64,
@@ -63,65 +68,140 @@ impl Muon {
 
     /// One update of every parameter from its gradient, with lr times `lr_factor`.
     pub fn step(&mut self, params: &[&Tensor], lr_factor: f64) {
+        self.step_on(params, lr_factor, &World::single())
+            .expect("one process has no collective to fail");
+    }
+
+    /// [`Muon::step`] in every process of `world`, whose gradients are already summed: each
+    /// process keeps every momentum buffer (so rank 0 checkpoints them all), but
+    /// orthogonalises only the matrices `i` with `i mod world = rank` (the seed's sharding);
+    /// the orthogonalised matrices are then all-reduced and every process applies them.
+    pub fn step_on(&mut self, params: &[&Tensor], lr_factor: f64, world: &World) -> Result<()> {
         assert_eq!(
             params.len(),
             self.momentum.len(),
             "Muon was built for other parameters"
         );
         let lr = self.cfg.lr * lr_factor;
-        let mu = self.cfg.momentum;
         tch::no_grad(|| {
-            let mut groups: BTreeMap<(i64, i64), Vec<(Part, Tensor)>> = BTreeMap::new();
-            for (i, p) in params.iter().enumerate() {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let buf = &mut self.momentum[i];
-                let _ = buf.g_mul_scalar_(mu);
-                let _ = buf.g_add_(&g);
-                let g = if self.cfg.nesterov {
-                    &g + &*buf * mu
-                } else {
-                    buf.shallow_clone()
-                };
-                let (rows, cols) = (g.size()[0], g.size()[1]);
-                if rows == 3 * cols {
-                    for k in 0..3 {
-                        let part = Part {
-                            param: i,
-                            row0: k * cols,
-                            rows: cols,
-                            scale: (cols as f64).sqrt(),
-                        };
-                        groups
-                            .entry((cols, cols))
-                            .or_default()
-                            .push((part, g.narrow(0, k * cols, cols)));
+            let groups = self.momentum_parts(params);
+            if world.size == 1 {
+                for (_, items) in groups {
+                    let stacked =
+                        Tensor::stack(&items.iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
+                    let ortho = newton_schulz(&stacked, self.cfg.ns_steps, self.ns_kind);
+                    // Each part's update added straight into its rows: `p += (-lr·s)·X`, the
+                    // same two roundings as building the whole update first.
+                    for (j, (part, _)) in items.iter().enumerate() {
+                        let x = ortho.get(j as i64).to_kind(Kind::Float) * (-lr * part.scale);
+                        let _ = params[part.param]
+                            .narrow(0, part.row0, part.rows)
+                            .g_add_(&x);
                     }
+                }
+                return Ok(());
+            }
+            self.sharded_update(params, groups, lr, world)
+        })
+    }
+
+    /// Momentum (and Nesterov) for every parameter with a gradient; the matrices to
+    /// orthogonalise, grouped by shape, each numbered in parameter order.
+    fn momentum_parts(&mut self, params: &[&Tensor]) -> BTreeMap<(i64, i64), Vec<(Part, Tensor)>> {
+        let mu = self.cfg.momentum;
+        let mut groups: BTreeMap<(i64, i64), Vec<(Part, Tensor)>> = BTreeMap::new();
+        let mut index = 0;
+        for (i, p) in params.iter().enumerate() {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
+            }
+            let buf = &mut self.momentum[i];
+            let _ = buf.g_mul_scalar_(mu);
+            let _ = buf.g_add_(&g);
+            let g = if self.cfg.nesterov {
+                &g + &*buf * mu
+            } else {
+                buf.shallow_clone()
+            };
+            let (rows, cols) = (g.size()[0], g.size()[1]);
+            let split = rows == 3 * cols;
+            let (n, part_rows) = if split { (3, cols) } else { (1, rows) };
+            let scale = if split {
+                (cols as f64).sqrt()
+            } else {
+                (rows.max(cols) as f64).sqrt()
+            };
+            for k in 0..n {
+                let part = Part {
+                    param: i,
+                    index,
+                    row0: k * part_rows,
+                    rows: part_rows,
+                    scale,
+                };
+                index += 1;
+                let m = if split {
+                    g.narrow(0, k * cols, cols)
                 } else {
-                    let part = Part {
-                        param: i,
-                        row0: 0,
-                        rows,
-                        scale: (rows.max(cols) as f64).sqrt(),
-                    };
-                    groups.entry((rows, cols)).or_default().push((part, g));
-                }
+                    g.shallow_clone()
+                };
+                groups.entry((part_rows, cols)).or_default().push((part, m));
             }
-            for (_, items) in groups {
-                let stacked = Tensor::stack(&items.iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
-                let ortho = newton_schulz(&stacked, self.cfg.ns_steps, self.ns_kind);
-                // Each part's update added straight into its rows: `p += (-lr·s)·X`, the
-                // same two roundings as building the whole update first.
-                for (j, (part, _)) in items.iter().enumerate() {
-                    let x = ortho.get(j as i64).to_kind(Kind::Float) * (-lr * part.scale);
-                    let _ = params[part.param]
-                        .narrow(0, part.row0, part.rows)
-                        .g_add_(&x);
-                }
+        }
+        groups
+    }
+
+    /// This process's share of Newton-Schulz into a flat buffer (zeros elsewhere), summed
+    /// over the processes (adding zeros is exact), then applied as [`Muon::step`] does.
+    fn sharded_update(
+        &self,
+        params: &[&Tensor],
+        groups: BTreeMap<(i64, i64), Vec<(Part, Tensor)>>,
+        lr: f64,
+        world: &World,
+    ) -> Result<()> {
+        let numel = |p: &Part, g: &Tensor| p.rows * g.size()[1];
+        let mut offsets = BTreeMap::new();
+        let mut parts: Vec<(&Part, i64)> = groups
+            .values()
+            .flatten()
+            .map(|(p, g)| (p, numel(p, g)))
+            .collect();
+        parts.sort_by_key(|(p, _)| p.index);
+        let mut total = 0;
+        for (p, n) in &parts {
+            offsets.insert(p.index, total);
+            total += n;
+        }
+        let Some(device) = params.first().map(|p| p.device()) else {
+            return Ok(());
+        };
+        let flat = Tensor::zeros([total], (self.ns_kind, device));
+        let mine = |p: &Part| p.index % world.size == world.rank;
+        for items in groups.values() {
+            let own: Vec<&(Part, Tensor)> = items.iter().filter(|(p, _)| mine(p)).collect();
+            if own.is_empty() {
+                continue;
             }
-        });
+            let stacked = Tensor::stack(&own.iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
+            let ortho = newton_schulz(&stacked, self.cfg.ns_steps, self.ns_kind);
+            for (j, (p, g)) in own.iter().enumerate() {
+                flat.narrow(0, offsets[&p.index], numel(p, g))
+                    .copy_(&ortho.get(j as i64).reshape([-1]));
+            }
+        }
+        world.all_reduce(&[&flat], ReduceOp::Sum)?;
+        for (p, g) in groups.values().flatten() {
+            let cols = g.size()[1];
+            let x = flat
+                .narrow(0, offsets[&p.index], numel(p, g))
+                .view([p.rows, cols])
+                .to_kind(Kind::Float)
+                * (-lr * p.scale);
+            let _ = params[p.param].narrow(0, p.row0, p.rows).g_add_(&x);
+        }
+        Ok(())
     }
 }
 

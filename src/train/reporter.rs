@@ -14,6 +14,8 @@ pub struct Reporter {
     bar: Option<indicatif::ProgressBar>,
     log_every: i64,
     ema_step_s: Option<f64>,
+    /// Says nothing (the processes of a parallel training other than rank 0).
+    quiet: bool,
 }
 
 impl Reporter {
@@ -31,10 +33,21 @@ impl Reporter {
             bar,
             log_every: log_every.max(1),
             ema_step_s: None,
+            quiet: false,
         }
     }
 
+    /// A reporter that says nothing.
+    pub fn silenced(mut self) -> Reporter {
+        self.bar = None;
+        self.quiet = true;
+        self
+    }
+
     pub fn line(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
         match &self.bar {
             Some(b) => b.println(msg),
             None => say(msg),
@@ -42,6 +55,9 @@ impl Reporter {
     }
 
     pub fn step(&mut self, row: &MetricsRow, total: i64, step_s: f64, first_of_session: bool) {
+        if self.quiet {
+            return;
+        }
         // The first step of a session pays for warm-up (allocations, kernels): keep it out of the ETA.
         if !first_of_session {
             self.ema_step_s = Some(match self.ema_step_s {

@@ -18,10 +18,10 @@ use super::checkpointing::checkpoint_if_finite;
 use super::faults::{self, PanicHook, Stage};
 use super::lr_factor;
 use super::reporter::{say, Reporter};
-use super::setup::{new_run, resume_run, State, TrainOptions};
-use super::step::{apply_optimizers, forward_backward_step, prefetch_steps};
+use super::setup::{State, TrainOptions};
+use super::step::{apply_optimizers_on, forward_backward_step, prefetch_steps, reduce_losses};
 use crate::data::prefetch::StepData;
-use crate::eval::evaluate;
+use crate::eval::{evaluate, evaluate_part};
 use crate::runs::checkpoint::ValPoint;
 use crate::runs::run_dir::{MetricsRow, RunState};
 
@@ -37,7 +37,14 @@ pub enum TrainOutcome {
 
 fn validate(st: &mut State) -> Result<f64> {
     st.stage = Stage::Validation { step: st.step };
-    let r = evaluate(&st.model, &mut st.val, st.cfg.eval.val_tokens, st.device)?;
+    let tokens = st.cfg.eval.val_tokens;
+    let mut r = if st.world.size > 1 {
+        let part = (st.world.rank, st.world.size);
+        evaluate_part(&st.model, &mut st.val, tokens, st.device, part)?
+    } else {
+        evaluate(&st.model, &mut st.val, tokens, st.device)?
+    };
+    r.val_loss = super::parallel::sum_f64(&st.world, st.device, r.val_loss)?;
     st.val_history.push(ValPoint {
         step: st.step,
         val_loss: r.val_loss,
@@ -57,10 +64,7 @@ pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
     }
     super::signals::outlive_the_terminal();
     let stop = super::signals::install_stop_flag()?;
-    let setup = catch_unwind(AssertUnwindSafe(|| match &opts.resume {
-        Some(p) => resume_run(p, opts.device),
-        None => new_run(opts),
-    }));
+    let setup = catch_unwind(AssertUnwindSafe(|| super::parallel::setup(opts)));
     let mut st = match setup {
         Ok(st) => st?,
         Err(panic) => bail!(
@@ -77,10 +81,16 @@ pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
             bail!("--stop-after {s}: the run is already at step {}", st.step);
         }
     }
+    st.buckets = super::parallel::buckets(&st);
     let run_path = st.run.path.clone();
     let hook = PanicHook::from_env();
     let outcome = match catch_unwind(AssertUnwindSafe(|| run_loop(&mut st, opts, &stop, hook))) {
         Ok(Ok(o)) => o,
+        Ok(Err(e)) if st.world.size > 1 => {
+            // A collective that failed (another process died or hung): say where to resume.
+            let full = record_failure(&mut st, format!("{e:#}"))?;
+            bail!("{full}");
+        }
         Ok(Err(e)) => {
             let msg = format!("{e:#}");
             st.run.log(&format!("failed: {msg}"));
@@ -111,12 +121,16 @@ fn run_loop(
     }
     let mut steps = prefetch_steps(st)?;
     let mut first = true;
+    // Several processes stop together: the flag travels with the step's losses, and all
+    // of them stop after the step in which any one was asked to.
+    let together = st.world.size > 1;
     while st.step < total {
-        if stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) && !together {
             return stopped(st, &rep, true);
         }
         let t0 = Instant::now();
-        let (mut row, train_loss) = match train_step(st, &rep, steps.recv()?, hook)? {
+        let data = steps.recv()?;
+        let (mut row, train_loss, asked) = match train_step(st, &rep, data, hook, stop)? {
             Continue(r) => r,
             Break(o) => return Ok(o),
         };
@@ -126,7 +140,7 @@ fn run_loop(
             return Ok(o);
         }
         row.elapsed_s = st.elapsed();
-        st.run.append_metrics(&row)?;
+        st.append_metrics(&row)?;
         rep.step(&row, total, step_s, first);
         first = false;
         if let Break(o) = checkpoint_if_due(st, &rep)? {
@@ -136,6 +150,9 @@ fn run_loop(
             RunState::Running,
             &format!("step {}/{total} loss {train_loss:.4}", st.step),
         )?;
+        if asked && st.step < total {
+            return stopped(st, &rep, true);
+        }
         if opts.stop_after.is_some_and(|s| st.step >= s) && st.step < total {
             return stopped(st, &rep, false);
         }
@@ -147,8 +164,9 @@ fn run_loop(
 fn announce(st: &State) -> Result<Reporter> {
     let total = st.cfg.schedule.steps;
     st.run.log(&format!(
-        "device {} | {} parameters | compute {:?} | {} rank(s) x {} x {} sequences a step | steps {}..{total}",
+        "device {} | {} | {} parameters | compute {:?} | {} rank(s) x {} x {} sequences a step | steps {}..{total}",
         crate::device::describe(st.device),
+        st.world.describe(),
         st.model.num_parameters(),
         st.compute,
         st.cfg.batch.ranks,
@@ -160,7 +178,10 @@ fn announce(st: &State) -> Result<Reporter> {
         RunState::Running,
         &format!("training on {}", crate::device::name(st.device)),
     )?;
-    let rep = Reporter::new(total, st.step, st.cfg.log_every);
+    let mut rep = Reporter::new(total, st.step, st.cfg.log_every);
+    if !st.world.is_main() {
+        rep = rep.silenced();
+    }
     rep.line(&format!(
         "run {} on {} ({} parameters)",
         st.run.path.display(),
@@ -180,7 +201,7 @@ fn validate_at_start(st: &mut State, rep: &Reporter) -> Result<ControlFlow<Train
     if !v.is_finite() {
         return fail(st, rep, format!("non-finite val loss {v} at step 0")).map(Break);
     }
-    st.run.append_metrics(&MetricsRow {
+    st.append_metrics(&MetricsRow {
         step: 0,
         val_loss: Some(v),
         elapsed_s: st.elapsed(),
@@ -191,22 +212,34 @@ fn validate_at_start(st: &mut State, rep: &Reporter) -> Result<ControlFlow<Train
 }
 
 /// One step's passes and update, the counters moved on; its metrics row (without the
-/// throughput, validation and time) and its train loss. A non-finite loss fails the run.
+/// throughput, validation and time), its train loss, and whether several processes were
+/// asked to stop (any of them). A non-finite loss fails the run.
 fn train_step(
     st: &mut State,
     rep: &Reporter,
     data: StepData,
     hook: Option<PanicHook>,
-) -> Result<ControlFlow<TrainOutcome, (MetricsRow, f64)>> {
+    stop: &AtomicBool,
+) -> Result<ControlFlow<TrainOutcome, (MetricsRow, f64, bool)>> {
     let total = st.cfg.schedule.steps;
     let accum = st.cfg.batch.accumulation_steps();
     let (warmup, warmdown) = (st.cfg.schedule.warmup, st.cfg.schedule.warmdown);
     let every = st.cfg.coconut.every;
     let coconut_step = every > 0 && (st.step + 1) % every == 0;
     let factor = lr_factor(st.step, total, warmup, warmdown);
-    let (loss, latent) = forward_backward_step(st, coconut_step, data, hook)?;
+    let losses = forward_backward_step(st, coconut_step, data, hook)?;
+    let asked = st.world.size > 1 && stop.load(Ordering::SeqCst);
+    let (loss, latent, asked) = reduce_losses(&st.world, losses, asked)?;
     st.stage = Stage::Update { step: st.step + 1 };
-    apply_optimizers(&st.model, st.adamw.as_mut(), &mut st.muon, factor, accum);
+    let (world, buckets) = (&st.world, st.buckets.as_ref());
+    apply_optimizers_on(
+        &st.model,
+        st.adamw.as_mut(),
+        &mut st.muon,
+        (factor, accum),
+        world,
+        buckets,
+    )?;
     // The step's one wait for the device. A non-finite loss fails the run here: its
     // update is never checkpointed (checkpoints are written only from finite weights).
     let train_loss = loss.double_value(&[]);
@@ -229,7 +262,7 @@ fn train_step(
         tokens_seen: st.tokens_seen,
         ..Default::default()
     };
-    Ok(Continue((row, train_loss)))
+    Ok(Continue((row, train_loss, asked)))
 }
 
 /// Validates on `eval.val_every` steps and the last one, into `row`.

@@ -41,6 +41,9 @@ pub struct QueuedRun {
     pub device: String,
     pub request: Request,
     pub queued_at: String,
+    /// Processes to train in (`train --nproc`); one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nproc: Option<usize>,
     /// The queue file (not stored in it).
     #[serde(skip)]
     pub file: PathBuf,
@@ -53,6 +56,7 @@ impl QueuedRun {
             device: device.to_string(),
             request,
             queued_at: chrono::Local::now().to_rfc3339(),
+            nproc: None,
             file: PathBuf::new(),
         }
     }
@@ -71,6 +75,7 @@ impl QueuedRun {
             stop_after: None,
             device: self.device.clone(),
             checkpoint_dir: None,
+            nproc: self.nproc,
         }
     }
 

@@ -14,6 +14,7 @@ fn status(state: RunState, pid: u32, start_time: Option<u64>) -> RunStatus {
         updated_at: "now".into(),
         start_time,
         device: Some("cpu".into()),
+        world_size: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
                 .expect("a run dir has a parent")
                 .to_path_buf(),
         ),
+        nproc: None,
     };
     let log = out.join("logs").join(format!("{}.log", r.name));
     crate::jobs::run_training(&req, &r.name, &log, "sweep")

@@ -181,7 +181,14 @@ pub(super) fn fresh_state(
         init_from: init.init_from,
         at: StartPoint::default(),
     };
-    Ok(State::new(cfg, run, lock, device, (train, val), start))
+    Ok(State::new(
+        cfg,
+        run,
+        Some(lock),
+        device,
+        (train, val),
+        start,
+    ))
 }
 
 pub fn new_run(opts: &TrainOptions) -> Result<State> {

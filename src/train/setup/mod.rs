@@ -8,10 +8,12 @@
 //! resumed one in `resume.rs`.
 
 mod claim;
+mod follower;
 mod fresh;
 mod resume;
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -20,12 +22,14 @@ use tch::{Device, Kind};
 use super::{AdamW, Muon};
 use crate::config::{ConfigError, TrainConfig};
 use crate::data::{expand_glob, ordered_shards, DataSource, ShardLoader, TrainStream};
+use crate::dist::{GradBuckets, World};
 use crate::model::{Compute, Gpt};
 use crate::runs::checkpoint::{InitLineage, Lineage, ValPoint};
 use crate::runs::lock::RunLock;
 use crate::runs::run_dir::{RunDir, RunState, RunStatus};
 use crate::train::faults::Stage;
 
+pub use follower::{follower_state, share_failure, share_state};
 pub use fresh::new_run;
 pub use resume::resume_run;
 
@@ -43,6 +47,8 @@ pub struct TrainOptions {
     pub device: Device,
     /// Where new run directories are created.
     pub runs_root: PathBuf,
+    /// The processes training together (one, or a c10d group).
+    pub world: Rc<World>,
 }
 
 /// Everything the loop mutates.
@@ -67,8 +73,13 @@ pub struct State {
     pub last_checkpoint_step: Option<i64>,
     /// What the loop is doing, for the message of a failure there.
     pub stage: Stage,
-    /// The run folder's lock, held until the state is dropped (after the final status).
-    pub lock: RunLock,
+    /// The run folder's lock, held until the state is dropped (after the final status);
+    /// rank 0's alone in a data-parallel training.
+    pub lock: Option<RunLock>,
+    /// The processes training together; rank 0 alone writes the run's files.
+    pub world: Rc<World>,
+    /// The gradients' all-reduce buffers, when several processes train.
+    pub buckets: Option<GradBuckets>,
 }
 
 /// The model and optimizers a run starts with, what its weights came from, and where its
@@ -98,7 +109,7 @@ impl State {
     pub(super) fn new(
         cfg: TrainConfig,
         run: RunDir,
-        lock: RunLock,
+        lock: Option<RunLock>,
         device: Device,
         data: (TrainStream, ShardLoader),
         start: Start,
@@ -126,6 +137,8 @@ impl State {
             last_checkpoint_step: at.last_checkpoint_step,
             stage: Default::default(),
             lock,
+            world: Rc::new(World::single()),
+            buckets: None,
         }
     }
 
@@ -133,17 +146,31 @@ impl State {
         self.time_before + self.started.elapsed().as_secs_f64()
     }
 
+    /// Writes the run's status (rank 0's job; the other ranks write none).
     pub fn status(&self, state: RunState, message: &str) -> Result<()> {
+        if !self.world.is_main() {
+            return Ok(());
+        }
+        let (pid, start_time) = crate::runs::process::training_process();
         self.run.write_status(&RunStatus {
             state,
-            pid: std::process::id(),
+            pid,
             step: self.step,
             total_steps: self.cfg.schedule.steps,
             message: message.to_string(),
             updated_at: chrono::Local::now().to_rfc3339(),
-            start_time: crate::runs::process::own_start_time(),
+            start_time,
             device: Some(crate::device::name(self.device)),
+            world_size: Some(self.world.size),
         })
+    }
+
+    /// Appends a row to the run's metrics (rank 0's job).
+    pub fn append_metrics(&self, row: &crate::runs::run_dir::MetricsRow) -> Result<()> {
+        if self.world.is_main() {
+            self.run.append_metrics(row)?;
+        }
+        Ok(())
     }
 }
 

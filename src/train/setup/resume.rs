@@ -112,7 +112,14 @@ fn resume_locked(
         },
     };
     let lock = lock.take().expect("held until the state owns it");
-    Ok(State::new(cfg, run, lock, device, (train, val), start))
+    Ok(State::new(
+        cfg,
+        run,
+        Some(lock),
+        device,
+        (train, val),
+        start,
+    ))
 }
 
 /// Refuses a run whose status says another live process trains it; a run whose status is

@@ -40,6 +40,12 @@ impl RunsPane {
                 ),
                 Field::text("coconut", "coconut.every", "", "(config's)"),
                 Field::choice("device", "device", self.device_choices(), ""),
+                Field::text(
+                    "processes",
+                    "processes",
+                    "",
+                    "(1; --nproc, divides batch.ranks)",
+                ),
             ],
         );
         if let Some(c) = first {
@@ -152,12 +158,13 @@ impl RunsPane {
                 crate::config::TrainConfig::load(&path, &[]).map_err(|e| format!("{e:#}"))?;
             sets.extend(scaled_schedule(&base.schedule, steps));
         }
-        crate::config::TrainConfig::load(&path, &sets).map_err(|e| format!("{e:#}"))?;
+        let cfg = crate::config::TrainConfig::load(&path, &sets).map_err(|e| format!("{e:#}"))?;
+        let nproc = processes(&text("processes"), cfg.batch.ranks)?;
         let device = match form.get("device") {
             "" => self.queue_device(),
             d => d.to_string(),
         };
-        let q = QueuedRun::new(
+        let mut q = QueuedRun::new(
             &name,
             &device,
             Request::New {
@@ -165,12 +172,27 @@ impl RunsPane {
                 sets,
             },
         );
+        q.nproc = nproc;
         self.trainings
             .queue
             .push(&q)
             .map_err(|e| format!("{e:#}"))?;
         Ok(name)
     }
+}
+
+/// The form's "processes" (`train --nproc`): empty or 1 for one process.
+fn processes(v: &str, ranks: i64) -> Result<Option<usize>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let n: usize = v
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("processes: `{v}` is not a whole number of at least 1"))?;
+    crate::train::parallel::check_world_size(n, ranks, "processes").map_err(|e| e.to_string())?;
+    Ok((n > 1).then_some(n))
 }
 
 /// The training configs in `dir` by name, sorted: every `*.toml` but `lab.toml` and the sweep
