@@ -43,6 +43,7 @@ struct JobRecord {
     job: String,
     device: String,
     slot: usize,
+    slots: Vec<usize>,
     started_at: String,
     ended_at: String,
     ok: bool,
@@ -184,4 +185,101 @@ fn a_device_list_that_names_no_device_is_refused_by_flag() {
         "cpu,cpu",
     ]);
     assert!(plan.contains("on 2 slots (cpu,cpu)"), "{plan}");
+}
+
+/// One replicate: m1 trained over two logical ranks, m2 from it, one stack.
+fn ranked_sweep(lab: &Lab, processes: usize) -> std::path::PathBuf {
+    let train = lab.write(
+        "ranked.toml",
+        &common::micro_config(6, "").replace("ranks = 1", "ranks = 2"),
+    );
+    lab.write(
+        "sweep-dp.toml",
+        &format!(
+            r#"
+name = "dp"
+train_config = "{}"
+
+[[models]]
+name = "m1"
+seeds = [0]
+processes = {processes}
+
+[[models]]
+name = "m2"
+from_model = "m1"
+seeds = [10]
+
+[grid]
+pairs = [["m1", "m2"]]
+use_first_layer = [false]
+use_last_layer = [true]
+
+[eval]
+data = "embedded"
+tokens = 2048
+"#,
+            train.display()
+        ),
+    )
+}
+
+#[test]
+fn a_model_with_two_processes_takes_two_slots_and_trains_as_one_process_would() {
+    let lab = Lab::new();
+    let cfg = ranked_sweep(&lab, 2);
+    let out = lab.path("out");
+    let args = |devices: &str| {
+        vec![
+            "sweep".to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--devices".into(),
+            devices.into(),
+        ]
+    };
+    let run = |a: Vec<String>| lab.run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // One slot cannot hold a training in two processes: refused before anything starts.
+    let refused = run(args("cpu"));
+    assert!(!refused.status.success());
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(e.contains("train dp-m1-r0 needs 2 device slots"), "{e}");
+    assert!(!lab.checkpoints().join("dp-m1-r0").exists());
+
+    let ok = run(args("cpu,cpu"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let j = jobs(&out);
+    let m1 = &j["train dp-m1-r0"];
+    assert_eq!((m1.device.as_str(), m1.slot), ("cpu,cpu", 0));
+    assert_eq!(m1.slots, [0, 1]);
+    let status = common::read_json(&lab.checkpoints().join("dp-m1-r0").join("status.json"));
+    assert_eq!(status["state"], "done");
+    assert_eq!(status["world_size"], 2, "{status}");
+
+    // The same sweep with m1 in one process: the same weights and the same loss.
+    let single = Lab::new();
+    let cfg1 = ranked_sweep(&single, 1);
+    let out1 = single.path("out");
+    single.ok(&[
+        "sweep",
+        "--config",
+        cfg1.to_str().unwrap(),
+        "--out",
+        out1.to_str().unwrap(),
+        "--devices",
+        "cpu",
+    ]);
+    let (p, s) = (results(&out), results(&out1));
+    assert_eq!(p.len(), 1);
+    for (id, (loss, sha)) in &p {
+        let (l1, sha1) = &s[id];
+        assert_eq!(sha, sha1, "{id}: other weights");
+        assert!((loss - l1).abs() <= 1e-9 * l1.abs(), "{loss} vs {l1}");
+    }
 }

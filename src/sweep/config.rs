@@ -15,6 +15,7 @@
 //! name = "m2"
 //! from_model = "m1"              # W from m1 of the same replicate, frozen
 //! seeds = [100, 101, 102]
+//! processes = 2                  # data parallel: two device slots per training (default 1)
 //!
 //! [grid]
 //! pairs = [["m1", "m2"]]         # distinct stacks, bottom first
@@ -113,6 +114,14 @@ pub struct SweepModel {
     /// `key=value` overrides for this model (after the sweep's).
     #[serde(default)]
     pub set: Vec<String>,
+    /// Processes each of its trainings runs in (data parallel, `train --nproc`): it takes
+    /// as many device slots at once (all cpu, or distinct GPUs). Divides `batch.ranks`.
+    #[serde(default = "one")]
+    pub processes: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -219,6 +228,9 @@ impl SweepConfig {
                     m.seeds.len(),
                     self.models[0].name
                 );
+            }
+            if m.processes == 0 {
+                bail!("{src}: `models.{}.processes`: expected at least 1", m.name);
             }
             if seen.contains(&m.name.as_str()) {
                 bail!("{src}: `models.name`: `{}` appears twice", m.name);

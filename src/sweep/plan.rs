@@ -29,6 +29,8 @@ pub struct PlannedRun {
     pub dir: PathBuf,
     pub config: TrainConfig,
     pub action: RunAction,
+    /// Processes its training runs in (device slots it takes at once).
+    pub processes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +129,14 @@ pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
             let name = format!("{}-{}-r{r}", cfg.name, m.name);
             let dir = runs_root.join(&name);
             let config = run_config(cfg, &base, m, r, &runs)?;
+            if config.batch.ranks % m.processes as i64 != 0 {
+                bail!(
+                    "`models.{}.processes` = {}: it must divide batch.ranks = {} (each process runs whole logical ranks)",
+                    m.name,
+                    m.processes,
+                    config.batch.ranks
+                );
+            }
             note_missing_data(&config, &mut missing);
             runs.push(PlannedRun {
                 model: m.name.clone(),
@@ -136,6 +146,7 @@ pub fn plan(cfg: &SweepConfig, out: &Path, runs_root: &Path) -> Result<Plan> {
                 action: run_action(&dir, &config)?,
                 dir,
                 config,
+                processes: m.processes,
             });
         }
     }

@@ -76,6 +76,7 @@ impl QueuedRun {
             device: self.device.clone(),
             checkpoint_dir: None,
             nproc: self.nproc,
+            gpus: None,
         }
     }
 

@@ -15,9 +15,12 @@ use super::schedule::{Event, Job};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub job: String,
+    /// Its device, or devices joined by `,` (a training in several processes).
     pub device: String,
-    /// Which slot of `--devices` (0-based): two `cpu` slots are 0 and 1.
+    /// Its first slot of `--devices` (0-based): two `cpu` slots are 0 and 1.
     pub slot: usize,
+    /// Every slot it took.
+    pub slots: Vec<usize>,
     pub started_at: String,
     pub ended_at: String,
     pub seconds: f64,
@@ -113,35 +116,44 @@ impl<'a> Display<'a> {
 
     pub fn observe(&mut self, e: &Event) {
         match e {
-            Event::Started { job, slot } => {
+            Event::Started { job, slots } => {
                 self.started[*job] = Some(chrono::Local::now());
                 let label = &self.jobs[*job].label;
-                match &self.lines[*slot] {
-                    Some(b) => {
+                if self.bar.is_some() {
+                    for b in slots.iter().filter_map(|&s| self.lines[s].as_ref()) {
                         b.reset_elapsed();
                         b.set_message(label.clone());
                     }
-                    None => self.say(format!(
+                } else {
+                    self.say(format!(
                         "[{}/{}] {}: started {label}",
                         self.done,
                         self.jobs.len(),
-                        slot_name(self.slots, *slot)
-                    )),
+                        self.names(slots)
+                    ));
                 }
             }
             Event::Finished {
                 job,
-                slot,
+                slots,
                 took,
                 outcome,
-            } => self.finished(*job, *slot, *took, outcome),
+            } => self.finished(*job, slots, *took, outcome),
         }
+    }
+
+    fn names(&self, slots: &[usize]) -> String {
+        slots
+            .iter()
+            .map(|&s| slot_name(self.slots, s))
+            .collect::<Vec<_>>()
+            .join("+")
     }
 
     fn finished(
         &mut self,
         job: usize,
-        slot: usize,
+        slots: &[usize],
         took: Duration,
         outcome: &Result<String, String>,
     ) {
@@ -160,25 +172,36 @@ impl<'a> Display<'a> {
             "[{}/{}] {}: {what} ({:.0}s){eta}",
             self.done,
             self.jobs.len(),
-            slot_name(self.slots, slot),
+            self.names(slots),
             took.as_secs_f64()
         ));
-        if let Some(b) = &self.lines[slot] {
+        for b in slots.iter().filter_map(|&s| self.lines[s].as_ref()) {
             b.set_message("idle");
         }
         if let Some(t) = &self.total {
             t.inc(1);
             t.set_message(eta.trim_start_matches(" · ").to_string());
         }
-        self.append(job, slot, took, outcome);
+        self.append(job, slots, took, outcome);
     }
 
-    fn append(&self, job: usize, slot: usize, took: Duration, outcome: &Result<String, String>) {
+    fn append(
+        &self,
+        job: usize,
+        slots: &[usize],
+        took: Duration,
+        outcome: &Result<String, String>,
+    ) {
         let now = chrono::Local::now();
         let rec = JobRecord {
             job: self.jobs[job].label.clone(),
-            device: self.slots[slot].clone(),
-            slot,
+            device: slots
+                .iter()
+                .map(|&s| self.slots[s].as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            slot: slots.first().copied().unwrap_or(0),
+            slots: slots.to_vec(),
             started_at: self.started[job].unwrap_or(now).to_rfc3339(),
             ended_at: now.to_rfc3339(),
             seconds: took.as_secs_f64(),

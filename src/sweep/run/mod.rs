@@ -29,7 +29,26 @@ pub mod schedule;
 /// A row per finished job: which device slot ran it, when, and how it ended.
 pub const JOBS: &str = "jobs.jsonl";
 
-fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
+/// The device a training in `slots` gets, its process count and the GPUs it sees: one
+/// slot is that device; several CPU slots are `cpu` in that many processes; several GPUs
+/// are `cuda` with `CUDA_VISIBLE_DEVICES` narrowed to them (each process takes
+/// `cuda:LOCAL_RANK` of those).
+fn placement(slots: &[String]) -> (String, Option<usize>, Option<Vec<usize>>) {
+    if slots.len() <= 1 {
+        return (slots.first().cloned().unwrap_or_default(), None, None);
+    }
+    let gpus: Vec<usize> = slots
+        .iter()
+        .filter_map(|s| s.strip_prefix("cuda:")?.parse().ok())
+        .collect();
+    if gpus.len() == slots.len() {
+        ("cuda".into(), Some(slots.len()), Some(gpus))
+    } else {
+        ("cpu".into(), Some(slots.len()), None)
+    }
+}
+
+fn train_run(r: &PlannedRun, out: &Path, slots: &[String]) -> Result<()> {
     let configs = out.join("configs");
     std::fs::create_dir_all(&configs)?;
     let cfg_path = configs.join(format!("{}.toml", r.name));
@@ -43,17 +62,19 @@ fn train_run(r: &PlannedRun, out: &Path, device: &str) -> Result<()> {
         RunAction::Resume => TrainStart::Resume(r.dir.clone()),
         RunAction::Reuse => return Ok(()),
     };
+    let (device, nproc, gpus) = placement(slots);
     let req = TrainRequest {
         start,
         stop_after: None,
-        device: device.to_string(),
+        device,
         checkpoint_dir: Some(
             r.dir
                 .parent()
                 .expect("a run dir has a parent")
                 .to_path_buf(),
         ),
-        nproc: None,
+        nproc,
+        gpus,
     };
     let log = out.join("logs").join(format!("{}.log", r.name));
     crate::jobs::run_training(&req, &r.name, &log, "sweep")
@@ -128,6 +149,7 @@ fn job_graph<'p>(plan: &'p Plan, cfg: &SweepConfig) -> (Vec<Job>, Vec<Work<'p>>)
             label: format!("train {}", r.name),
             deps,
             weight: train_flops(&r.config),
+            width: r.processes,
         });
         works.push(Work::Train(r));
     }
@@ -145,6 +167,7 @@ fn job_graph<'p>(plan: &'p Plan, cfg: &SweepConfig) -> (Vec<Job>, Vec<Work<'p>>)
             label: format!("stack {}", s.describe()),
             deps: deps_on(&trains, &dirs),
             weight: stack_flops(plan, cfg),
+            width: 1,
         });
         works.push(Work::Stack(s));
     }
@@ -157,6 +180,7 @@ fn job_graph<'p>(plan: &'p Plan, cfg: &SweepConfig) -> (Vec<Job>, Vec<Work<'p>>)
             label: h.describe(),
             deps: deps_on(&trains, &dirs),
             weight: heal_flops(plan, cfg),
+            width: 1,
         });
         works.push(Work::Heal(h));
     }
@@ -164,10 +188,11 @@ fn job_graph<'p>(plan: &'p Plan, cfg: &SweepConfig) -> (Vec<Job>, Vec<Work<'p>>)
 }
 
 /// Carries out one job on `device`; returns the line to show.
-fn do_work(w: &Work, plan: &Plan, cfg: &SweepConfig, device: &str) -> Result<String> {
+fn do_work(w: &Work, plan: &Plan, cfg: &SweepConfig, slots: &[String]) -> Result<String> {
+    let device = slots.first().map(String::as_str).unwrap_or("cpu");
     match w {
         Work::Train(r) => {
-            train_run(r, &plan.out, device)?;
+            train_run(r, &plan.out, slots)?;
             Ok(format!("trained {}", r.name))
         }
         Work::Stack(s) => {
@@ -207,7 +232,7 @@ pub fn execute(plan: &Plan, cfg: &SweepConfig, devices: &[String]) -> Result<Str
     let result = schedule::run(
         &jobs,
         devices,
-        |j, device| do_work(&works[j], plan, cfg, device),
+        |j, slots| do_work(&works[j], plan, cfg, slots),
         |e| display.observe(e),
     );
     display.finish();

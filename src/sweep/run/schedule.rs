@@ -1,7 +1,9 @@
 //! Running a sweep's jobs on device slots: each slot (`--devices cuda:0,cuda:1`, or
 //! `cpu,cpu`) runs one job at a time, a job starts once every job it depends on has
-//! finished, and jobs start in the plan's order among those ready. A failed job stops new
-//! starts; the jobs running finish (their results are kept) and the first error is returned.
+//! finished, and jobs start in the plan's order among those ready that fit the free slots.
+//! A job may take several slots at once (a training in several processes): all on the CPU,
+//! or on distinct GPUs. A failed job stops new starts; the jobs running finish (their
+//! results are kept) and the first error is returned.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ pub struct Job {
     pub deps: Vec<usize>,
     /// Its expected cost (FLOPs), for the ETA.
     pub weight: f64,
+    /// How many slots it takes at once (1, or a training's processes).
+    pub width: usize,
 }
 
 /// What happened to a job, as the display hears it.
@@ -24,12 +28,12 @@ pub struct Job {
 pub enum Event {
     Started {
         job: usize,
-        slot: usize,
+        slots: Vec<usize>,
     },
     /// `Ok` carries the line to show (a loss, a summary).
     Finished {
         job: usize,
-        slot: usize,
+        slots: Vec<usize>,
         took: Duration,
         outcome: Result<String, String>,
     },
@@ -43,11 +47,43 @@ enum State {
     Failed,
 }
 
-/// The first waiting job whose dependencies are all done, in order.
-fn next_ready(jobs: &[Job], state: &[State]) -> Option<usize> {
-    (0..jobs.len()).find(|&j| {
-        state[j] == State::Waiting && jobs[j].deps.iter().all(|&d| state[d] == State::Done)
-    })
+/// Free slots for a job `width` wide: the first free ones on the CPU, or on as many
+/// distinct GPUs (two processes never share one).
+fn fitting(slots: &[String], free: &[bool], width: usize) -> Option<Vec<usize>> {
+    let open: Vec<usize> = (0..slots.len()).filter(|&i| free[i]).collect();
+    if width <= 1 {
+        return open.first().map(|&i| vec![i]);
+    }
+    let cpu: Vec<usize> = open
+        .iter()
+        .copied()
+        .filter(|&i| slots[i] == "cpu")
+        .collect();
+    if cpu.len() >= width {
+        return Some(cpu[..width].to_vec());
+    }
+    let mut gpus: Vec<usize> = Vec::new();
+    for &i in open.iter().filter(|&&i| slots[i] != "cpu") {
+        if !gpus.iter().any(|&g| slots[g] == slots[i]) {
+            gpus.push(i);
+        }
+    }
+    (gpus.len() >= width).then(|| gpus[..width].to_vec())
+}
+
+/// The first waiting job, in order, whose dependencies are all done and that fits the free
+/// slots, with the slots it takes.
+fn next_ready(
+    jobs: &[Job],
+    state: &[State],
+    slots: &[String],
+    free: &[bool],
+) -> Option<(usize, Vec<usize>)> {
+    (0..jobs.len())
+        .filter(|&j| {
+            state[j] == State::Waiting && jobs[j].deps.iter().all(|&d| state[d] == State::Done)
+        })
+        .find_map(|j| fitting(slots, free, jobs[j].width).map(|s| (j, s)))
 }
 
 /// A panic in one job is that job's failure, not the sweep's crash.
@@ -62,13 +98,9 @@ fn guarded(f: impl FnOnce() -> Result<String>) -> Result<String> {
     })
 }
 
-/// Runs `jobs` on `slots` (device names; one job per slot at a time) with `work(job,
-/// device)`, telling `observe` every start and end. Returns the first failure.
-pub fn run<W, O>(jobs: &[Job], slots: &[String], work: W, mut observe: O) -> Result<()>
-where
-    W: Fn(usize, &str) -> Result<String> + Sync,
-    O: FnMut(&Event),
-{
+/// Refuses a plan that cannot run on `slots`: no slot, a dependency on itself or on no
+/// job, or a job wider than the slots can ever hold.
+fn check(jobs: &[Job], slots: &[String]) -> Result<()> {
     if slots.is_empty() {
         bail!("no device to run the sweep on");
     }
@@ -76,36 +108,60 @@ where
         if let Some(&d) = job.deps.iter().find(|&&d| d >= jobs.len() || d == j) {
             bail!("job `{}` depends on job {d}, which it cannot", job.label);
         }
+        if fitting(slots, &vec![true; slots.len()], job.width).is_none() {
+            bail!(
+                "{} needs {} device slots at once (all cpu, or distinct GPUs), and --devices {} has not that many",
+                job.label,
+                job.width,
+                slots.join(",")
+            );
+        }
     }
+    Ok(())
+}
+
+/// Runs `jobs` on `slots` (device names; one job per slot at a time) with `work(job,
+/// devices)`, telling `observe` every start and end. Returns the first failure.
+pub fn run<W, O>(jobs: &[Job], slots: &[String], work: W, mut observe: O) -> Result<()>
+where
+    W: Fn(usize, &[String]) -> Result<String> + Sync,
+    O: FnMut(&Event),
+{
+    check(jobs, slots)?;
     let mut state = vec![State::Waiting; jobs.len()];
     let mut free: Vec<bool> = vec![true; slots.len()];
     let mut first_error: Option<anyhow::Error> = None;
-    let (tx, rx) = mpsc::channel::<(usize, usize, Duration, Result<String>)>();
+    let (tx, rx) = mpsc::channel::<(usize, Vec<usize>, Duration, Result<String>)>();
     let work = &work;
     std::thread::scope(|scope| -> Result<()> {
         loop {
             while first_error.is_none() {
-                let Some(slot) = free.iter().position(|&f| f) else {
-                    break;
-                };
-                let Some(job) = next_ready(jobs, &state) else {
+                let Some((job, taken)) = next_ready(jobs, &state, slots, &free) else {
                     break;
                 };
                 state[job] = State::Running;
-                free[slot] = false;
-                observe(&Event::Started { job, slot });
-                let (tx, device) = (tx.clone(), slots[slot].clone());
+                for &s in &taken {
+                    free[s] = false;
+                }
+                observe(&Event::Started {
+                    job,
+                    slots: taken.clone(),
+                });
+                let devices: Vec<String> = taken.iter().map(|&s| slots[s].clone()).collect();
+                let tx = tx.clone();
                 scope.spawn(move || {
                     let t = Instant::now();
-                    let r = guarded(|| work(job, &device));
-                    let _ = tx.send((job, slot, t.elapsed(), r));
+                    let r = guarded(|| work(job, &devices));
+                    let _ = tx.send((job, taken, t.elapsed(), r));
                 });
             }
             if !state.contains(&State::Running) {
                 break;
             }
-            let (job, slot, took, r) = rx.recv().expect("a running job reports");
-            free[slot] = true;
+            let (job, taken, took, r) = rx.recv().expect("a running job reports");
+            for &s in &taken {
+                free[s] = true;
+            }
             let outcome = match r {
                 Ok(line) => {
                     state[job] = State::Done;
@@ -120,7 +176,7 @@ where
             };
             observe(&Event::Finished {
                 job,
-                slot,
+                slots: taken,
                 took,
                 outcome,
             });
@@ -149,6 +205,7 @@ mod tests {
             label: label.into(),
             deps: deps.to_vec(),
             weight: 1.0,
+            width: 1,
         }
     }
 
@@ -249,6 +306,51 @@ mod tests {
         .is_err());
     }
 
+    /// A two-slot job waits for two free slots (distinct GPUs), while one-slot jobs after
+    /// it in order may start where it does not fit.
+    #[test]
+    fn a_wide_job_takes_distinct_gpus_at_once() {
+        let gpus: Vec<String> = ["cuda:0", "cuda:0", "cuda:1"].map(String::from).to_vec();
+        let free = [true, true, true];
+        assert_eq!(fitting(&gpus, &free, 2), Some(vec![0, 2]));
+        assert_eq!(fitting(&gpus, &[true, true, false], 2), None);
+        assert_eq!(
+            fitting(&slots(3), &[false, true, true], 2),
+            Some(vec![1, 2])
+        );
+        let mixed: Vec<String> = ["cpu", "cuda:0"].map(String::from).to_vec();
+        assert_eq!(fitting(&mixed, &[true, true], 2), None);
+
+        let mut wide = job("wide", &[0]);
+        wide.width = 2;
+        let jobs = [job("a", &[]), wide, job("b", &[])];
+        let seen = Mutex::new(Vec::new());
+        let mut events = Vec::new();
+        run(
+            &jobs,
+            &slots(2),
+            |j, d| {
+                seen.lock().unwrap().push((j, d.len()));
+                Ok(String::new())
+            },
+            |e| events.push(e.clone()),
+        )
+        .unwrap();
+        assert!(seen.into_inner().unwrap().contains(&(1, 2)));
+        let wide_started = events
+            .iter()
+            .find_map(|e| match e {
+                Event::Started { job: 1, slots } => Some(slots.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(wide_started, [0, 1]);
+        let mut too_wide = job("x", &[]);
+        too_wide.width = 3;
+        let e = run(&[too_wide], &slots(2), |_, _| Ok(String::new()), |_| {}).unwrap_err();
+        assert!(e.to_string().contains("needs 3 device slots"), "{e}");
+    }
+
     #[test]
     fn devices_are_handed_to_the_jobs_by_slot() {
         let jobs = [job("a", &[]), job("b", &[])];
@@ -259,7 +361,7 @@ mod tests {
             &["cuda:0".to_string(), "cuda:1".to_string()],
             |j, d| {
                 barrier.wait();
-                seen.lock().unwrap().push((j, d.to_string()));
+                seen.lock().unwrap().push((j, d.join(",")));
                 Ok(String::new())
             },
             |_| {},
