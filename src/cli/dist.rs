@@ -115,7 +115,7 @@ pub(super) fn run_nproc(a: &Plan, n: usize) -> Result<Option<ExitCode>> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let args = crate::dist::launch::without_nproc(&args);
     let code = crate::dist::launch::run_local(n, &args, timeout(a)?)?;
-    crate::runs::launch::after_training(&crate::device::name(device));
+    crate::runs::launch::after_training(&crate::device::slots::label(device, n));
     Ok(Some(ExitCode::from(code.clamp(0, 255) as u8)))
 }
 

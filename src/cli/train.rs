@@ -135,7 +135,7 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
     let result = crate::train::train(&opts);
     // However it ended, its slot is free: the next queued run for its device starts.
     if frees_slot {
-        crate::runs::launch::after_training(&crate::device::name(device));
+        crate::runs::launch::after_training(&crate::device::slots::training_label(device));
     }
     if !opts.world.is_main() {
         // The run's folder is rank 0's to print; this rank's outcome is its exit code.

@@ -84,6 +84,22 @@ fn clear_stale(root: &Path) {
     }
 }
 
+/// One more training on each device of `label` (`cuda:2,cuda:3` for a training in two
+/// processes).
+fn count(busy: &mut HashMap<String, usize>, label: &str) {
+    for d in crate::device::slots::devices_of(label) {
+        *busy.entry(d.to_string()).or_insert(0) += 1;
+    }
+}
+
+/// Whether a queued request may take a slot `label`'s training freed: it names one of its
+/// devices, or any.
+fn wants(q: &QueuedRun, label: &str) -> bool {
+    q.device == ANY_DEVICE
+        || q.device == "cuda" && label.starts_with("cuda")
+        || crate::device::slots::devices_of(label).any(|d| d == q.device)
+}
+
 /// Trainings per device: running runs (by their status, the process checked, or by the
 /// training holding their lock) and ones starting.
 pub fn busy(root: &Path) -> HashMap<String, usize> {
@@ -97,11 +113,11 @@ pub fn busy(root: &Path) -> HashMap<String, usize> {
             _ => lock::training(&e.path()).map(|h| h.device),
         };
         if let Some(d) = device {
-            *busy.entry(d.unwrap_or_else(|| "cpu".into())).or_insert(0) += 1;
+            count(&mut busy, d.as_deref().unwrap_or("cpu"));
         }
     }
     for s in starting(root) {
-        *busy.entry(s.device).or_insert(0) += 1;
+        count(&mut busy, &s.device);
     }
     busy
 }
@@ -163,7 +179,7 @@ pub fn start_ready(
     let waiting: Vec<QueuedRun> = queue
         .list()
         .into_iter()
-        .filter(|q| device.is_none_or(|d| q.device == d || q.device == ANY_DEVICE))
+        .filter(|q| device.is_none_or(|d| wants(q, d)))
         .filter(|q| q.request != Request::Resume || lock::training(&root.join(&q.name)).is_none())
         .collect();
     if waiting.is_empty() {
@@ -174,7 +190,9 @@ pub fn start_ready(
     // After a training on `device` ends, a request for any device may take its slot.
     let cap = match device {
         Some(d) => Capacity {
-            devices: vec![d.to_string()],
+            devices: crate::device::slots::devices_of(d)
+                .map(String::from)
+                .collect(),
             ..cap.clone()
         },
         None => cap.clone(),
@@ -203,12 +221,7 @@ pub fn after_training(device: &str) {
 pub fn start_next(root: &Path, device: &str) {
     let root = root.to_path_buf();
     let queue = Queue::new(&root);
-    if queue
-        .list()
-        .iter()
-        .all(|q| q.device != device && q.device != ANY_DEVICE)
-        && queue.claimed().is_empty()
-    {
+    if queue.list().iter().all(|q| !wants(q, device)) && queue.claimed().is_empty() {
         return;
     }
     let say = |msg: String| {
@@ -221,7 +234,9 @@ pub fn start_next(root: &Path, device: &str) {
                 "warning: {e:#}; starting queued runs one at a time"
             ));
             Capacity {
-                devices: vec![device.to_string()],
+                devices: crate::device::slots::devices_of(device)
+                    .map(String::from)
+                    .collect(),
                 max_per_device: 1,
             }
         }
@@ -398,5 +413,93 @@ mod tests {
         let mut c = started.pop().unwrap().1.unwrap();
         let _ = c.kill();
         let _ = c.wait();
+    }
+
+    /// A training in two processes counts against both its GPUs; when it ends, a queued
+    /// two-process request for any device takes the two GPUs it freed, and its child sees
+    /// just those.
+    #[test]
+    fn a_training_on_two_gpus_holds_both_and_hands_both_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut sleeping = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let run = RunDir::new(root.join("wide"));
+        std::fs::create_dir_all(&run.path).unwrap();
+        let status = |state, pid| RunStatus {
+            state,
+            pid,
+            step: 1,
+            total_steps: 9,
+            message: String::new(),
+            updated_at: String::new(),
+            start_time: None,
+            device: Some("cuda:1,cuda:2".into()),
+            world_size: Some(2),
+        };
+        run.write_status(&status(RunState::Running, sleeping.id()))
+            .unwrap();
+        let counts = busy(root);
+        assert_eq!(
+            (counts.get("cuda:1"), counts.get("cuda:2")),
+            (Some(&1), Some(&1))
+        );
+        assert_eq!(counts.get("cuda:0"), None);
+
+        let queue = Queue::new(root);
+        queue
+            .push(&QueuedRun {
+                nproc: Some(2),
+                ..QueuedRun::new("next", ANY_DEVICE, Request::Resume)
+            })
+            .unwrap();
+        let seen = root.join("seen");
+        let exe = root.join("fake-stacklab");
+        std::fs::write(
+            &exe,
+            format!(
+                "#!/bin/sh\necho \"$CUDA_VISIBLE_DEVICES $*\" > {}\nexec sleep 30\n",
+                seen.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cap = Capacity {
+            devices: ["cuda:0", "cuda:1", "cuda:2"].map(String::from).to_vec(),
+            max_per_device: 1,
+        };
+        // While it runs, only cuda:0 is free: the two-process request waits.
+        assert!(start_ready(root, &exe, &cap, None).is_empty());
+        let _ = sleeping.kill();
+        let _ = sleeping.wait();
+        run.write_status(&status(RunState::Done, sleeping.id()))
+            .unwrap();
+        let mut started = start_ready(root, &exe, &cap, Some("cuda:1,cuda:2"));
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].0.device, "cuda:1,cuda:2");
+        let counts = busy(root);
+        assert_eq!(
+            (counts.get("cuda:1"), counts.get("cuda:2")),
+            (Some(&1), Some(&1))
+        );
+        let mut child = started.pop().unwrap().1.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let line = loop {
+            match std::fs::read_to_string(&seen) {
+                Ok(l) if l.ends_with('\n') => break l,
+                _ if std::time::Instant::now() > deadline => panic!("the child never started"),
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let parent = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+        let want = crate::jobs::request::visible_devices(&[1, 2], parent.as_deref());
+        assert!(line.starts_with(&format!("{want} ")), "{line}");
+        assert!(line.contains("--nproc 2"), "{line}");
+        assert!(line.contains("--device cuda"), "{line}");
     }
 }

@@ -63,6 +63,13 @@ impl QueuedRun {
 
     /// The `train` request that runs this queued one under the checkpoint dir `root`.
     pub fn train_request(&self, root: &Path) -> TrainRequest {
+        // Several GPUs (`cuda:1,cuda:3`, as `ready` places a training in several processes):
+        // the child sees those, one per process.
+        let gpus: Option<Vec<usize>> = self.device.contains(',').then(|| {
+            crate::device::slots::devices_of(&self.device)
+                .filter_map(|d| d.strip_prefix("cuda:")?.parse().ok())
+                .collect()
+        });
         TrainRequest {
             start: match &self.request {
                 Request::New { config, sets } => TrainStart::New {
@@ -73,10 +80,14 @@ impl QueuedRun {
                 Request::Resume => TrainStart::Resume(root.join(&self.name)),
             },
             stop_after: None,
-            device: self.device.clone(),
+            device: if gpus.is_some() {
+                "cuda".into()
+            } else {
+                self.device.clone()
+            },
             checkpoint_dir: None,
             nproc: self.nproc,
-            gpus: None,
+            gpus,
         }
     }
 
@@ -200,7 +211,9 @@ impl Capacity {
 /// The requests that may start now: in queue order, as long as their device has fewer than
 /// `max_per_device` trainings running (`running` counts trainings per device, including the
 /// ones picked here). A request for any device gets the least busy of `cap.devices` that
-/// has a slot (the first listed among equals); the request returned names it.
+/// has a slot (the first listed among equals); one in several processes (`nproc`) for any
+/// device or `cuda` takes as many distinct GPUs at once. The request returned names its
+/// device, or its GPUs as `cuda:1,cuda:3`.
 pub fn ready(
     queue: &[QueuedRun],
     running: &std::collections::HashMap<String, usize>,
@@ -210,30 +223,53 @@ pub fn ready(
     let mut busy = running.clone();
     let mut out = Vec::new();
     for q in queue {
-        let device = if q.device == ANY_DEVICE {
-            let load = |d: &String| busy.get(d).copied().unwrap_or(0);
-            match cap
-                .devices
-                .iter()
-                .filter(|d| load(d) < max)
-                .min_by_key(|d| load(d))
-            {
-                Some(d) => d.clone(),
-                None => continue,
-            }
-        } else {
-            q.device.clone()
+        let Some(devices) = placement(q, &busy, cap, max) else {
+            continue;
         };
-        let n = busy.entry(device.clone()).or_insert(0);
-        if *n < max {
-            *n += 1;
-            out.push(QueuedRun {
-                device,
-                ..q.clone()
-            });
+        for d in &devices {
+            *busy.entry(d.clone()).or_insert(0) += 1;
         }
+        out.push(QueuedRun {
+            device: devices.join(","),
+            ..q.clone()
+        });
     }
     out
+}
+
+/// Where `q` may start now, under `busy`: its device, or the least busy free one of
+/// `cap.devices`, or the `nproc` least busy free GPUs.
+fn placement(
+    q: &QueuedRun,
+    busy: &std::collections::HashMap<String, usize>,
+    cap: &Capacity,
+    max: usize,
+) -> Option<Vec<String>> {
+    let load = |d: &str| busy.get(d).copied().unwrap_or(0);
+    let width = q.nproc.unwrap_or(1);
+    let on_gpus = (q.device == ANY_DEVICE || q.device == "cuda")
+        && cap.devices.iter().any(|d| d.starts_with("cuda:"));
+    if width > 1 && on_gpus {
+        let mut gpus: Vec<&str> = Vec::new();
+        for d in cap.devices.iter().filter(|d| d.starts_with("cuda:")) {
+            if load(d) < max && !gpus.contains(&d.as_str()) {
+                gpus.push(d);
+            }
+        }
+        gpus.sort_by_key(|d| load(d));
+        return (gpus.len() >= width)
+            .then(|| gpus[..width].iter().map(|d| d.to_string()).collect());
+    }
+    let device = if q.device == ANY_DEVICE {
+        cap.devices
+            .iter()
+            .filter(|d| load(d) < max)
+            .min_by_key(|d| load(d))?
+            .clone()
+    } else {
+        q.device.clone()
+    };
+    (load(&device) < max).then(|| vec![device])
 }
 
 #[cfg(test)]
@@ -380,6 +416,51 @@ mod tests {
                 "d@cuda:2"
             ]
         );
+    }
+
+    /// A training in two processes takes two distinct free GPUs at once and waits while
+    /// fewer are free; its child sees just those GPUs, one per process.
+    #[test]
+    fn a_request_in_two_processes_takes_two_free_gpus() {
+        let wide = |n: &str, device: &str| QueuedRun {
+            nproc: Some(2),
+            ..QueuedRun::new(n, device, Request::Resume)
+        };
+        let cap = Capacity {
+            devices: ["cuda:0", "cuda:1", "cuda:2"].map(String::from).to_vec(),
+            max_per_device: 1,
+        };
+        let mut running = HashMap::new();
+        running.insert("cuda:1".to_string(), 1);
+        let queue = vec![
+            wide("w", ANY_DEVICE),
+            wide("x", "cuda"),
+            QueuedRun::new("one", ANY_DEVICE, Request::Resume),
+        ];
+        let got: Vec<String> = ready(&queue, &running, &cap)
+            .into_iter()
+            .map(|q| format!("{}@{}", q.name, q.device))
+            .collect();
+        // w takes the two free GPUs; x finds none left and waits; so does the one-GPU run.
+        assert_eq!(got, ["w@cuda:0,cuda:2"]);
+        let req = ready(&queue, &running, &cap)[0].train_request(Path::new("/ck"));
+        assert_eq!(req.device, "cuda");
+        assert_eq!(req.gpus, Some(vec![0, 2]));
+        assert_eq!(req.nproc, Some(2));
+        // With cuda:1 busy and only two GPUs listed, a two-process run cannot start.
+        let small = Capacity {
+            devices: vec!["cuda:0".into(), "cuda:1".into()],
+            max_per_device: 1,
+        };
+        assert!(ready(&queue[..1], &running, &small).is_empty());
+        // On the CPU the processes share it: one slot.
+        let cpu = Capacity {
+            devices: vec!["cpu".into()],
+            max_per_device: 1,
+        };
+        let got = ready(&queue[..1], &HashMap::new(), &cpu);
+        assert_eq!(got[0].device, "cpu");
+        assert_eq!(got[0].train_request(Path::new("/ck")).gpus, None);
     }
 
     #[test]

@@ -211,7 +211,11 @@ pub fn new_run(opts: &TrainOptions) -> Result<State> {
     let path = opts.runs_root.join(&name);
     // The folder is created and locked first, so two starts of one name never both train;
     // everything that can refuse the run comes next, and a refusal removes the folder.
-    let lock = super::claim::claim(&path, &name, &crate::device::name(opts.device))?;
+    let lock = super::claim::claim(
+        &path,
+        &name,
+        &crate::device::slots::training_label(opts.device),
+    )?;
     let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let init = initial_model(&mut cfg, opts.device)?;
         let data = open_data(&cfg)?;

@@ -160,7 +160,7 @@ impl State {
             message: message.to_string(),
             updated_at: chrono::Local::now().to_rfc3339(),
             start_time,
-            device: Some(crate::device::name(self.device)),
+            device: Some(crate::device::slots::training_label(self.device)),
             world_size: Some(self.world.size),
         })
     }

@@ -30,13 +30,15 @@ pub fn resume_run(path: &Path, device: Device) -> Result<State> {
         );
     }
     // One writer per run: a run another process trains (or removes) is refused, by pid.
-    let lock =
-        lock::acquire(path, lock::TRAIN, Some(&crate::device::name(device))).map_err(|e| {
-            match e.downcast_ref::<lock::Held>() {
-                Some(held) => anyhow::anyhow!("cannot resume: {held}"),
-                None => e,
-            }
-        })?;
+    let lock = lock::acquire(
+        path,
+        lock::TRAIN,
+        Some(&crate::device::slots::training_label(device)),
+    )
+    .map_err(|e| match e.downcast_ref::<lock::Held>() {
+        Some(held) => anyhow::anyhow!("cannot resume: {held}"),
+        None => e,
+    })?;
     let mut lock = Some(lock);
     let result = resume_locked(path, run, device, &mut lock);
     if let (Err(_), Some(l)) = (&result, lock) {

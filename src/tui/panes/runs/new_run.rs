@@ -164,6 +164,7 @@ impl RunsPane {
             "" => self.queue_device(),
             d => d.to_string(),
         };
+        check_placement(nproc, &device)?;
         let mut q = QueuedRun::new(
             &name,
             &device,
@@ -178,6 +179,16 @@ impl RunsPane {
             .push(&q)
             .map_err(|e| format!("{e:#}"))?;
         Ok(name)
+    }
+}
+
+/// A training in several processes takes one GPU each: it cannot be pinned to one.
+fn check_placement(nproc: Option<usize>, device: &str) -> Result<(), String> {
+    match nproc {
+        Some(n) if device.starts_with("cuda:") => Err(format!(
+            "processes = {n} on {device}: a training in several processes takes one GPU per process; choose device `any` (the queue picks {n} free GPUs)"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -233,4 +244,25 @@ pub(super) fn scaled_schedule(base: &crate::config::ScheduleConfig, steps: i64) 
         .filter(|&(_, n)| n > 0)
         .map(|(key, n)| format!("schedule.{key}={}", scale(n)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_processes_cannot_be_pinned_to_one_gpu() {
+        assert!(check_placement(Some(2), "cuda:1")
+            .unwrap_err()
+            .contains("choose device `any`"));
+        for ok in ["any", "cpu", "cuda"] {
+            assert!(check_placement(Some(2), ok).is_ok(), "{ok}");
+        }
+        assert!(check_placement(None, "cuda:1").is_ok());
+        assert_eq!(processes("", 8), Ok(None));
+        assert_eq!(processes("1", 8), Ok(None));
+        assert_eq!(processes("4", 8), Ok(Some(4)));
+        assert!(processes("3", 8).is_err());
+        assert!(processes("0", 8).is_err());
+    }
 }
