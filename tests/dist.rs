@@ -534,6 +534,18 @@ fn bench_nproc_reports_tokens_per_process_and_scaling() {
     );
     let eff = f("scaling_efficiency");
     assert!(eff > 0.0 && eff.is_finite(), "{eff}");
+    assert!(
+        (eff - f("tokens_per_s") / (2.0 * f("one_process_tokens_per_s"))).abs() < 1e-9,
+        "{eff}"
+    );
+    // The baseline ran with one process's share of the cores, as each of the two had.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if std::env::var_os("OMP_NUM_THREADS").is_none() {
+        assert_eq!(
+            r["one_process_threads"].as_u64(),
+            Some((cores / 2).max(1) as u64)
+        );
+    }
     // The micro model's gradients (every parameter, fp32) and Muon's updates (fp32 on the CPU).
     let params = r["parallel"]["parameters"].as_i64().unwrap();
     let blocks = 2 * 12 * 64 * 64;

@@ -15,6 +15,9 @@ pub struct ScalingReport {
     pub tokens_per_s_per_process: f64,
     /// Of the N processes together.
     pub tokens_per_s: f64,
+    /// The CPU threads the one-process baseline ran with (on the CPU, one process's share
+    /// of the cores, as each of the N gets).
+    pub one_process_threads: usize,
     /// `tokens_per_s / (nproc x one_process_tokens_per_s)`.
     pub scaling_efficiency: f64,
     pub all_reduce_bytes_per_step: i64,
@@ -22,11 +25,16 @@ pub struct ScalingReport {
     pub parallel: BenchReport,
 }
 
-pub fn scaling(one: BenchReport, parallel: BenchReport) -> ScalingReport {
+pub fn scaling(
+    one: BenchReport,
+    parallel: BenchReport,
+    one_process_threads: usize,
+) -> ScalingReport {
     let n = parallel.world_size;
     ScalingReport {
         nproc: n,
         one_process_tokens_per_s: one.tokens_per_s,
+        one_process_threads,
         tokens_per_s_per_process: parallel.tokens_per_s_per_process,
         tokens_per_s: parallel.tokens_per_s,
         scaling_efficiency: parallel.tokens_per_s / (n as f64 * one.tokens_per_s),
@@ -43,10 +51,19 @@ pub fn print_scaling(r: &ScalingReport) {
         "tokens/s      {:.0} per process, {:.0} together; one process alone {:.0}",
         r.tokens_per_s_per_process, r.tokens_per_s, r.one_process_tokens_per_s
     );
+    let on_cpu = !r.one_process.setup.device.starts_with("cuda");
     println!(
-        "scaling       {:.1} % of {} x one process",
+        "scaling       {:.1} % of {} x one process{}",
         r.scaling_efficiency * 100.0,
-        r.nproc
+        r.nproc,
+        if on_cpu {
+            format!(
+                " (on the CPU: one process with {} thread(s), each process's share of the cores)",
+                r.one_process_threads
+            )
+        } else {
+            String::new()
+        }
     );
     println!(
         "all-reduce    {:.2} MB a step (gradients in 25 MiB buckets, Muon's updates)",

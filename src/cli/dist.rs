@@ -134,7 +134,18 @@ pub(super) fn bench_nproc(
             l.world
         );
     }
-    let one = crate::bench::run(opts)?;
+    // On the CPU the N processes share its cores: the one-process baseline gets one
+    // process's share, so the ratio measures what the collectives cost, not the cores.
+    let baseline_threads = (!opts.device.is_cuda())
+        .then(|| crate::dist::launch::threads_per_process(n))
+        .flatten();
+    let before = tch::get_num_threads();
+    if let Some(t) = baseline_threads {
+        tch::set_num_threads(t as i32);
+    }
+    let one = crate::bench::run(opts);
+    tch::set_num_threads(before);
+    let one = one?;
     let report = std::env::temp_dir().join(format!("stacklab-bench-{}.json", std::process::id()));
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let mut args = crate::dist::launch::without_nproc(&args);
@@ -148,7 +159,8 @@ pub(super) fn bench_nproc(
     let parallel: crate::bench::BenchReport =
         serde_json::from_slice(&text.context("rank 0 wrote no report")?)
             .context("rank 0's bench report")?;
-    let r = crate::bench::parallel::scaling(one, parallel);
+    let threads = baseline_threads.unwrap_or(before.max(1) as usize);
+    let r = crate::bench::parallel::scaling(one, parallel, threads);
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

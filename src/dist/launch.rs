@@ -54,6 +54,16 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// The CPU threads each of `nproc` local processes gets when the environment does not say
+/// (`OMP_NUM_THREADS` unset): the cores shared between them, as torchrun does.
+pub fn threads_per_process(nproc: usize) -> Option<usize> {
+    if std::env::var_os("OMP_NUM_THREADS").is_some() {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some((cores / nproc.max(1)).max(1))
+}
+
 fn start(exe: &OsString, args: &[OsString], rank: usize, nproc: usize, port: u16) -> Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.args(args)
@@ -68,9 +78,8 @@ fn start(exe: &OsString, args: &[OsString], rank: usize, nproc: usize, port: u16
         .env_remove("TORCHELASTIC_USE_AGENT_STORE")
         .env_remove("TORCHELASTIC_RUN_ID");
     // The CPU's cores shared between the processes, as torchrun does (unless set).
-    if std::env::var_os("OMP_NUM_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cmd.env("OMP_NUM_THREADS", (cores / nproc).max(1).to_string());
+    if let Some(threads) = threads_per_process(nproc) {
+        cmd.env("OMP_NUM_THREADS", threads.to_string());
     }
     if rank != 0 {
         // Rank 0 prints the run's folder; the others' output is their log file.
