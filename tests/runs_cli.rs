@@ -480,7 +480,7 @@ fn a_queued_run_starts_when_the_training_before_it_ends_without_a_lab() {
         devices: vec!["cpu".into()],
         max_per_device: 1,
     };
-    let mut started = stacklab::runs::launch::start_ready(&root, &exe, &cap, None);
+    let mut started = stacklab::runs::launch::start_ready(&root, &exe, &cap);
     assert_eq!(started.len(), 1);
     let (q, child) = started.pop().unwrap();
     assert_eq!(q.name, "first");

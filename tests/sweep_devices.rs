@@ -241,7 +241,14 @@ fn a_model_with_two_processes_takes_two_slots_and_trains_as_one_process_would() 
         ]
     };
     let run = |a: Vec<String>| lab.run(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    // One slot cannot hold a training in two processes: refused before anything starts.
+    // One slot cannot hold a training in two processes: refused before anything starts,
+    // by a dry run too.
+    let mut dry = args("cpu");
+    dry.push("--dry-run".into());
+    let refused = run(dry);
+    assert!(!refused.status.success());
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(e.contains("train dp-m1-r0 needs 2 device slots"), "{e}");
     let refused = run(args("cpu"));
     assert!(!refused.status.success());
     let e = String::from_utf8_lossy(&refused.stderr);

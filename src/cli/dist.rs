@@ -16,9 +16,11 @@ pub(super) struct Plan<'a> {
     pub config: Option<&'a str>,
     pub sets: &'a [String],
     pub resume: Option<&'a Path>,
-    /// `--device` as given, and resolved.
+    /// `--device` as given, and resolved (a list's first GPU).
     pub device_arg: &'a str,
     pub device: Device,
+    /// The GPUs of a `--device` list, one per process (process k on the k-th).
+    pub gpus: Option<Vec<usize>>,
     /// `--dist-timeout`, seconds.
     pub dist_timeout: u64,
 }
@@ -31,15 +33,30 @@ pub(super) fn timeout(a: &Plan) -> Result<Duration> {
     Ok(Duration::from_secs(a.dist_timeout))
 }
 
-/// The device of a launched process: `cuda:LOCAL_RANK` where `--device` says CUDA (or
-/// `auto` finds it), else the CPU.
-pub(super) fn launched_device(device_arg: &str, resolved: Device, l: &Launch) -> Result<Device> {
+/// The device of a launched process: the `LOCAL_RANK`-th GPU of a `--device` list, else
+/// `cuda:LOCAL_RANK` where `--device` says CUDA (or `auto` finds it), else the CPU.
+pub(super) fn launched_device(
+    device_arg: &str,
+    resolved: Device,
+    gpus: Option<&[usize]>,
+    l: &Launch,
+) -> Result<Device> {
+    if let Some(g) = gpus {
+        return match g.get(l.local_rank) {
+            Some(&i) => Ok(Device::Cuda(i)),
+            None => bail!(
+                "LOCAL_RANK = {} but --device {device_arg} lists {} GPU(s): one per process on this node",
+                l.local_rank,
+                g.len()
+            ),
+        };
+    }
     let Device::Cuda(_) = resolved else {
         return Ok(resolved);
     };
     if device_arg.contains(':') && l.world > 1 {
         bail!(
-            "--device {device_arg}: each of the {} processes trains on cuda:LOCAL_RANK; give --device cuda (or auto)",
+            "--device {device_arg}: each of the {} processes trains on cuda:LOCAL_RANK; give --device cuda (or auto), or one GPU per process (--device cuda:0,cuda:1)",
             l.world
         );
     }
@@ -51,6 +68,30 @@ pub(super) fn launched_device(device_arg: &str, resolved: Device, l: &Launch) ->
         );
     }
     Ok(Device::Cuda(l.local_rank))
+}
+
+/// The device this process of `train` trains on (under a launch, its share), recorded as
+/// its training label with every GPU of its processes on this node (for the queue).
+pub(super) fn this_process_device(plan: &Plan, launch: Option<&Launch>) -> Result<Device> {
+    let device = match launch {
+        Some(l) => launched_device(plan.device_arg, plan.device, plan.gpus.as_deref(), l)?,
+        None if plan.gpus.is_some() => bail!(
+            "--device {} lists GPUs, one per process: add --nproc {} (or start the processes with torchrun)",
+            plan.device_arg,
+            plan.gpus.as_ref().map_or(0, Vec::len)
+        ),
+        None => plan.device,
+    };
+    let local = match launch {
+        Some(l) if l.world > 1 => crate::device::slots::local_processes(),
+        _ => 1,
+    };
+    crate::device::slots::set_training_label(crate::device::slots::processes_label(
+        device,
+        plan.gpus.as_deref(),
+        local,
+    ));
+    Ok(device)
 }
 
 /// Refuses, before connecting, a launch whose world size does not divide `batch.ranks` of
@@ -106,7 +147,15 @@ pub(super) fn run_nproc(a: &Plan, n: usize) -> Result<Option<ExitCode>> {
     let cfg = planned_config(a)?;
     crate::train::parallel::check_world_size(n, cfg.batch.ranks, "--nproc")?;
     let device = a.device;
-    if device.is_cuda() && (tch::Cuda::device_count().max(0) as usize) < n {
+    if let Some(g) = &a.gpus {
+        if g.len() != n {
+            bail!(
+                "--nproc {n} with --device {}: it lists {} GPU(s), one per process is needed",
+                a.device_arg,
+                g.len()
+            );
+        }
+    } else if device.is_cuda() && (tch::Cuda::device_count().max(0) as usize) < n {
         bail!(
             "--nproc {n}: this machine has {} CUDA device(s), one per process is needed (or --device cpu)",
             tch::Cuda::device_count()
@@ -115,7 +164,8 @@ pub(super) fn run_nproc(a: &Plan, n: usize) -> Result<Option<ExitCode>> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let args = crate::dist::launch::without_nproc(&args);
     let code = crate::dist::launch::run_local(n, &args, timeout(a)?)?;
-    crate::runs::launch::after_training(&crate::device::slots::label(device, n));
+    let label = crate::device::slots::processes_label(device, a.gpus.as_deref(), n);
+    crate::runs::launch::after_training(&label);
     Ok(Some(ExitCode::from(code.clamp(0, 255) as u8)))
 }
 

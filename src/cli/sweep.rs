@@ -76,6 +76,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         )?)
     };
     let p = plan(&cfg, &out, &crate::paths::checkpoint_dir())?;
+    crate::sweep::run::check_slots(&p, &cfg, &slots)?;
     if a.dry_run {
         print_plan(&p, &cfg, &out, device, &slots);
         return Ok(());

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::DeviceArg;
@@ -89,12 +89,18 @@ fn config_name(path: &std::path::Path) -> String {
 }
 
 pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
+    let gpus = crate::device::slots::parse_gpu_list(&a.device.device)
+        .with_context(|| format!("--device {}", a.device.device))?;
     let plan = super::dist::Plan {
         config: a.config.as_deref(),
         sets: &a.set,
         resume: a.resume.as_deref(),
         device_arg: &a.device.device,
-        device: a.device.resolve()?,
+        device: match &gpus {
+            Some(g) => tch::Device::Cuda(g[0]),
+            None => a.device.resolve()?,
+        },
+        gpus,
         dist_timeout: a.dist_timeout,
     };
     if let Some(n) = a.nproc {
@@ -107,10 +113,7 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
     if let Some(l) = &launch {
         super::dist::check_launch(&plan, l)?;
     }
-    let device = match &launch {
-        Some(l) => super::dist::launched_device(plan.device_arg, plan.device, l)?,
-        None => plan.device,
-    };
+    let device = super::dist::this_process_device(&plan, launch.as_ref())?;
     let (config, name) = match &a.config {
         Some(c) => {
             let path = crate::config::resolve_config_path(c)?;
@@ -166,7 +169,7 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
 pub(super) fn run_bench(a: BenchArgs) -> Result<()> {
     let launch = crate::dist::env::from_env()?;
     let device = match &launch {
-        Some(l) => super::dist::launched_device(&a.device.device, a.device.resolve()?, l)?,
+        Some(l) => super::dist::launched_device(&a.device.device, a.device.resolve()?, None, l)?,
         None => a.device.resolve()?,
     };
     let nproc = a.nproc.filter(|n| *n > 1);

@@ -36,40 +36,64 @@ pub fn parse_device_list(list: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-/// The devices a training's processes on this node use, as one label: `cpu`, `cuda:1`, or
-/// `cuda:2,cuda:3` for two processes on `cuda:LOCAL_RANK` under `CUDA_VISIBLE_DEVICES=2,3`
-/// (GPUs named as the machine numbers them, so the queue counts each against its slots).
-pub fn label(device: Device, local_processes: usize) -> String {
-    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    label_under(device, local_processes, visible.as_deref())
+/// The GPUs of a `--device` list (`cuda:1,cuda:3`: a training in several processes,
+/// process k on the k-th), by syntax alone: each `cuda:N`, none twice. `None` for one
+/// device.
+pub fn gpu_ordinals(spec: &str) -> Result<Option<Vec<usize>>> {
+    if !spec.contains(',') {
+        return Ok(None);
+    }
+    let mut gpus = Vec::new();
+    for e in spec.split(',').map(str::trim) {
+        let Some(Ok(i)) = e.strip_prefix("cuda:").map(str::parse::<usize>) else {
+            bail!("`{e}` in `{spec}`: a list of devices names GPUs, cuda:N each (one per process)");
+        };
+        if gpus.contains(&i) {
+            bail!("`{spec}` names cuda:{i} twice: one process per GPU");
+        }
+        gpus.push(i);
+    }
+    Ok(Some(gpus))
 }
 
-/// [`label`] under a given `CUDA_VISIBLE_DEVICES`.
-pub fn label_under(device: Device, local_processes: usize, visible: Option<&str>) -> String {
-    let Device::Cuda(first) = device else {
-        return super::name(device);
-    };
-    let listed: Option<Vec<&str>> = visible
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| v.split(',').map(str::trim).collect());
-    let ordinals: Vec<usize> = if local_processes > 1 {
-        (0..local_processes).collect()
-    } else {
-        vec![first]
-    };
-    ordinals
-        .iter()
-        .map(|&i| match listed.as_ref().and_then(|l| l.get(i)) {
-            Some(n) if n.parse::<usize>().is_ok() => format!("cuda:{n}"),
-            _ => format!("cuda:{i}"),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+/// [`gpu_ordinals`], each GPU one this machine has.
+pub fn parse_gpu_list(spec: &str) -> Result<Option<Vec<usize>>> {
+    let gpus = gpu_ordinals(spec)?;
+    for &i in gpus.iter().flatten() {
+        super::parse_device(&format!("cuda:{i}")).with_context(|| format!("`{spec}`"))?;
+    }
+    Ok(gpus)
 }
 
-/// This training's [`label`]: its device, or the GPUs of its processes on this node.
+/// The devices a training's processes on this node use, as one label: `cpu`, `cuda:1`, the
+/// GPUs of a `--device` list (`cuda:1,cuda:3`), or `cuda:0..` for `local_processes` on
+/// `cuda:LOCAL_RANK`. The queue counts a training against each.
+pub fn processes_label(device: Device, gpus: Option<&[usize]>, local_processes: usize) -> String {
+    let cudas = |it: &mut dyn Iterator<Item = usize>| {
+        it.map(|i| format!("cuda:{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match (device, gpus) {
+        (Device::Cuda(_), Some(g)) => cudas(&mut g.iter().copied()),
+        (Device::Cuda(_), None) if local_processes > 1 => cudas(&mut (0..local_processes)),
+        _ => super::name(device),
+    }
+}
+
+static TRAINING_LABEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records this process's training label (once, before it trains).
+pub fn set_training_label(label: String) {
+    let _ = TRAINING_LABEL.set(label);
+}
+
+/// This process's training label ([`set_training_label`]), else its device's name.
 pub fn training_label(device: Device) -> String {
-    label(device, local_processes())
+    TRAINING_LABEL
+        .get()
+        .cloned()
+        .unwrap_or_else(|| super::name(device))
 }
 
 /// The processes of this training on this node (`LOCAL_WORLD_SIZE`, which `train --nproc`
@@ -92,19 +116,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_label_names_every_gpu_of_the_training_as_the_machine_numbers_them() {
-        assert_eq!(label_under(Device::Cpu, 4, Some("2,3")), "cpu");
-        assert_eq!(label_under(Device::Cuda(1), 1, None), "cuda:1");
-        assert_eq!(label_under(Device::Cuda(0), 1, Some("5,6")), "cuda:5");
+    fn a_label_names_every_gpu_of_the_training() {
+        assert_eq!(processes_label(Device::Cpu, None, 4), "cpu");
+        assert_eq!(processes_label(Device::Cuda(1), None, 1), "cuda:1");
         assert_eq!(
-            label_under(Device::Cuda(0), 2, Some("2, 3")),
-            "cuda:2,cuda:3"
+            processes_label(Device::Cuda(1), Some(&[1, 3]), 2),
+            "cuda:1,cuda:3"
         );
-        assert_eq!(label_under(Device::Cuda(0), 2, None), "cuda:0,cuda:1");
-        // UUIDs are not ordinals: the process's own numbering stands.
-        assert_eq!(label_under(Device::Cuda(0), 1, Some("GPU-8f1c")), "cuda:0");
+        assert_eq!(processes_label(Device::Cuda(0), None, 2), "cuda:0,cuda:1");
         let all: Vec<&str> = devices_of("cuda:2,cuda:3").collect();
         assert_eq!(all, ["cuda:2", "cuda:3"]);
+        assert_eq!(gpu_ordinals("cuda:1").unwrap(), None);
+        assert_eq!(gpu_ordinals("cuda:1, cuda:3").unwrap(), Some(vec![1, 3]));
+        for (bad, says) in [
+            ("cpu,cuda:0", "`cpu` in `cpu,cuda:0`"),
+            ("cuda:1,cuda:1", "names cuda:1 twice"),
+            ("cuda:1,", "`` in `cuda:1,`"),
+        ] {
+            let e = gpu_ordinals(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        if crate::device::cuda_device_count() == 0 {
+            let e = format!("{:#}", parse_gpu_list("cuda:0,cuda:1").unwrap_err());
+            assert!(e.contains("CUDA is not available"), "{e}");
+        }
     }
 
     #[test]

@@ -144,7 +144,13 @@ impl ProcessGroup {
                     )
                 }
             }
-            Backend::Nccl => super::nccl::group(store, l, ms, &mut err),
+            Backend::Nccl => {
+                let gpu = match device {
+                    Device::Cuda(i) => i,
+                    _ => l.local_rank,
+                };
+                super::nccl::group(store, l, gpu, ms, &mut err)
+            }
         };
         if group.is_null() {
             // SAFETY: the store handle was made above and is not used after this.

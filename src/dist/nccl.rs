@@ -51,9 +51,15 @@ fn load() -> Result<NcclBackend, String> {
         .clone()
 }
 
-/// An NCCL group of `l` on CUDA device `LOCAL_RANK`, over `store`; null with `err` set on
-/// failure.
-pub(super) fn group(store: *mut c_void, l: &Launch, timeout_ms: i64, err: &mut Err) -> *mut c_void {
+/// An NCCL group of `l` on CUDA device `gpu` (`cuda:LOCAL_RANK`, or the process's GPU of a
+/// `--device` list), over `store`; null with `err` set on failure.
+pub(super) fn group(
+    store: *mut c_void,
+    l: &Launch,
+    gpu: usize,
+    timeout_ms: i64,
+    err: &mut Err,
+) -> *mut c_void {
     let f = match load() {
         Ok(f) => f,
         Err(e) => {
@@ -67,7 +73,7 @@ pub(super) fn group(store: *mut c_void, l: &Launch, timeout_ms: i64, err: &mut E
             store,
             l.rank as i32,
             l.world as i32,
-            l.local_rank as i32,
+            gpu as i32,
             timeout_ms,
             err.ptr(),
             err.len(),

@@ -161,7 +161,6 @@ fn train_arm(o: &HealOptions, run: &str, config: &Path) -> Result<()> {
         device: o.device.clone(),
         checkpoint_dir: o.runs_root.clone(),
         nproc: None,
-        gpus: None,
     };
     let log = o.out.join("logs").join(format!("{run}.log"));
     crate::jobs::run_training(&req, run, &log, "heal")

@@ -17,9 +17,6 @@ pub struct TrainRequest {
     pub checkpoint_dir: Option<PathBuf>,
     /// Processes to train in (`--nproc`); one when `None`.
     pub nproc: Option<usize>,
-    /// The GPUs (this process's CUDA ordinals) the child may see, when narrowed: its
-    /// `CUDA_VISIBLE_DEVICES`, so process k of `--nproc` takes the k-th of them.
-    pub gpus: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,8 +58,7 @@ impl TrainRequest {
 
     /// The environment the child needs beyond the parent's.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self
-            .checkpoint_dir
+        self.checkpoint_dir
             .iter()
             .map(|d| {
                 (
@@ -70,34 +66,8 @@ impl TrainRequest {
                     d.display().to_string(),
                 )
             })
-            .collect();
-        if let Some(g) = &self.gpus {
-            let parent = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-            env.push((
-                "CUDA_VISIBLE_DEVICES".into(),
-                visible_devices(g, parent.as_deref()),
-            ));
-        }
-        env
+            .collect()
     }
-}
-
-/// `CUDA_VISIBLE_DEVICES` for a child that should see `gpus` (ordinals as this process
-/// numbers them): under a parent's own list, its entries at those places.
-pub fn visible_devices(gpus: &[usize], parent: Option<&str>) -> String {
-    let listed: Option<Vec<&str>> = parent
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| p.split(',').map(str::trim).collect());
-    gpus.iter()
-        .map(|&g| match &listed {
-            Some(l) => l
-                .get(g)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| g.to_string()),
-            None => g.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Which stack: its spec, and the spec file it came from when there is one (`--spec`: the
@@ -454,22 +424,6 @@ mod tests {
     }
 
     #[test]
-    fn a_child_sees_the_gpus_it_is_given_through_the_parents_own_list() {
-        assert_eq!(visible_devices(&[1, 3], None), "1,3");
-        assert_eq!(visible_devices(&[1, 3], Some("4,5,6,7")), "5,7");
-        assert_eq!(visible_devices(&[0], Some("")), "0");
-        let req = TrainRequest {
-            start: TrainStart::Resume(PathBuf::from("/r")),
-            stop_after: None,
-            device: "cuda".into(),
-            checkpoint_dir: None,
-            nproc: Some(2),
-            gpus: Some(vec![0, 1]),
-        };
-        assert!(req.env().iter().any(|(k, _)| k == "CUDA_VISIBLE_DEVICES"));
-    }
-
-    #[test]
     fn train_requests_round_trip_through_the_parser() {
         let reqs = [
             TrainRequest {
@@ -482,7 +436,13 @@ mod tests {
                 device: "cpu".into(),
                 checkpoint_dir: Some(PathBuf::from("/tmp/ck")),
                 nproc: Some(2),
-                gpus: None,
+            },
+            TrainRequest {
+                start: TrainStart::Resume(PathBuf::from("/ck/wide")),
+                stop_after: None,
+                device: "cuda:1,cuda:3".into(),
+                checkpoint_dir: None,
+                nproc: Some(2),
             },
             TrainRequest {
                 start: TrainStart::New {
@@ -494,7 +454,6 @@ mod tests {
                 device: "cuda:0".into(),
                 checkpoint_dir: None,
                 nproc: None,
-                gpus: None,
             },
             TrainRequest {
                 start: TrainStart::Resume(PathBuf::from("/ck/run a")),
@@ -502,7 +461,6 @@ mod tests {
                 device: "auto".into(),
                 checkpoint_dir: None,
                 nproc: None,
-                gpus: None,
             },
         ];
         for req in reqs {

@@ -96,8 +96,8 @@ fn count(busy: &mut HashMap<String, usize>, label: &str) {
 /// devices, or any.
 fn wants(q: &QueuedRun, label: &str) -> bool {
     q.device == ANY_DEVICE
-        || q.device == "cuda" && label.starts_with("cuda")
-        || crate::device::slots::devices_of(label).any(|d| d == q.device)
+        || crate::device::slots::devices_of(&q.device)
+            .any(|d| crate::device::slots::devices_of(label).any(|l| l == d))
 }
 
 /// Trainings per device: running runs (by their status, the process checked, or by the
@@ -151,17 +151,12 @@ pub fn spawn_request(root: &Path, exe: &Path, q: &QueuedRun) -> Result<Child> {
     Ok(child)
 }
 
-/// Takes and starts every queued request (for `device` or any device, or every request) that
-/// has a free slot (`cap.max_per_device` trainings per device; a request for any device
-/// goes to the least busy of `cap.devices`), under the queue's lock: what another lab or an
-/// ending training started counts against the same slots. A resume of a run that a
+/// Takes and starts every queued request that has a free slot (`cap.max_per_device`
+/// trainings per device; a request for any device goes to the least busy of `cap.devices`,
+/// one in several processes to as many free GPUs), under the queue's lock: what another lab
+/// or an ending training started counts against the same slots. A resume of a run that a
 /// training holds waits in the queue until it is free.
-pub fn start_ready(
-    root: &Path,
-    exe: &Path,
-    cap: &Capacity,
-    device: Option<&str>,
-) -> Vec<(QueuedRun, Result<Child>)> {
+pub fn start_ready(root: &Path, exe: &Path, cap: &Capacity) -> Vec<(QueuedRun, Result<Child>)> {
     let queue = Queue::new(root);
     if !queue.dir.is_dir() {
         return Vec::new();
@@ -179,7 +174,6 @@ pub fn start_ready(
     let waiting: Vec<QueuedRun> = queue
         .list()
         .into_iter()
-        .filter(|q| device.is_none_or(|d| wants(q, d)))
         .filter(|q| q.request != Request::Resume || lock::training(&root.join(&q.name)).is_none())
         .collect();
     if waiting.is_empty() {
@@ -187,17 +181,7 @@ pub fn start_ready(
     }
     clear_stale(root);
     let mut started = Vec::new();
-    // After a training on `device` ends, a request for any device may take its slot.
-    let cap = match device {
-        Some(d) => Capacity {
-            devices: crate::device::slots::devices_of(d)
-                .map(String::from)
-                .collect(),
-            ..cap.clone()
-        },
-        None => cap.clone(),
-    };
-    for q in queue::ready(&waiting, &busy(root), &cap) {
+    for q in queue::ready(&waiting, &busy(root), cap) {
         let Some(claim) = queue.claim(&q) else {
             continue;
         };
@@ -215,8 +199,10 @@ pub fn after_training(device: &str) {
     start_next(&crate::paths::checkpoint_dir(), device);
 }
 
-/// Starts the queued requests for `device` that have a free slot under the checkpoint dir
-/// `root` (after a training ended or was killed), saying what it started on stderr (a
+/// After a training on `device` (a label: `cuda:1,cuda:3` for one in two processes) ended
+/// or was killed, starts what the queue holds that now fits under the checkpoint dir `root`:
+/// when a request names one of its devices, or any device, every request that fits (a
+/// request in several processes may need GPUs other trainings freed before), saying what it started on stderr (a
 /// closed stderr is ignored).
 pub fn start_next(root: &Path, device: &str) {
     let root = root.to_path_buf();
@@ -248,7 +234,7 @@ pub fn start_next(root: &Path, device: &str) {
             return;
         }
     };
-    for (q, child) in start_ready(&root, &exe, &cap, Some(device)) {
+    for (q, child) in start_ready(&root, &exe, &cap) {
         match child {
             Ok(c) => say(format!(
                 "started queued run {} (pid {}; output in {})",
@@ -292,14 +278,14 @@ mod tests {
         std::fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut started = start_ready(root, &exe, &cpu_cap(1), Some("cpu"));
+        let mut started = start_ready(root, &exe, &cpu_cap(1));
         assert_eq!(started.len(), 1);
         assert_eq!(started[0].0.name, "a");
         let mut child = started.pop().unwrap().1.unwrap();
         assert_eq!(starting(root).len(), 1);
         assert_eq!(busy(root).get("cpu"), Some(&1));
         // Still starting: b waits, whoever looks.
-        assert!(start_ready(root, &exe, &cpu_cap(1), None).is_empty());
+        assert!(start_ready(root, &exe, &cpu_cap(1)).is_empty());
         assert_eq!(queue.list().len(), 1);
         // Once a's training writes its own status, the status tells.
         let run = RunDir::new(root.join("a"));
@@ -319,7 +305,7 @@ mod tests {
         assert!(starting(root).is_empty());
         let _ = child.kill();
         let _ = child.wait();
-        let mut next = start_ready(root, &exe, &cpu_cap(1), Some("cpu"));
+        let mut next = start_ready(root, &exe, &cpu_cap(1));
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].0.name, "b");
         // It took the freed cpu slot, and is counted there while it starts.
@@ -370,7 +356,7 @@ mod tests {
                     let (root, exe, barrier) = (root.clone(), exe.clone(), barrier.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
-                        start_ready(&root, &exe, &cpu_cap(1), None)
+                        start_ready(&root, &exe, &cpu_cap(1))
                     })
                 })
                 .collect();
@@ -404,11 +390,11 @@ mod tests {
         std::fs::create_dir_all(&run).unwrap();
         let lock = lock::acquire(&run, lock::TRAIN, Some("cuda:0")).unwrap();
         let exe = sleeper(root);
-        assert!(start_ready(root, &exe, &cpu_cap(2), None).is_empty());
+        assert!(start_ready(root, &exe, &cpu_cap(2)).is_empty());
         assert_eq!(queue.list().len(), 1);
         assert_eq!(busy(root).get("cuda:0"), Some(&1), "the holder counts");
         drop(lock);
-        let mut started = start_ready(root, &exe, &cpu_cap(2), None);
+        let mut started = start_ready(root, &exe, &cpu_cap(2));
         assert_eq!(started.len(), 1);
         let mut c = started.pop().unwrap().1.unwrap();
         let _ = c.kill();
@@ -416,8 +402,9 @@ mod tests {
     }
 
     /// A training in two processes counts against both its GPUs; when it ends, a queued
-    /// two-process request for any device takes the two GPUs it freed, and its child sees
-    /// just those.
+    /// two-process request for any device takes the two GPUs it freed, its child trains on
+    /// just those, and a request waiting for GPUs two trainings free starts when the second
+    /// ends.
     #[test]
     fn a_training_on_two_gpus_holds_both_and_hands_both_on() {
         let dir = tempfile::tempdir().unwrap();
@@ -441,12 +428,26 @@ mod tests {
         };
         run.write_status(&status(RunState::Running, sleeping.id()))
             .unwrap();
+        // Another training holds cuda:0 throughout.
+        let mut other_proc = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let other = RunDir::new(root.join("other"));
+        std::fs::create_dir_all(&other.path).unwrap();
+        other
+            .write_status(&RunStatus {
+                device: Some("cuda:0".into()),
+                world_size: None,
+                ..status(RunState::Running, other_proc.id())
+            })
+            .unwrap();
         let counts = busy(root);
         assert_eq!(
             (counts.get("cuda:1"), counts.get("cuda:2")),
             (Some(&1), Some(&1))
         );
-        assert_eq!(counts.get("cuda:0"), None);
+        assert_eq!(counts.get("cuda:0"), Some(&1));
 
         let queue = Queue::new(root);
         queue
@@ -460,7 +461,7 @@ mod tests {
         std::fs::write(
             &exe,
             format!(
-                "#!/bin/sh\necho \"$CUDA_VISIBLE_DEVICES $*\" > {}\nexec sleep 30\n",
+                "#!/bin/sh\necho \"$*\" > {}\nexec sleep 30\n",
                 seen.display()
             ),
         )
@@ -471,13 +472,13 @@ mod tests {
             devices: ["cuda:0", "cuda:1", "cuda:2"].map(String::from).to_vec(),
             max_per_device: 1,
         };
-        // While it runs, only cuda:0 is free: the two-process request waits.
-        assert!(start_ready(root, &exe, &cap, None).is_empty());
+        // While both run, no GPU is free: the two-process request waits.
+        assert!(start_ready(root, &exe, &cap).is_empty());
         let _ = sleeping.kill();
         let _ = sleeping.wait();
         run.write_status(&status(RunState::Done, sleeping.id()))
             .unwrap();
-        let mut started = start_ready(root, &exe, &cap, Some("cuda:1,cuda:2"));
+        let mut started = start_ready(root, &exe, &cap);
         assert_eq!(started.len(), 1);
         assert_eq!(started[0].0.device, "cuda:1,cuda:2");
         let counts = busy(root);
@@ -496,10 +497,9 @@ mod tests {
         };
         let _ = child.kill();
         let _ = child.wait();
-        let parent = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-        let want = crate::jobs::request::visible_devices(&[1, 2], parent.as_deref());
-        assert!(line.starts_with(&format!("{want} ")), "{line}");
+        let _ = other_proc.kill();
+        let _ = other_proc.wait();
+        assert!(line.contains("--device cuda:1,cuda:2"), "{line}");
         assert!(line.contains("--nproc 2"), "{line}");
-        assert!(line.contains("--device cuda"), "{line}");
     }
 }

@@ -63,13 +63,6 @@ impl QueuedRun {
 
     /// The `train` request that runs this queued one under the checkpoint dir `root`.
     pub fn train_request(&self, root: &Path) -> TrainRequest {
-        // Several GPUs (`cuda:1,cuda:3`, as `ready` places a training in several processes):
-        // the child sees those, one per process.
-        let gpus: Option<Vec<usize>> = self.device.contains(',').then(|| {
-            crate::device::slots::devices_of(&self.device)
-                .filter_map(|d| d.strip_prefix("cuda:")?.parse().ok())
-                .collect()
-        });
         TrainRequest {
             start: match &self.request {
                 Request::New { config, sets } => TrainStart::New {
@@ -80,14 +73,9 @@ impl QueuedRun {
                 Request::Resume => TrainStart::Resume(root.join(&self.name)),
             },
             stop_after: None,
-            device: if gpus.is_some() {
-                "cuda".into()
-            } else {
-                self.device.clone()
-            },
+            device: self.device.clone(),
             checkpoint_dir: None,
             nproc: self.nproc,
-            gpus,
         }
     }
 
@@ -212,8 +200,9 @@ impl Capacity {
 /// `max_per_device` trainings running (`running` counts trainings per device, including the
 /// ones picked here). A request for any device gets the least busy of `cap.devices` that
 /// has a slot (the first listed among equals); one in several processes (`nproc`) for any
-/// device or `cuda` takes as many distinct GPUs at once. The request returned names its
-/// device, or its GPUs as `cuda:1,cuda:3`.
+/// device takes as many distinct GPUs at once. The request returned names its device, or
+/// its GPUs as `cuda:1,cuda:3` (`train --device cuda:1,cuda:3 --nproc 2`: process k on the
+/// k-th).
 pub fn ready(
     queue: &[QueuedRun],
     running: &std::collections::HashMap<String, usize>,
@@ -247,8 +236,7 @@ fn placement(
 ) -> Option<Vec<String>> {
     let load = |d: &str| busy.get(d).copied().unwrap_or(0);
     let width = q.nproc.unwrap_or(1);
-    let on_gpus = (q.device == ANY_DEVICE || q.device == "cuda")
-        && cap.devices.iter().any(|d| d.starts_with("cuda:"));
+    let on_gpus = q.device == ANY_DEVICE && cap.devices.iter().any(|d| d.starts_with("cuda:"));
     if width > 1 && on_gpus {
         let mut gpus: Vec<&str> = Vec::new();
         for d in cap.devices.iter().filter(|d| d.starts_with("cuda:")) {
@@ -419,7 +407,7 @@ mod tests {
     }
 
     /// A training in two processes takes two distinct free GPUs at once and waits while
-    /// fewer are free; its child sees just those GPUs, one per process.
+    /// fewer are free; its child trains on just those GPUs, one per process.
     #[test]
     fn a_request_in_two_processes_takes_two_free_gpus() {
         let wide = |n: &str, device: &str| QueuedRun {
@@ -434,7 +422,7 @@ mod tests {
         running.insert("cuda:1".to_string(), 1);
         let queue = vec![
             wide("w", ANY_DEVICE),
-            wide("x", "cuda"),
+            wide("x", ANY_DEVICE),
             QueuedRun::new("one", ANY_DEVICE, Request::Resume),
         ];
         let got: Vec<String> = ready(&queue, &running, &cap)
@@ -444,8 +432,7 @@ mod tests {
         // w takes the two free GPUs; x finds none left and waits; so does the one-GPU run.
         assert_eq!(got, ["w@cuda:0,cuda:2"]);
         let req = ready(&queue, &running, &cap)[0].train_request(Path::new("/ck"));
-        assert_eq!(req.device, "cuda");
-        assert_eq!(req.gpus, Some(vec![0, 2]));
+        assert_eq!(req.device, "cuda:0,cuda:2");
         assert_eq!(req.nproc, Some(2));
         // With cuda:1 busy and only two GPUs listed, a two-process run cannot start.
         let small = Capacity {
@@ -460,7 +447,7 @@ mod tests {
         };
         let got = ready(&queue[..1], &HashMap::new(), &cpu);
         assert_eq!(got[0].device, "cpu");
-        assert_eq!(got[0].train_request(Path::new("/ck")).gpus, None);
+        assert_eq!(got[0].train_request(Path::new("/ck")).nproc, Some(2));
     }
 
     #[test]

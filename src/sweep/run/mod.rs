@@ -29,22 +29,15 @@ pub mod schedule;
 /// A row per finished job: which device slot ran it, when, and how it ended.
 pub const JOBS: &str = "jobs.jsonl";
 
-/// The device a training in `slots` gets, its process count and the GPUs it sees: one
-/// slot is that device; several CPU slots are `cpu` in that many processes; several GPUs
-/// are `cuda` with `CUDA_VISIBLE_DEVICES` narrowed to them (each process takes
-/// `cuda:LOCAL_RANK` of those).
-fn placement(slots: &[String]) -> (String, Option<usize>, Option<Vec<usize>>) {
-    if slots.len() <= 1 {
-        return (slots.first().cloned().unwrap_or_default(), None, None);
-    }
-    let gpus: Vec<usize> = slots
-        .iter()
-        .filter_map(|s| s.strip_prefix("cuda:")?.parse().ok())
-        .collect();
-    if gpus.len() == slots.len() {
-        ("cuda".into(), Some(slots.len()), Some(gpus))
-    } else {
-        ("cpu".into(), Some(slots.len()), None)
+/// The device a training in `slots` gets and its process count: one slot is that device;
+/// several CPU slots are `cpu` in that many processes; several GPUs are `cuda:0,cuda:2`
+/// (process k trains on the k-th).
+fn placement(slots: &[String]) -> (String, Option<usize>) {
+    match slots {
+        [] => ("cpu".into(), None),
+        [one] => (one.clone(), None),
+        _ if slots.iter().all(|s| s == "cpu") => ("cpu".into(), Some(slots.len())),
+        _ => (slots.join(","), Some(slots.len())),
     }
 }
 
@@ -62,7 +55,7 @@ fn train_run(r: &PlannedRun, out: &Path, slots: &[String]) -> Result<()> {
         RunAction::Resume => TrainStart::Resume(r.dir.clone()),
         RunAction::Reuse => return Ok(()),
     };
-    let (device, nproc, gpus) = placement(slots);
+    let (device, nproc) = placement(slots);
     let req = TrainRequest {
         start,
         stop_after: None,
@@ -74,7 +67,6 @@ fn train_run(r: &PlannedRun, out: &Path, slots: &[String]) -> Result<()> {
                 .to_path_buf(),
         ),
         nproc,
-        gpus,
     };
     let log = out.join("logs").join(format!("{}.log", r.name));
     crate::jobs::run_training(&req, &r.name, &log, "sweep")
@@ -218,6 +210,12 @@ fn do_work(w: &Work, plan: &Plan, cfg: &SweepConfig, slots: &[String]) -> Result
     }
 }
 
+/// Refuses, before anything starts (a dry run too), a plan that cannot run on `devices`:
+/// a training in more processes than the slots can hold at once.
+pub fn check_slots(plan: &Plan, cfg: &SweepConfig, devices: &[String]) -> Result<()> {
+    schedule::check(&job_graph(plan, cfg).0, devices)
+}
+
 /// Trains what is missing, evaluates what is not in `results.csv` and heals what `[heal]`
 /// asks for, on the device slots `devices` (one job per slot at a time, dependencies
 /// first), then writes the tables.
@@ -241,4 +239,20 @@ pub fn execute(plan: &Plan, cfg: &SweepConfig, devices: &[String]) -> Result<Str
         heal::write_rows(&plan.heals, cfg, &plan.out)?;
     }
     write_tables(&plan.out.join(RESULTS), &plan.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placement;
+
+    #[test]
+    fn a_training_on_several_slots_is_one_device_list_in_that_many_processes() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(placement(&s(&["cuda:1"])), ("cuda:1".into(), None));
+        assert_eq!(placement(&s(&["cpu", "cpu"])), ("cpu".into(), Some(2)));
+        assert_eq!(
+            placement(&s(&["cuda:0", "cuda:2"])),
+            ("cuda:0,cuda:2".into(), Some(2))
+        );
+    }
 }

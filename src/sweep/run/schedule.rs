@@ -100,7 +100,7 @@ fn guarded(f: impl FnOnce() -> Result<String>) -> Result<String> {
 
 /// Refuses a plan that cannot run on `slots`: no slot, a dependency on itself or on no
 /// job, or a job wider than the slots can ever hold.
-fn check(jobs: &[Job], slots: &[String]) -> Result<()> {
+pub fn check(jobs: &[Job], slots: &[String]) -> Result<()> {
     if slots.is_empty() {
         bail!("no device to run the sweep on");
     }
@@ -349,6 +349,50 @@ mod tests {
         too_wide.width = 3;
         let e = run(&[too_wide], &slots(2), |_, _| Ok(String::new()), |_| {}).unwrap_err();
         assert!(e.to_string().contains("needs 3 device slots"), "{e}");
+    }
+
+    /// A wide job that is ready but does not fit lets a later one-slot job take the free
+    /// slot (a and b run together, which the barrier proves), and no slot is ever held
+    /// twice.
+    #[test]
+    fn one_slot_jobs_fill_in_while_a_wide_job_waits_and_no_slot_is_held_twice() {
+        let mut wide = job("w", &[]);
+        wide.width = 2;
+        let jobs = [job("a", &[]), wide, job("b", &[])];
+        let barrier = std::sync::Barrier::new(2);
+        let mut events = Vec::new();
+        run(
+            &jobs,
+            &slots(2),
+            |j, d| {
+                if j != 1 {
+                    barrier.wait();
+                }
+                Ok(d.join(","))
+            },
+            |e| events.push(e.clone()),
+        )
+        .unwrap();
+        let mut held = [None; 2];
+        let mut order = Vec::new();
+        for e in &events {
+            match e {
+                Event::Started { job, slots } => {
+                    order.push(*job);
+                    for &s in slots {
+                        assert_eq!(held[s], None, "slot {s} taken twice: {events:?}");
+                        held[s] = Some(*job);
+                    }
+                }
+                Event::Finished { job, slots, .. } => {
+                    for &s in slots {
+                        assert_eq!(held[s], Some(*job));
+                        held[s] = None;
+                    }
+                }
+            }
+        }
+        assert_eq!(order, [0, 2, 1]);
     }
 
     #[test]

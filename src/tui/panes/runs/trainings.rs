@@ -107,7 +107,7 @@ impl Trainings {
         if self.queued.is_empty() && self.queue.claimed().is_empty() {
             return false;
         }
-        let started = crate::runs::launch::start_ready(&self.root, &self.exe, cap, None);
+        let started = crate::runs::launch::start_ready(&self.root, &self.exe, cap);
         let changed = !started.is_empty();
         for (q, child) in started {
             self.queued.retain(|x| x.name != q.name);
