@@ -64,7 +64,7 @@ impl FakeSource {
     }
 
     fn gpu(&self, i: usize) -> GpuFigures {
-        let (k, i64_) = (self.tick, i as u64);
+        let (k, gi) = (self.tick, i as u64);
         let processes: Vec<GpuProcess> = self
             .processes
             .iter()
@@ -77,16 +77,16 @@ impl FakeSource {
             .collect();
         // 12.1 GiB on GPU 0, 8 GiB more on each next one (wrapping under the total), with
         // 1 GiB of wobble from sample to sample.
-        let base = (121 * (1u64 << 30) / 10 + (i64_ * 8 << 30)) % (MEMORY_TOTAL - (4 << 30));
-        let used = base + ((k + i64_) % 3 << 30) + processes.len() as u64 * PROCESS_MEMORY / 4;
+        let base = (121 * (1u64 << 30) / 10 + ((gi * 8) << 30)) % (MEMORY_TOTAL - (4 << 30));
+        let used = base + (((k + gi) % 3) << 30) + processes.len() as u64 * PROCESS_MEMORY / 4;
         GpuFigures {
             index: i as u32,
             name: "Fake GPU 80GB".into(),
             bus_id: Some(format!("00000000:{:02X}:00.0", 0x18 + i * 0x10)),
-            utilization_percent: Some(((37 + 13 * i64_ + 7 * k) % 101) as u32),
+            utilization_percent: Some(((37 + 13 * gi + 7 * k) % 101) as u32),
             memory_used_bytes: Some(used.min(MEMORY_TOTAL)),
             memory_total_bytes: Some(MEMORY_TOTAL),
-            temperature_c: Some((45 + 2 * i64_ + k % 5) as u32),
+            temperature_c: Some((45 + 2 * gi + k % 5) as u32),
             power_w: Some(310.0 + 20.0 * i as f64 + (k % 4) as f64 * 5.0),
             power_limit_w: Some(POWER_LIMIT_W),
             processes,

@@ -235,7 +235,7 @@ mod tests {
             std::fs::write(ck.join("model.safetensors"), vec![1u8; bytes]).unwrap();
         }
         let largest = largest_checkpoint(root).unwrap();
-        assert!(largest >= 300_000 && largest < 400_000, "{largest}");
+        assert!((300_000..400_000).contains(&largest), "{largest}");
         assert_eq!(largest_checkpoint(&root.join("none")), None);
         let (free, total) = free_space(root).unwrap();
         assert!(free <= total && total > 0);
