@@ -4,6 +4,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::device::{self, CudaLibrary};
+use crate::system::{GpuFigures, HostFigures};
+use crate::tui::panes::system::figures;
 
 #[derive(Debug, Serialize)]
 pub struct GpuReport {
@@ -36,10 +38,19 @@ pub struct DoctorReport {
     pub dist_backends: Vec<String>,
     /// How the build found (or did not find) each backend's headers.
     pub dist_build: Vec<String>,
+    /// What the GPU figures come from (NVML and the driver's version, or the fake source).
+    pub gpu_source: String,
+    /// Every GPU of the machine now, as the lab's System pane shows them (NVML's numbering).
+    pub gpu_figures: Vec<GpuFigures>,
+    /// Why there are no GPU figures, when there are none.
+    pub no_gpu_figures: Option<String>,
+    /// CPU load, memory and the free space of the checkpoint and data folders.
+    pub host: HostFigures,
 }
 
 pub fn report() -> DoctorReport {
     let rt = device::init();
+    let (sample, gpu_source) = crate::system::sample_once(&crate::system::Folders::of_this_lab());
     let cuda_count = device::cuda_device_count();
     let gpus = (0..cuda_count)
         .map(|i| {
@@ -98,7 +109,41 @@ pub fn report() -> DoctorReport {
             crate::dist::gloo_build().to_string(),
             crate::dist::nccl_build().to_string(),
         ],
+        gpu_source,
+        no_gpu_figures: sample.gpus.as_ref().err().map(ToString::to_string),
+        gpu_figures: sample.gpus.unwrap_or_default(),
+        host: sample.host,
     }
+}
+
+/// The GPUs' and the host's figures, labelled as the System pane labels them.
+fn machine_rows(r: &DoctorReport) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    match &r.no_gpu_figures {
+        Some(why) => rows.push(("GPU figures", format!("none: {why}"))),
+        None => rows.push(("GPU figures", r.gpu_source.clone())),
+    }
+    for g in &r.gpu_figures {
+        let mut figs = figures::gpu_figures(g, false, false);
+        figs.push(figures::Figure::new(
+            "processes",
+            g.processes.len().to_string(),
+        ));
+        figs.extend(g.processes.iter().map(figures::process_figure));
+        let text = format!("{} {}: {}", g.index, g.name, figures::plain(&figs));
+        rows.push(("GPU", text));
+    }
+    rows.push((
+        "host",
+        figures::plain(&figures::host_figures(&r.host, false)),
+    ));
+    for d in &r.host.disks {
+        rows.push(("disk", figures::plain(&figures::disk_figures(d))));
+        if let Some(w) = &d.warning {
+            rows.push(("disk warning", format!("{}: {w}", d.label)));
+        }
+    }
+    rows
 }
 
 pub fn run(json: bool) -> Result<()> {
@@ -167,6 +212,7 @@ pub fn run(json: bool) -> Result<()> {
         ("checkpoint dir", r.checkpoint_dir.clone()),
         ("embedded corpus", r.embedded_corpus.clone()),
     ]);
+    rows.extend(machine_rows(&r));
     for (k, v) in rows {
         println!("{k:<16} {v}");
     }

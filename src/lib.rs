@@ -23,5 +23,6 @@ pub mod progress;
 pub mod runs;
 pub mod stack;
 pub mod sweep;
+pub mod system;
 pub mod train;
 pub mod tui;

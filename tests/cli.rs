@@ -5,6 +5,65 @@ mod common;
 
 use common::Lab;
 
+/// `doctor` gives every GPU's figures as the System pane labels them, and the host's; with
+/// no GPU, one line says why.
+#[test]
+fn doctor_reports_gpu_and_host_figures() {
+    let lab = Lab::new();
+    let fake = |args: &[&str]| {
+        let out = lab
+            .cmd(args)
+            .env("STACKLAB_FAKE_GPUS", "2")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&fake(&["doctor", "--json"])).unwrap();
+    assert_eq!(json["gpu_source"], "fake: 2 GPUs (STACKLAB_FAKE_GPUS)");
+    let gpus = json["gpu_figures"].as_array().unwrap();
+    assert_eq!(gpus.len(), 2);
+    assert_eq!(gpus[0]["utilization_percent"], 37);
+    assert_eq!(gpus[1]["memory_total_bytes"].as_u64(), Some(80 << 30));
+    assert!(json["no_gpu_figures"].is_null());
+    let host = &json["host"];
+    assert!(host["memory_total_bytes"].as_u64().unwrap() > 0, "{host}");
+    assert!(host["cpu_cores"].as_u64().unwrap() >= 1, "{host}");
+    assert_eq!(host["disks"][0]["label"], "checkpoints");
+    assert_eq!(
+        host["disks"][0]["path"],
+        lab.checkpoints().display().to_string()
+    );
+    assert!(
+        host["disks"][1]["free_bytes"].as_u64().unwrap() > 0,
+        "{host}"
+    );
+    let text = fake(&["doctor"]);
+    for want in [
+        "GPU figures      fake: 2 GPUs",
+        "GPU              0 Fake GPU 80GB: util 37%, mem 12.1/80.0 GiB, temp 45°C, power 310/700 W, processes 0",
+        "host             CPU busy ",
+        "disk             checkpoints free ",
+    ] {
+        assert!(text.contains(want), "{want}:\n{text}");
+    }
+    let plain: serde_json::Value = serde_json::from_slice(
+        &lab.cmd(&["doctor", "--json"])
+            .env_remove("STACKLAB_FAKE_GPUS")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    match plain["no_gpu_figures"].as_str() {
+        Some(why) => {
+            assert!(!why.is_empty() && !why.contains('\n'), "{why}");
+            assert_eq!(plain["gpu_figures"], serde_json::json!([]));
+        }
+        None => assert!(!plain["gpu_figures"].as_array().unwrap().is_empty()),
+    }
+}
+
 #[test]
 fn doctor_reports_libtorch_devices_and_folders() {
     let lab = Lab::new();

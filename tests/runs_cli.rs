@@ -516,3 +516,62 @@ fn a_queued_run_starts_when_the_training_before_it_ends_without_a_lab() {
     // Neither is left marked as starting.
     assert!(stacklab::runs::launch::starting(&root).is_empty());
 }
+
+/// `runs --json` gives a running training's GPUs and device memory from the GPU processes
+/// that are its (eight fake GPUs, the training's pid on GPU 3 and another process on GPU
+/// 5), null for the other runs; and, without figures, says why.
+#[test]
+fn runs_json_gives_a_training_its_gpus_and_memory() {
+    let lab = Lab::new();
+    lab.write("micro.toml", &micro_config(6, ""));
+    lab.ok(&[
+        "train",
+        "--config",
+        "micro.toml",
+        "--name",
+        "done",
+        "--device",
+        "cpu",
+    ]);
+    let live = start_long(&lab, "live");
+    let json = |fake: Option<String>| -> serde_json::Value {
+        let mut c = lab.cmd(&["runs", "--json"]);
+        c.env_remove("STACKLAB_FAKE_GPUS");
+        if let Some(pids) = fake {
+            c.env("STACKLAB_FAKE_GPUS", "8")
+                .env("STACKLAB_FAKE_GPU_PIDS", pids);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let out = json(Some(format!("{}:3,1:5", live.0.id())));
+    assert_eq!(out["gpu_source"], "fake: 8 GPUs (STACKLAB_FAKE_GPUS)");
+    assert!(out["no_gpu_figures"].is_null(), "{out}");
+    let runs = out["runs"].as_array().unwrap().clone();
+    let l = run_of(&runs, "live");
+    assert_eq!(l["state"], "running");
+    assert_eq!(l["gpus"], serde_json::json!([3]), "{l}");
+    assert_eq!(
+        l["gpu_memory_bytes"].as_u64(),
+        Some(stacklab::system::fake::PROCESS_MEMORY)
+    );
+    let d = run_of(&runs, "done");
+    assert_eq!(d["gpus"], serde_json::json!([]), "{d}");
+    assert!(d["gpu_memory_bytes"].is_null(), "{d}");
+    // No GPUs: every run's GPU figures are null, and the reason is one line.
+    let out = json(None);
+    if let Some(why) = out["no_gpu_figures"].as_str() {
+        assert!(!why.is_empty() && !why.contains('\n'), "{why}");
+        let runs = out["runs"].as_array().unwrap().clone();
+        assert!(run_of(&runs, "live")["gpu_memory_bytes"].is_null());
+    }
+    let out = json(Some(String::new()))["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        run_of(&out, "live")["gpu_memory_bytes"].is_null(),
+        "no process, no figure"
+    );
+}

@@ -788,7 +788,7 @@ fn the_tab_bar_fits_five_panes_at_the_minimum_width() {
     use stacklab::tui::panes::builder::BuilderPane;
     use stacklab::tui::panes::checkpoints::CheckpointsPane;
     use stacklab::tui::panes::inspect::InspectPane;
-    use stacklab::tui::panes::overview::Overview;
+    use stacklab::tui::panes::system::SystemPane;
     let fx = Fixture::new();
     let exe = PathBuf::from("/nonexistent/stacklab");
     let panes: Vec<Box<dyn stacklab::tui::panes::Pane>> = vec![
@@ -807,7 +807,12 @@ fn the_tab_bar_fits_five_panes_at_the_minimum_width() {
             &fx.dir.path().join("figures"),
             Waker::none(),
         )),
-        Box::new(Overview::gather(tch::Device::Cpu, None)),
+        Box::new(SystemPane::new(
+            stacklab::system::sampler::Monitor::fixed(Default::default()),
+            "cpu".into(),
+            None,
+            vec![],
+        )),
     ];
     let mut app = App::new(panes, Theme::shipped_default(), "lab.log".into());
     let tabs = |app: &mut App, w: u16| screen(app, w, 24).lines().next().unwrap().to_string();
@@ -818,13 +823,13 @@ fn the_tab_bar_fits_five_panes_at_the_minimum_width() {
         "2 Checkpoints",
         "3 Stack",
         "4 Inspect",
-        "5 Overview",
+        "5 System",
     ] {
         assert!(wide.contains(want), "{want}: {wide}");
     }
     for active in 0..5 {
         let narrow = tabs(&mut app, 60);
-        let titles = ["Runs", "Checkpoints", "Stack", "Inspect", "Overview"];
+        let titles = ["Runs", "Checkpoints", "Stack", "Inspect", "System"];
         assert!(
             narrow.contains(&format!(" {} {} ", active + 1, titles[active])),
             "{narrow}"

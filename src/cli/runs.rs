@@ -55,11 +55,14 @@ fn root() -> std::path::PathBuf {
 
 pub fn run_runs(a: RunsArgs) -> Result<()> {
     let root = root();
-    let runs = listing::list(&root);
+    let (gpus, source) = crate::system::gpu_sample(&root);
+    let runs = listing::list(&root, gpus.as_deref().unwrap_or(&[]));
     if a.json {
         let out = serde_json::json!({
             "schema": listing::SCHEMA,
             "checkpoint_dir": root.display().to_string(),
+            "gpu_source": source,
+            "no_gpu_figures": gpus.as_ref().err().map(ToString::to_string),
             "runs": runs,
         });
         println!("{out}");

@@ -1,4 +1,5 @@
-//! GPU names and memory through NVML (the driver's management library), loaded at run time.
+//! The NVML device of a CUDA device, for its name and memory (NVML itself through
+//! `nvml-wrapper`, shared with the lab's System pane: [`crate::system::nvml`]).
 //!
 //! NVML numbers every GPU of the machine in PCI order; CUDA numbers only the visible ones
 //! (`CUDA_VISIBLE_DEVICES`), fastest first unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`. The two
@@ -6,7 +7,7 @@
 //! mapped to its NVML device by PCI address, which both report; where the CUDA runtime
 //! cannot say the address, nothing is reported rather than another GPU's figures.
 
-use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::ffi::c_int;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone)]
@@ -24,31 +25,6 @@ pub struct PciAddress {
     pub device: u32,
 }
 
-#[repr(C)]
-struct MemoryInfo {
-    total: u64,
-    free: u64,
-    used: u64,
-}
-
-/// `nvmlPciInfo_t` (the layout of `nvmlDeviceGetPciInfo_v3`).
-#[repr(C)]
-struct PciInfo {
-    bus_id_legacy: [c_char; 16],
-    domain: c_uint,
-    bus: c_uint,
-    device: c_uint,
-    pci_device_id: c_uint,
-    pci_sub_system_id: c_uint,
-    bus_id: [c_char; 32],
-}
-
-type Init = unsafe extern "C" fn() -> c_int;
-type Count = unsafe extern "C" fn(*mut c_uint) -> c_int;
-type HandleByIndex = unsafe extern "C" fn(c_uint, *mut *mut c_void) -> c_int;
-type Pci = unsafe extern "C" fn(*mut c_void, *mut PciInfo) -> c_int;
-type Name = unsafe extern "C" fn(*mut c_void, *mut c_char, c_uint) -> c_int;
-type Memory = unsafe extern "C" fn(*mut c_void, *mut MemoryInfo) -> c_int;
 /// `cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device)`.
 type CudaAttribute = unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_int;
 
@@ -56,20 +32,6 @@ type CudaAttribute = unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_int;
 const CUDA_ATTR_PCI_BUS: c_int = 33;
 const CUDA_ATTR_PCI_DEVICE: c_int = 34;
 const CUDA_ATTR_PCI_DOMAIN: c_int = 50;
-
-fn library() -> Option<&'static libloading::Library> {
-    static LIB: OnceLock<Option<libloading::Library>> = OnceLock::new();
-    LIB.get_or_init(|| {
-        // SAFETY: loading the NVIDIA management library runs no user-visible initialisers.
-        let lib = unsafe { libloading::Library::new("libnvidia-ml.so.1") }.ok()?;
-        let ok = {
-            let init: libloading::Symbol<Init> = unsafe { lib.get(b"nvmlInit_v2") }.ok()?;
-            unsafe { init() == 0 }
-        };
-        ok.then_some(lib)
-    })
-    .as_ref()
-}
 
 /// `cudaDeviceGetAttribute` of the CUDA runtime libtorch loaded (`super::init` loads
 /// libtorch_cuda globally, and the runtime with it), or of a runtime mapped in the process.
@@ -125,72 +87,28 @@ pub fn nvml_index_of(address: PciAddress, nvml_devices: &[PciAddress]) -> Option
     nvml_devices.iter().position(|d| *d == address)
 }
 
-/// Every NVML device's handle and PCI address, in NVML's order.
-fn nvml_devices(lib: &libloading::Library) -> Option<Vec<(*mut c_void, PciAddress)>> {
-    // SAFETY: the symbols have the NVML signatures declared above.
-    unsafe {
-        let count: libloading::Symbol<Count> = lib.get(b"nvmlDeviceGetCount_v2").ok()?;
-        let by_index: libloading::Symbol<HandleByIndex> =
-            lib.get(b"nvmlDeviceGetHandleByIndex_v2").ok()?;
-        let pci: libloading::Symbol<Pci> = lib.get(b"nvmlDeviceGetPciInfo_v3").ok()?;
-        let mut n: c_uint = 0;
-        if count(&mut n) != 0 {
-            return None;
-        }
-        let mut out = Vec::new();
-        for i in 0..n {
-            let mut handle = std::ptr::null_mut();
-            if by_index(i, &mut handle) != 0 {
-                return None;
-            }
-            let mut info: PciInfo = std::mem::zeroed();
-            if pci(handle, &mut info) != 0 {
-                return None;
-            }
-            out.push((
-                handle,
-                PciAddress {
-                    domain: info.domain,
-                    bus: info.bus,
-                    device: info.device,
-                },
-            ));
-        }
-        Some(out)
-    }
-}
-
 /// Name and memory of CUDA device `cuda_ordinal` (CUDA's numbering, under
 /// `CUDA_VISIBLE_DEVICES` too), found in NVML by its PCI address.
 pub fn gpu(cuda_ordinal: usize) -> Option<GpuInfo> {
-    let lib = library()?;
+    let devices = crate::system::nvml::devices().ok()?;
     let address = cuda_pci_address(cuda_ordinal)?;
-    let devices = nvml_devices(lib)?;
-    let addresses: Vec<PciAddress> = devices.iter().map(|(_, a)| *a).collect();
-    let handle = devices[nvml_index_of(address, &addresses)?].0;
-    // SAFETY: the symbols have the NVML signatures declared above; `handle` is NVML's.
-    unsafe {
-        let get_name: libloading::Symbol<Name> = lib.get(b"nvmlDeviceGetName").ok()?;
-        let get_memory: libloading::Symbol<Memory> = lib.get(b"nvmlDeviceGetMemoryInfo").ok()?;
-        let mut buf = [0 as c_char; 128];
-        if get_name(handle, buf.as_mut_ptr(), buf.len() as c_uint) != 0 {
-            return None;
-        }
-        let name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
-        let mut mem = MemoryInfo {
-            total: 0,
-            free: 0,
-            used: 0,
-        };
-        if get_memory(handle, &mut mem) != 0 {
-            return None;
-        }
-        Some(GpuInfo {
-            name,
-            memory_total: mem.total,
-            memory_used: mem.used,
+    let addresses: Vec<PciAddress> = devices
+        .iter()
+        .map(|d| {
+            d.pci_info().ok().map(|p| PciAddress {
+                domain: p.domain,
+                bus: p.bus,
+                device: p.device,
+            })
         })
-    }
+        .collect::<Option<_>>()?;
+    let d = &devices[nvml_index_of(address, &addresses)?];
+    let (used, total) = crate::system::nvml::memory_used_total(d)?;
+    Some(GpuInfo {
+        name: d.name().ok()?,
+        memory_total: total,
+        memory_used: used,
+    })
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
 //! Every run under a checkpoint dir in one line each, with the facts the lab's Runs pane
-//! shows (state, step / total, last losses, tokens/s, age, size on disk), from the same
-//! [`Registry`] and queue: `stacklab runs` prints them as a table or JSON.
+//! shows (state, step / total, last losses, tokens/s, age, size on disk, device and GPU
+//! memory), from the same [`Registry`], queue and GPU sample: `stacklab runs` prints them as
+//! a table or JSON.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::gpu_use::RunGpuUse;
 use super::launch::{self, Starting};
 use super::queue::{Queue, QueuedRun};
 use super::registry::{Phase, Registry};
@@ -30,6 +33,11 @@ pub struct RunFacts {
     pub size_bytes: u64,
     pub checkpoints: usize,
     pub device: Option<String>,
+    /// The GPUs its processes are on, in NVML's (nvidia-smi's) numbering.
+    pub gpus: Vec<u32>,
+    /// Device memory its processes use on them; null when unknown (no process on a GPU,
+    /// no GPU figures, or a process whose memory the driver does not report).
+    pub gpu_memory_bytes: Option<u64>,
     /// The training's process, while it runs.
     pub pid: Option<u32>,
     /// The status's last message.
@@ -51,11 +59,13 @@ fn phase(name: &str, reg: &Registry, queued: &[QueuedRun], starting: &[Starting]
     }
 }
 
-/// The runs of a refreshed registry, the queued requests and the starting trainings, by name.
+/// The runs of a refreshed registry, the queued requests and the starting trainings, by
+/// name, with what each uses of the GPUs.
 pub fn facts(
     reg: &Registry,
     queued: &[QueuedRun],
     starting: &[Starting],
+    gpu_use: &BTreeMap<String, RunGpuUse>,
     now: SystemTime,
 ) -> Vec<RunFacts> {
     let mut names: Vec<&str> = reg.runs.keys().map(String::as_str).collect();
@@ -116,6 +126,11 @@ pub fn facts(
                             .find(|s| s.name == name)
                             .map(|s| s.device.clone())
                     }),
+                gpus: gpu_use
+                    .get(name)
+                    .map(|u| u.gpus.clone())
+                    .unwrap_or_default(),
+                gpu_memory_bytes: gpu_use.get(name).and_then(|u| u.memory_bytes),
                 pid,
                 message: st.map(|s| s.message.clone()).unwrap_or_default(),
                 problem: e
@@ -127,13 +142,15 @@ pub fn facts(
         .collect()
 }
 
-/// Every run under the checkpoint dir `root`, now.
-pub fn list(root: &Path) -> Vec<RunFacts> {
+/// Every run under the checkpoint dir `root` now, with `gpus` (one GPU sample, its
+/// processes mapped to runs).
+pub fn list(root: &Path, gpus: &[crate::system::GpuFigures]) -> Vec<RunFacts> {
     let mut reg = Registry::new(root);
     reg.refresh();
     let queued = Queue::new(root).list();
     let starting = launch::starting(root);
-    facts(&reg, &queued, &starting, SystemTime::now())
+    let gpu_use = super::gpu_use::by_run(gpus);
+    facts(&reg, &queued, &starting, &gpu_use, SystemTime::now())
 }
 
 #[cfg(test)]
@@ -185,7 +202,15 @@ mod tests {
             start_time: None,
         }];
         let now = SystemTime::now() + std::time::Duration::from_secs(60);
-        let f = facts(&reg, &queue.list(), &starting, now);
+        let mut gpu_use = BTreeMap::new();
+        gpu_use.insert(
+            "done".to_string(),
+            RunGpuUse {
+                gpus: vec![1],
+                memory_bytes: Some(7),
+            },
+        );
+        let f = facts(&reg, &queue.list(), &starting, &gpu_use, now);
         let names: Vec<(&str, &str)> = f
             .iter()
             .map(|f| (f.name.as_str(), f.state.as_str()))
@@ -206,6 +231,8 @@ mod tests {
             (Some(3.5), Some(3.75), Some(1000.0))
         );
         assert!(d.age_s.unwrap() >= 59.0 && d.pid.is_none());
+        assert_eq!((d.gpus.clone(), d.gpu_memory_bytes), (vec![1], Some(7)));
+        assert_eq!((f[1].gpus.len(), f[1].gpu_memory_bytes), (0, None));
         assert_eq!(d.size_bytes, crate::runs::disk::disk_size(&run.path));
         assert_eq!(f[1].pid, Some(4242));
         assert!(f[2].problem.as_deref().unwrap().contains("not a run"));
@@ -216,7 +243,7 @@ mod tests {
         queue
             .push(&QueuedRun::new("done", "cpu", Request::Resume))
             .unwrap();
-        let f = facts(&reg, &queue.list(), &[], now);
+        let f = facts(&reg, &queue.list(), &[], &BTreeMap::new(), now);
         assert_eq!((f[0].state.as_str(), f[0].step), ("queued", 4));
     }
 }

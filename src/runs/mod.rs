@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod control;
 pub mod disk;
+pub mod gpu_use;
 pub mod launch;
 pub mod listing;
 pub mod lock;

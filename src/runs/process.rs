@@ -12,6 +12,8 @@ use anyhow::{Context, Result};
 pub struct ProcInfo {
     /// Field 3: R, S, D, Z (zombie), T (stopped), X (dead), ...
     pub state: char,
+    /// Field 4: the parent's pid.
+    pub ppid: u32,
     /// Field 5.
     pub pgrp: i32,
     /// Field 22: clock ticks after boot.
@@ -26,6 +28,7 @@ pub fn parse_stat(text: &str) -> Option<ProcInfo> {
     // f[0] is field 3.
     Some(ProcInfo {
         state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
         pgrp: f.get(2)?.parse().ok()?,
         start_time: f.get(19)?.parse().ok()?,
     })
@@ -36,6 +39,11 @@ pub fn proc_info(pid: u32) -> Option<ProcInfo> {
         return None;
     }
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The parent of `pid` (none for a process that is gone).
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    proc_info(pid).map(|p| p.ppid)
 }
 
 /// This process's start time, for the status it writes.
@@ -104,6 +112,7 @@ mod tests {
         let text = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 1 0 0 20 0 1 0 987654 1000 50";
         let p = parse_stat(text).unwrap();
         assert_eq!(p.state, 'S');
+        assert_eq!(p.ppid, 1);
         assert_eq!(p.pgrp, 4242);
         assert_eq!(p.start_time, 987654);
         assert!(parse_stat("garbage").is_none());

@@ -34,8 +34,8 @@ use config::LabConfig;
 use panes::builder::BuilderPane;
 use panes::checkpoints::CheckpointsPane;
 use panes::inspect::InspectPane;
-use panes::overview::Overview;
 use panes::runs::RunsPane;
+use panes::system::SystemPane;
 use theme::{ColorMode, Theme};
 
 /// Test hook: with this set, the lab panics on its first tick (inside the terminal), so the
@@ -156,7 +156,8 @@ pub fn run(opts: LabOptions) -> Result<()> {
     result
 }
 
-/// The app with its panes: Runs, Checkpoints, Stack, Inspect and Overview, in that order.
+/// The app with its panes: Runs, Checkpoints, Stack, Inspect and System, in that order; the
+/// machine's sampler starts here (its thread ends with the app).
 fn build_app(
     device: tch::Device,
     config_dir: &std::path::Path,
@@ -167,7 +168,13 @@ fn build_app(
 ) -> App {
     let root = crate::paths::checkpoint_dir();
     let device_name = crate::device::name(device);
+    let monitor = crate::system::sampler::Monitor::start(
+        crate::system::source_from_env(),
+        crate::system::Folders::of_this_lab(),
+        crate::system::sampler::MIN_INTERVAL,
+    );
     let mut runs = RunsPane::new(&root, config_dir, &device_name, lab, theme.ascii);
+    runs.monitor = Some(monitor.clone());
     runs.tick();
     let waker = jobs::Waker::new(tx.clone());
     let exe = runs.trainings.exe.clone();
@@ -180,7 +187,7 @@ fn build_app(
         waker.clone(),
     );
     let inspect = InspectPane::new(&exe, &device_name, &panes::inspect::figures_dir(), waker);
-    let overview = Overview::gather(device, Some(dataset));
+    let system = SystemPane::gather(monitor, device, Some(dataset));
     let log_file = log_dir().join("lab.*.log").display().to_string();
     App::new(
         vec![
@@ -188,7 +195,7 @@ fn build_app(
             Box::new(checkpoints),
             Box::new(builder),
             Box::new(inspect),
-            Box::new(overview),
+            Box::new(system),
         ],
         theme,
         log_file,

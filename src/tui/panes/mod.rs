@@ -4,8 +4,8 @@
 pub mod builder;
 pub mod checkpoints;
 pub mod inspect;
-pub mod overview;
 pub mod runs;
+pub mod system;
 
 use crossterm::event::KeyEvent;
 use ratatui::layout::Rect;

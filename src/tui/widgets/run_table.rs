@@ -1,5 +1,5 @@
 //! The list of runs: state, step / total, last losses, tokens/s, age and, when the width
-//! allows, size on disk.
+//! allows, size on disk, device and GPU memory.
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
@@ -28,13 +28,22 @@ pub struct RunRow {
     /// Bytes the run's folder takes on disk (none for a queued run without a folder).
     pub size_bytes: Option<u64>,
     pub pinned: bool,
+    /// The device it trains on (`cpu`, `cuda:0`) or is queued for.
+    pub device: Option<String>,
+    /// Device memory its processes use, from the latest GPU sample.
+    pub gpu_memory: Option<u64>,
 }
 
 /// Widths from which the table adds columns: train loss and tokens/s from `WIDE`, size
-/// from `SIZED_NARROW` (narrow) and `SIZED_WIDE` (wide).
+/// from `SIZED_NARROW` (narrow) and `SIZED_WIDE` (wide), device and GPU memory from
+/// `GPU_NARROW` and `GPU_WIDE`.
 pub const WIDE: u16 = 78;
 pub const SIZED_NARROW: u16 = 56;
 pub const SIZED_WIDE: u16 = 86;
+pub const GPU_NARROW: u16 = 67;
+pub const GPU_WIDE: u16 = 101;
+/// Columns the device and GPU memory take, with their gaps.
+const GPU_COLUMNS: usize = 15;
 
 pub fn phase_color(phase: Phase, theme: &Theme) -> ratatui::style::Color {
     match phase {
@@ -86,17 +95,20 @@ pub fn draw(
     f.render_stateful_widget(table.block(block(title, theme)), area, state);
 }
 
-/// Which columns a width shows: train loss and tokens/s when wide, size when sized.
+/// Which columns a width shows: train loss and tokens/s when wide, size when sized, device
+/// and GPU memory with `gpu`.
 struct Columns {
     wide: bool,
     sized: bool,
+    gpu: bool,
 }
 
 impl Columns {
     fn for_width(width: u16) -> Columns {
         let wide = width >= WIDE;
         let sized = width >= if wide { SIZED_WIDE } else { SIZED_NARROW };
-        Columns { wide, sized }
+        let gpu = width >= if wide { GPU_WIDE } else { GPU_NARROW };
+        Columns { wide, sized, gpu }
     }
 
     fn header(&self, theme: &Theme) -> Row<'static> {
@@ -108,6 +120,9 @@ impl Columns {
         if self.sized {
             header.push("size");
         }
+        if self.gpu {
+            header.extend(["device", "GPU mem"]);
+        }
         Row::new(header).style(
             Style::default()
                 .fg(theme.accent)
@@ -117,8 +132,9 @@ impl Columns {
 
     /// The characters a run's name may take: what the other columns leave.
     fn name_width(&self, width: u16) -> usize {
+        let gpu = if self.gpu { GPU_COLUMNS } else { 0 };
         (width as usize)
-            .saturating_sub(if self.wide { 62 } else { 38 } + if self.sized { 6 } else { 0 })
+            .saturating_sub(if self.wide { 62 } else { 38 } + if self.sized { 6 } else { 0 } + gpu)
             .clamp(8, 40)
     }
 
@@ -163,6 +179,12 @@ impl Columns {
             let size = r.size_bytes.map(format_size).unwrap_or_else(|| "-".into());
             cells.push(Span::styled(size, Style::default().fg(theme.dim)));
         }
+        if self.gpu {
+            let dash = || "-".to_string();
+            cells.push(Span::raw(clip(&r.device.clone().unwrap_or_else(dash), 6)));
+            let mem = r.gpu_memory.map(format_size).unwrap_or_else(dash);
+            cells.push(Span::styled(mem, Style::default().fg(theme.dim)));
+        }
         cells
     }
 
@@ -189,6 +211,9 @@ impl Columns {
         if self.sized {
             widths.push(Constraint::Length(5));
         }
+        if self.gpu {
+            widths.extend([Constraint::Length(6), Constraint::Length(7)]);
+        }
         widths
     }
 }
@@ -211,6 +236,8 @@ mod tests {
                 age_s: Some(7200.0),
                 size_bytes: Some(13 * 1024 * 1024),
                 pinned: true,
+                device: Some("cpu".into()),
+                gpu_memory: None,
             },
             RunRow {
                 name: "model2".into(),
@@ -223,6 +250,8 @@ mod tests {
                 age_s: Some(3.0),
                 size_bytes: Some(300 * 1024),
                 pinned: false,
+                device: Some("cuda:1".into()),
+                gpu_memory: Some(3 << 30),
             },
             RunRow {
                 name: "broken".into(),
@@ -235,6 +264,8 @@ mod tests {
                 age_s: None,
                 size_bytes: None,
                 pinned: false,
+                device: None,
+                gpu_memory: None,
             },
         ]
     }
@@ -304,6 +335,17 @@ mod tests {
             s.contains("model2") && !s.contains("size") && !s.contains("13M"),
             "{s}"
         );
+        // Device and GPU memory where there is room for them, narrow or wide.
+        for w in [70, 110] {
+            let s = table(w);
+            assert!(s.contains("device") && s.contains("GPU mem"), "{w}:\n{s}");
+            let m2 = line(&s, "model2");
+            assert!(m2.contains("cuda:1") && m2.contains("3.0G"), "{w}:\n{s}");
+            assert!(line(&s, "model1").contains("cpu"), "{w}:\n{s}");
+        }
+        for w in [66, 90] {
+            assert!(!table(w).contains("GPU mem"), "{w}");
+        }
         let s = render(60, 5, |f| {
             draw(
                 f,

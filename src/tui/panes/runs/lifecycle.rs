@@ -20,6 +20,7 @@ impl RunsPane {
             self.message = Some(n);
         }
         changed |= self.sync_log();
+        changed |= self.sync_gpu_use();
         // Ages and the ETA move while something runs: redraw once a second then.
         let second = self
             .now()
@@ -34,6 +35,22 @@ impl RunsPane {
         if changed {
             self.rebuild_order();
         }
+        changed
+    }
+
+    /// Takes each run's GPU use from the monitor's latest sample; returns whether it changed.
+    fn sync_gpu_use(&mut self) -> bool {
+        let Some(m) = &self.monitor else {
+            return false;
+        };
+        let use_ = m.read(|s| {
+            s.latest
+                .as_ref()
+                .map(|s| crate::runs::gpu_use::by_run(s.gpu_list()))
+                .unwrap_or_default()
+        });
+        let changed = use_ != self.gpu_use;
+        self.gpu_use = use_;
         changed
     }
 

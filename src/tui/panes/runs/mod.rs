@@ -11,6 +11,7 @@ mod view;
 
 pub use trainings::Trainings;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -20,7 +21,9 @@ use ratatui::widgets::TableState;
 use ratatui::Frame;
 
 use super::Pane;
+use crate::runs::gpu_use::RunGpuUse;
 use crate::runs::registry::{Phase, RunEntry};
+use crate::system::sampler::Monitor;
 use crate::tui::action::{Action, Handled};
 use crate::tui::config::{LabConfig, RUN_KEYS};
 use crate::tui::theme::Theme;
@@ -116,6 +119,10 @@ pub struct RunsPane {
     /// A fixed "now" (tests); the clock otherwise.
     pub now: Option<SystemTime>,
     last_second: u64,
+    /// The machine's sampler (GPU processes mapped to runs), when the lab runs one.
+    pub monitor: Option<Monitor>,
+    /// What each run uses of the GPUs, from the monitor's latest sample.
+    pub gpu_use: BTreeMap<String, RunGpuUse>,
 }
 
 impl RunsPane {
@@ -157,6 +164,8 @@ impl RunsPane {
             message: None,
             now: None,
             last_second: 0,
+            monitor: None,
+            gpu_use: BTreeMap::new(),
         }
     }
 

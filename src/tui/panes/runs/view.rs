@@ -95,9 +95,31 @@ impl RunsPane {
                         .map(|d| d.as_secs_f64()),
                     size_bytes: e.map(|e| e.size_bytes),
                     pinned: self.pinned.contains(n),
+                    device: self.device_of(n),
+                    gpu_memory: self.gpu_use.get(n).and_then(|u| u.memory_bytes),
                 }
             })
             .collect()
+    }
+
+    /// The device a run trains on (its lock or status), or is queued for.
+    fn device_of(&self, name: &str) -> Option<String> {
+        let e = self.trainings.registry.get(name);
+        e.and_then(|e| e.device().map(String::from)).or_else(|| {
+            let q = self.trainings.queued.iter().find(|q| q.name == name)?;
+            Some(q.device.clone())
+        })
+    }
+
+    /// "GPU mem 3.0 GiB on GPU 0, 1" for a run with processes on GPUs.
+    fn gpu_words(&self, name: &str) -> Option<String> {
+        let u = self.gpu_use.get(name)?;
+        let gpus: Vec<String> = u.gpus.iter().map(u32::to_string).collect();
+        let mem = u
+            .memory_bytes
+            .map(|b| format!("{:.1} GiB", b as f64 / crate::device::GIB))
+            .unwrap_or_else(|| "unknown".into());
+        Some(format!("GPU mem {mem} on GPU {}", gpus.join(", ")))
     }
 
     /// The selected run's curves and the pinned runs' train loss.
@@ -205,9 +227,12 @@ impl RunsPane {
             ];
         }
         let v = |k: &str| e.config_value(k).unwrap_or_else(|| "?".into());
+        let device = match self.gpu_words(name) {
+            Some(g) => format!("{} ({g})", e.device().unwrap_or("-")),
+            None => e.device().unwrap_or("-").to_string(),
+        };
         let mut first = format!(
-            "{} · {}L x {} ({} heads) seq {} · {} steps · seed {} · norms {}/{}",
-            e.device().unwrap_or("-"),
+            "{device} · {}L x {} ({} heads) seq {} · {} steps · seed {} · norms {}/{}",
             v("model.n_layer"),
             v("model.n_embd"),
             v("model.n_head"),
