@@ -87,9 +87,13 @@ impl RunsPane {
                 true,
             );
         }
-        let q = QueuedRun::new(name, &self.queue_device(), Request::Resume);
+        let q = resume_request(name, &self.root, &self.queue_device());
+        let how = match q.nproc {
+            Some(n) => format!(" in {n} processes, as it trained"),
+            None => String::new(),
+        };
         match self.trainings.queue.push(&q) {
-            Ok(_) => self.notify(format!("{name}: resume queued"), false),
+            Ok(_) => self.notify(format!("{name}: resume queued{how}"), false),
             Err(e) => self.notify(format!("{e:#}"), true),
         }
         self.tick();
@@ -168,5 +172,61 @@ impl RunsPane {
             },
         }
         self.tick();
+    }
+}
+
+/// The queued resume of `name`: in as many processes as it trained in (its status's world
+/// size), on `device`, or on any free GPUs when it was several processes and `device` is
+/// one GPU.
+fn resume_request(name: &str, root: &std::path::Path, device: &str) -> QueuedRun {
+    let world = crate::runs::run_dir::RunDir::new(root.join(name))
+        .read_status()
+        .ok()
+        .and_then(|st| st.world_size)
+        .filter(|&w| w > 1);
+    let device = match world {
+        Some(_) if device.starts_with("cuda:") => crate::runs::queue::ANY_DEVICE,
+        _ => device,
+    };
+    QueuedRun {
+        nproc: world,
+        ..QueuedRun::new(name, device, Request::Resume)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume_request;
+    use crate::runs::run_dir::{RunDir, RunState, RunStatus};
+
+    #[test]
+    fn a_run_resumes_in_as_many_processes_as_it_trained_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = |name: &str, world_size| {
+            let run = RunDir::new(dir.path().join(name));
+            std::fs::create_dir_all(&run.path).unwrap();
+            run.write_status(&RunStatus {
+                state: RunState::Stopped,
+                pid: 1,
+                step: 3,
+                total_steps: 9,
+                message: String::new(),
+                updated_at: String::new(),
+                start_time: None,
+                device: Some("cuda:0,cuda:1".into()),
+                world_size,
+            })
+            .unwrap();
+        };
+        status("wide", Some(2));
+        status("single", Some(1));
+        let q = resume_request("wide", dir.path(), "cuda:0");
+        assert_eq!((q.nproc, q.device.as_str()), (Some(2), "any"));
+        let q = resume_request("wide", dir.path(), "cpu");
+        assert_eq!((q.nproc, q.device.as_str()), (Some(2), "cpu"));
+        let q = resume_request("single", dir.path(), "cuda:0");
+        assert_eq!((q.nproc, q.device.as_str()), (None, "cuda:0"));
+        let q = resume_request("missing", dir.path(), "cpu");
+        assert_eq!(q.nproc, None);
     }
 }

@@ -164,7 +164,7 @@ impl RunsPane {
             "" => self.queue_device(),
             d => d.to_string(),
         };
-        check_placement(nproc, &device)?;
+        check_placement(nproc, &device, &self.lab.devices())?;
         let mut q = QueuedRun::new(
             &name,
             &device,
@@ -182,14 +182,31 @@ impl RunsPane {
     }
 }
 
-/// A training in several processes takes one GPU each: it cannot be pinned to one.
-fn check_placement(nproc: Option<usize>, device: &str) -> Result<(), String> {
-    match nproc {
-        Some(n) if device.starts_with("cuda:") => Err(format!(
+/// A training in several processes takes one GPU each: it cannot be pinned to one, nor
+/// ask for more GPUs than the lab's `devices` has.
+fn check_placement(
+    nproc: Option<usize>,
+    device: &str,
+    lab_devices: &[String],
+) -> Result<(), String> {
+    let Some(n) = nproc else {
+        return Ok(());
+    };
+    if device.starts_with("cuda:") {
+        return Err(format!(
             "processes = {n} on {device}: a training in several processes takes one GPU per process; choose device `any` (the queue picks {n} free GPUs)"
-        )),
-        _ => Ok(()),
+        ));
     }
+    let gpus = lab_devices
+        .iter()
+        .filter(|d| d.starts_with("cuda:"))
+        .count();
+    if device == crate::runs::queue::ANY_DEVICE && gpus > 0 && gpus < n {
+        return Err(format!(
+            "processes = {n}: the lab has {gpus} GPU(s) (lab.toml's devices), one per process is needed"
+        ));
+    }
+    Ok(())
 }
 
 /// The form's "processes" (`train --nproc`): empty or 1 for one process.
@@ -252,13 +269,17 @@ mod tests {
 
     #[test]
     fn several_processes_cannot_be_pinned_to_one_gpu() {
-        assert!(check_placement(Some(2), "cuda:1")
+        let two: Vec<String> = vec!["cuda:0".into(), "cuda:1".into()];
+        assert!(check_placement(Some(2), "cuda:1", &two)
             .unwrap_err()
             .contains("choose device `any`"));
-        for ok in ["any", "cpu", "cuda"] {
-            assert!(check_placement(Some(2), ok).is_ok(), "{ok}");
+        for ok in ["any", "cpu"] {
+            assert!(check_placement(Some(2), ok, &two).is_ok(), "{ok}");
         }
-        assert!(check_placement(None, "cuda:1").is_ok());
+        assert!(check_placement(None, "cuda:1", &two).is_ok());
+        let e = check_placement(Some(4), "any", &two).unwrap_err();
+        assert!(e.contains("the lab has 2 GPU(s)"), "{e}");
+        assert!(check_placement(Some(4), "any", &["cpu".to_string()]).is_ok());
         assert_eq!(processes("", 8), Ok(None));
         assert_eq!(processes("1", 8), Ok(None));
         assert_eq!(processes("4", 8), Ok(Some(4)));
