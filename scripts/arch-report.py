@@ -27,7 +27,7 @@ LEVEL = {
     "main": 8, "cli": 8, "tui": 7, "sweep": 6, "heal": 6,
     "runs": 3, "jobs": 3, "stack": 3, "inspect": 3, "eval": 3, "bench": 3, "export": 3,
     "train": 3, "doctor": 3,
-    "data": 2, "model": 2, "config": 2, "device": 2, "dist": 2,
+    "data": 2, "model": 2, "config": 2, "device": 2, "dist": 2, "system": 2,
     "paths": 1, "hash": 1, "filelock": 1, "progress": 1, "lib": 9,
 }
 

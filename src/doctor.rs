@@ -4,8 +4,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::device::{self, CudaLibrary};
+use crate::system::labels as figures;
 use crate::system::{GpuFigures, HostFigures};
-use crate::tui::panes::system::figures;
 
 #[derive(Debug, Serialize)]
 pub struct GpuReport {
@@ -50,7 +50,8 @@ pub struct DoctorReport {
 
 pub fn report() -> DoctorReport {
     let rt = device::init();
-    let (sample, gpu_source) = crate::system::sample_once(&crate::system::Folders::of_this_lab());
+    let (sample, gpu_source) =
+        crate::runs::gpu_use::sample_once(&crate::runs::gpu_use::lab_folders());
     let cuda_count = device::cuda_device_count();
     let gpus = (0..cuda_count)
         .map(|i| {

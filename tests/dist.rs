@@ -25,7 +25,7 @@ fn gloo_or_skip() -> bool {
 }
 
 fn run_children(mode: &str, world: usize, timeout_s: u64) -> Vec<Output> {
-    let port = dist::launch::free_port().unwrap();
+    let port = stacklab::jobs::ranks::free_port().unwrap();
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..world)
         .map(|rank| {
@@ -373,7 +373,7 @@ fn a_killed_process_fails_the_run_within_the_timeout_and_it_resumes() {
     }
     let lab = Lab::new();
     lab.write("long.toml", &ranks_config(2000, 2));
-    let port = dist::launch::free_port().unwrap();
+    let port = stacklab::jobs::ranks::free_port().unwrap();
     let args = [
         "train",
         "--config",

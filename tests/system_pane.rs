@@ -78,7 +78,7 @@ fn snapshot(gpus: usize, samples: usize, root: &Path, child: u32) -> Snapshot {
     };
     for _ in 0..samples {
         let mut g = src.sample();
-        stacklab::system::map_processes_to_runs(g.as_mut().unwrap(), root);
+        stacklab::runs::gpu_use::map_processes_to_runs(g.as_mut().unwrap(), root);
         snap.push(Sample {
             gpus: g,
             host: host(),

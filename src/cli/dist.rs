@@ -162,8 +162,8 @@ pub(super) fn run_nproc(a: &Plan, n: usize) -> Result<Option<ExitCode>> {
         );
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    let args = crate::dist::launch::without_nproc(&args);
-    let code = crate::dist::launch::run_local(n, &args, timeout(a)?)?;
+    let args = crate::jobs::ranks::without_nproc(&args);
+    let code = crate::jobs::ranks::run_local(n, &args, timeout(a)?)?;
     let label = crate::device::slots::processes_label(device, a.gpus.as_deref(), n);
     crate::runs::launch::after_training(&label);
     Ok(Some(ExitCode::from(code.clamp(0, 255) as u8)))
@@ -187,7 +187,7 @@ pub(super) fn bench_nproc(
     // On the CPU the N processes share its cores: the one-process baseline gets one
     // process's share, so the ratio measures what the collectives cost, not the cores.
     let baseline_threads = (!opts.device.is_cuda())
-        .then(|| crate::dist::launch::threads_per_process(n))
+        .then(|| crate::jobs::ranks::threads_per_process(n))
         .flatten();
     let before = tch::get_num_threads();
     if let Some(t) = baseline_threads {
@@ -198,9 +198,9 @@ pub(super) fn bench_nproc(
     let one = one?;
     let report = std::env::temp_dir().join(format!("stacklab-bench-{}.json", std::process::id()));
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    let mut args = crate::dist::launch::without_nproc(&args);
+    let mut args = crate::jobs::ranks::without_nproc(&args);
     args.extend(["--report-to".into(), report.clone().into_os_string()]);
-    let code = crate::dist::launch::run_local(n, &args, timeout)?;
+    let code = crate::jobs::ranks::run_local(n, &args, timeout)?;
     let text = std::fs::read(&report);
     let _ = std::fs::remove_file(&report);
     if code != 0 {

@@ -55,7 +55,7 @@ fn root() -> std::path::PathBuf {
 
 pub fn run_runs(a: RunsArgs) -> Result<()> {
     let root = root();
-    let (gpus, source) = crate::system::gpu_sample(&root);
+    let (gpus, source) = crate::runs::gpu_use::gpu_sample(&root);
     let runs = listing::list(&root, gpus.as_deref().unwrap_or(&[]));
     if a.json {
         let out = serde_json::json!({

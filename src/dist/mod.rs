@@ -1,7 +1,7 @@
 //! Data-parallel training on PyTorch's own distributed engine, c10d, through a small C++
 //! shim (`csrc/dist.cpp`): a process group from the torchrun or Slurm environment
 //! ([`env`]), Gloo on the CPU and NCCL on CUDA ([`group`]), gradients all-reduced in flat
-//! buckets ([`buckets`]), and `train --nproc N`'s local launcher ([`launch`]).
+//! buckets ([`buckets`]); `train --nproc N`'s local launcher is [`crate::jobs::ranks`].
 //!
 //! Every collective waits at most the group's timeout: a process that dies or stops
 //! answering makes the others fail with a message, never hang.
@@ -10,7 +10,6 @@ pub mod buckets;
 pub mod env;
 mod ffi;
 pub mod group;
-pub mod launch;
 mod nccl;
 
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! here; nothing else builds their argv or parses their output.
 
 pub mod child;
+pub mod ranks;
 pub mod request;
 pub mod spawn;
 

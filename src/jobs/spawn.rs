@@ -1,5 +1,5 @@
 //! Starting `stacklab` children: the only `Command::new` of the project. Three ways, as the
-//! callers need them: piped (the lab reads progress and the report as they come), detached
+//! callers need them (and the processes of `train --nproc`, [`rank_command`]): piped (the lab reads progress and the report as they come), detached
 //! (a queued training outlives the lab: its own session, output appended to a file), and
 //! waited for with output to a log (a sweep's trainings and stacks).
 //!
@@ -48,9 +48,25 @@ fn open_log(log: &Path) -> Result<File> {
         .with_context(|| format!("cannot open {}", log.display()))
 }
 
+/// `program args`, stdin closed: the one place a child's command is made.
+fn base<A: AsRef<std::ffi::OsStr>>(program: &Path, args: &[A]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// A process of `train --nproc` (this program with `args`): stderr the launcher's, stdout
+/// too for rank 0 only (it prints the run's folder); the caller adds the rank's variables.
+pub fn rank_command(args: &[std::ffi::OsString], rank: usize) -> Result<Command> {
+    let mut cmd = base(&stacklab_exe()?, args);
+    if rank != 0 {
+        cmd.stdout(Stdio::null());
+    }
+    Ok(cmd)
+}
+
 fn command(spec: &Spec, io: &Io) -> Result<Command> {
-    let mut cmd = Command::new(spec.program);
-    cmd.args(spec.args).stdin(Stdio::null());
+    let mut cmd = base(spec.program, spec.args);
     for (k, v) in spec.env {
         cmd.env(k, v);
     }

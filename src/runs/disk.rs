@@ -35,24 +35,7 @@ pub fn allocated(m: &std::fs::Metadata) -> u64 {
     m.blocks() * 512
 }
 
-/// `512B`, `4.0K`, `12M`, `1.5G`, powers of 1024 as `du -h` writes them (at most 5 characters).
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
-    if bytes < 1024 {
-        return format!("{bytes}B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1023.95 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if v < 9.95 {
-        format!("{v:.1}{}", UNITS[unit])
-    } else {
-        format!("{}{}", v.round() as u64, UNITS[unit])
-    }
-}
+pub use crate::system::labels::format_size;
 
 /// The hidden name a folder is renamed to while it is removed.
 pub fn removal_name(path: &Path) -> Result<PathBuf> {

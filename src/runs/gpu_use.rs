@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::lock;
 use super::registry::{phase_of, Phase};
 use super::run_dir::RunDir;
-use crate::system::GpuFigures;
+use crate::system::{Folders, GpuFigures, NoGpus, Sample};
 
 /// Ancestors looked through before giving up (a process tree is never this deep).
 const MAX_DEPTH: usize = 32;
@@ -61,6 +61,64 @@ pub fn owner_of(
         p = parent(p).filter(|&q| q > 1 && q != p)?;
     }
     None
+}
+
+/// The lab's folders (`STACKLAB_CHECKPOINT_DIR`, `STACKLAB_DATA_DIR`) with what the machine's
+/// figures read of its runs: the largest checkpoint, and the run of each GPU process.
+pub fn lab_folders() -> Folders {
+    Folders {
+        largest_checkpoint,
+        name_processes: map_processes_to_runs,
+        ..Folders::new(crate::paths::checkpoint_dir(), crate::paths::data_dir())
+    }
+}
+
+/// The size of the largest newest checkpoint of the runs under `root`.
+pub fn largest_checkpoint(root: &Path) -> Option<u64> {
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let newest = super::checkpoint::list_checkpoints(&e.path()).pop()?;
+            Some(super::disk::disk_size(&newest))
+        })
+        .max()
+}
+
+/// Names the run of every GPU process whose training (or an ancestor process of it) is a
+/// running run's under `root`; reads the runs' files only when there are processes.
+pub fn map_processes_to_runs(gpus: &mut [GpuFigures], root: &Path) {
+    if gpus.iter().all(|g| g.processes.is_empty()) {
+        return;
+    }
+    let trainings = trainings(root);
+    for p in gpus.iter_mut().flat_map(|g| g.processes.iter_mut()) {
+        p.run = owner_of(p.pid, &trainings, super::process::parent_pid).map(String::from);
+    }
+}
+
+/// The GPUs now, from the environment's source, their processes mapped to the runs under
+/// the checkpoint dir `root`; and what the figures come from.
+pub fn gpu_sample(root: &Path) -> (Result<Vec<GpuFigures>, NoGpus>, String) {
+    let mut source = crate::system::source_from_env();
+    let mut gpus = source.sample();
+    if let Ok(g) = &mut gpus {
+        map_processes_to_runs(g, root);
+    }
+    (gpus, source.describe())
+}
+
+/// One sample now (for `doctor`); the CPU's busy share is measured over the GPU sample and
+/// at least a quarter of a second.
+pub fn sample_once(folders: &Folders) -> (Sample, String) {
+    let t0 = std::time::Instant::now();
+    let mut probe = crate::system::host::HostProbe::new(folders.clone());
+    let (gpus, source) = gpu_sample(&folders.checkpoints);
+    std::thread::sleep(std::time::Duration::from_millis(250).saturating_sub(t0.elapsed()));
+    let host = probe.sample();
+    (Sample { gpus, host }, source)
 }
 
 /// What a run uses of the GPUs: on which (NVML's numbering) and how much memory in all.
@@ -196,5 +254,28 @@ mod tests {
         }
         std::fs::create_dir_all(dir.path().join(".hidden")).unwrap();
         assert_eq!(trainings(dir.path()), vec![t("live", me)]);
+    }
+
+    #[test]
+    fn the_largest_newest_checkpoint_of_any_run_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (run, step, bytes) in [("a", 1, 10_000usize), ("a", 2, 300_000), ("b", 5, 50_000)] {
+            let ck = root.join(run).join(format!("step_{step:06}"));
+            std::fs::create_dir_all(&ck).unwrap();
+            std::fs::write(ck.join("meta.toml"), "step = 1\n").unwrap();
+            std::fs::write(ck.join("model.safetensors"), vec![1u8; bytes]).unwrap();
+        }
+        let largest = largest_checkpoint(root).unwrap();
+        assert!((300_000..400_000).contains(&largest), "{largest}");
+        assert_eq!(largest_checkpoint(&root.join("none")), None);
+        let mut probe = crate::system::host::HostProbe::new(Folders {
+            largest_checkpoint,
+            ..Folders::new(root.to_path_buf(), root.join("data"))
+        });
+        assert_eq!(
+            probe.sample().disks[0].largest_checkpoint_bytes,
+            Some(largest)
+        );
     }
 }

@@ -53,10 +53,10 @@ pub fn own_start_time() -> Option<u64> {
 }
 
 /// The process a training names as itself in its run's status and lock: the launcher that
-/// started it (`train --nproc`, through [`crate::dist::launch::LAUNCHER_PID_ENV`]), so stop
+/// started it (`train --nproc`, through [`crate::jobs::ranks::LAUNCHER_PID_ENV`]), so stop
 /// and kill reach every process through it; else this process.
 pub fn training_process() -> (u32, Option<u64>) {
-    let launcher = std::env::var(crate::dist::launch::LAUNCHER_PID_ENV)
+    let launcher = std::env::var(crate::jobs::ranks::LAUNCHER_PID_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|pid| *pid != 0);

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::labels::format_size;
 use super::Folders;
-use crate::runs::disk::format_size;
 
 /// How often the checkpoint folder is walked for its largest checkpoint.
 const CHECKPOINT_SCAN_EVERY: Duration = Duration::from_secs(30);
@@ -77,20 +77,6 @@ pub fn free_space(path: &Path) -> Option<(u64, u64)> {
     }
     let unit = s.f_frsize as u64;
     Some((s.f_bavail as u64 * unit, s.f_blocks as u64 * unit))
-}
-
-/// The size of the largest newest checkpoint of the runs under `root`.
-pub fn largest_checkpoint(root: &Path) -> Option<u64> {
-    std::fs::read_dir(root)
-        .ok()?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter_map(|e| {
-            let newest = crate::runs::checkpoint::list_checkpoints(&e.path()).pop()?;
-            Some(crate::runs::disk::disk_size(&newest))
-        })
-        .max()
 }
 
 /// The three load averages of `/proc/loadavg`'s text.
@@ -167,7 +153,7 @@ impl HostProbe {
             .scanned
             .is_none_or(|t| t.elapsed() >= CHECKPOINT_SCAN_EVERY)
         {
-            self.largest = largest_checkpoint(&self.folders.checkpoints);
+            self.largest = (self.folders.largest_checkpoint)(&self.folders.checkpoints);
             self.scanned = Some(Instant::now());
         }
         let checkpoints = disk("checkpoints", &self.folders.checkpoints, self.largest);
@@ -225,25 +211,17 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_newest_checkpoint_sets_the_warning() {
+    fn the_probe_measures_the_folders_and_asks_the_lab_for_its_largest_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for (run, step, bytes) in [("a", 1, 10_000usize), ("a", 2, 300_000), ("b", 5, 50_000)] {
-            let ck = root.join(run).join(format!("step_{step:06}"));
-            std::fs::create_dir_all(&ck).unwrap();
-            std::fs::write(ck.join("meta.toml"), "step = 1\n").unwrap();
-            std::fs::write(ck.join("model.safetensors"), vec![1u8; bytes]).unwrap();
-        }
-        let largest = largest_checkpoint(root).unwrap();
-        assert!((300_000..400_000).contains(&largest), "{largest}");
-        assert_eq!(largest_checkpoint(&root.join("none")), None);
+        let largest = 300_000;
         let (free, total) = free_space(root).unwrap();
         assert!(free <= total && total > 0);
         // A folder not created yet is measured on its nearest existing parent.
         assert!(free_space(&root.join("not/yet")).is_some());
         let mut probe = HostProbe::new(Folders {
-            checkpoints: root.to_path_buf(),
-            data: root.join("data"),
+            largest_checkpoint: |_| Some(300_000),
+            ..Folders::new(root.to_path_buf(), root.join("data"))
         });
         let h = probe.sample();
         assert_eq!(h.disks[0].largest_checkpoint_bytes, Some(largest));

@@ -6,14 +6,16 @@
 //! `libnvidia-ml.so.1` at run time (a CPU machine runs the same binary and gets a reason
 //! instead of figures), or a fake source of N GPUs with deterministic figures
 //! (`STACKLAB_FAKE_GPUS=N`), for tests and demonstrations. The lab samples on its own thread
-//! ([`sampler::Monitor`]); `doctor` and `runs --json` take one sample ([`sample_once`]).
+//! ([`sampler::Monitor`]); `doctor` and `runs --json` take one sample
+//! (`runs::gpu_use::sample_once`).
 
 pub mod fake;
 pub mod host;
+pub mod labels;
 pub mod nvml;
 pub mod sampler;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -112,19 +114,27 @@ pub fn source_from_env() -> Box<dyn GpuSource> {
     }
 }
 
-/// The folders whose free space the host figures give: the checkpoint and the data dir.
-#[derive(Debug, Clone, PartialEq)]
+/// What the host figures and the process names need from the lab: the checkpoint and data
+/// folders (their free space), and how to read the runs (given by the layer that knows
+/// them, `runs::gpu_use::lab_folders`; [`Folders::new`] reads none).
+#[derive(Debug, Clone)]
 pub struct Folders {
     pub checkpoints: PathBuf,
     pub data: PathBuf,
+    /// The size of the largest newest checkpoint of the runs under the checkpoint folder.
+    pub largest_checkpoint: fn(&Path) -> Option<u64>,
+    /// Names the run of each GPU process, from the runs under the checkpoint folder.
+    pub name_processes: fn(&mut [GpuFigures], &Path),
 }
 
 impl Folders {
-    /// This installation's folders (`STACKLAB_CHECKPOINT_DIR`, `STACKLAB_DATA_DIR`).
-    pub fn of_this_lab() -> Folders {
+    /// The folders alone: no checkpoint size, no process named.
+    pub fn new(checkpoints: PathBuf, data: PathBuf) -> Folders {
         Folders {
-            checkpoints: crate::paths::checkpoint_dir(),
-            data: crate::paths::data_dir(),
+            checkpoints,
+            data,
+            largest_checkpoint: |_| None,
+            name_processes: |_, _| {},
         }
     }
 }
@@ -141,39 +151,4 @@ impl Sample {
     pub fn gpu_list(&self) -> &[GpuFigures] {
         self.gpus.as_deref().unwrap_or(&[])
     }
-}
-
-/// Names the run of every GPU process whose training (or an ancestor process of it) is a
-/// running run's under `root`; reads the runs' files only when there are processes.
-pub fn map_processes_to_runs(gpus: &mut [GpuFigures], root: &std::path::Path) {
-    if gpus.iter().all(|g| g.processes.is_empty()) {
-        return;
-    }
-    let trainings = crate::runs::gpu_use::trainings(root);
-    for p in gpus.iter_mut().flat_map(|g| g.processes.iter_mut()) {
-        p.run = crate::runs::gpu_use::owner_of(p.pid, &trainings, crate::runs::process::parent_pid)
-            .map(String::from);
-    }
-}
-
-/// The GPUs now, from the environment's source, their processes mapped to the runs under
-/// the checkpoint dir `root`; and what the figures come from.
-pub fn gpu_sample(root: &std::path::Path) -> (Result<Vec<GpuFigures>, NoGpus>, String) {
-    let mut source = source_from_env();
-    let mut gpus = source.sample();
-    if let Ok(g) = &mut gpus {
-        map_processes_to_runs(g, root);
-    }
-    (gpus, source.describe())
-}
-
-/// One sample now (for `doctor`); the CPU's busy share is measured over the GPU sample and
-/// at least a quarter of a second.
-pub fn sample_once(folders: &Folders) -> (Sample, String) {
-    let t0 = std::time::Instant::now();
-    let mut probe = host::HostProbe::new(folders.clone());
-    let (gpus, source) = gpu_sample(&folders.checkpoints);
-    std::thread::sleep(std::time::Duration::from_millis(250).saturating_sub(t0.elapsed()));
-    let host = probe.sample();
-    (Sample { gpus, host }, source)
 }

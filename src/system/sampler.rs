@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::host::HostProbe;
-use super::{map_processes_to_runs, Folders, GpuSource, Sample};
+use super::{Folders, GpuSource, Sample};
 
 /// The shortest interval between samples.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -154,7 +154,7 @@ fn run(shared: Arc<Shared>, mut source: Box<dyn GpuSource>, folders: Folders, ev
     loop {
         let mut gpus = source.sample();
         if let Ok(g) = &mut gpus {
-            map_processes_to_runs(g, &folders.checkpoints);
+            (folders.name_processes)(g, &folders.checkpoints);
         }
         let host = probe.sample();
         let what = (!described).then(|| source.describe());
@@ -185,10 +185,7 @@ mod tests {
 
     fn folders() -> (tempfile::TempDir, Folders) {
         let dir = tempfile::tempdir().unwrap();
-        let f = Folders {
-            checkpoints: dir.path().join("checkpoints"),
-            data: dir.path().join("data"),
-        };
+        let f = Folders::new(dir.path().join("checkpoints"), dir.path().join("data"));
         (dir, f)
     }
 

@@ -170,7 +170,7 @@ fn build_app(
     let device_name = crate::device::name(device);
     let monitor = crate::system::sampler::Monitor::start(
         crate::system::source_from_env(),
-        crate::system::Folders::of_this_lab(),
+        crate::runs::gpu_use::lab_folders(),
         crate::system::sampler::MIN_INTERVAL,
     );
     let mut runs = RunsPane::new(&root, config_dir, &device_name, lab, theme.ascii);

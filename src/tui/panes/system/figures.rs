@@ -4,183 +4,26 @@
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 
-use crate::system::{DiskFigures, GpuFigures, GpuProcess, HostFigures};
 use crate::tui::theme::Theme;
 
-/// A labelled figure.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figure {
-    pub label: String,
-    pub value: String,
-    /// Shown as a warning (colour, and bold for terminals without colour).
-    pub warn: bool,
-}
+pub use crate::system::labels::*;
 
-impl Figure {
-    pub fn new(label: &str, value: impl Into<String>) -> Figure {
-        Figure {
-            label: label.into(),
-            value: value.into(),
-            warn: false,
-        }
-    }
-
-    fn width(&self) -> usize {
-        let v = unicode_width::UnicodeWidthStr::width(self.value.as_str());
-        if self.label.is_empty() {
-            v
-        } else {
-            self.label.chars().count() + 1 + v
-        }
-    }
-
-    fn spans(&self, theme: &Theme) -> Vec<Span<'static>> {
-        let value = if self.warn {
-            Style::default().fg(theme.warn).add_modifier(Modifier::BOLD)
-        } else {
-            Style::default().fg(theme.text)
-        };
-        let mut out = Vec::new();
-        if !self.label.is_empty() {
-            out.push(Span::styled(
-                format!("{} ", self.label),
-                Style::default().fg(theme.dim),
-            ));
-        }
-        out.push(Span::styled(self.value.clone(), value));
-        out
-    }
-}
-
-/// Bytes in GiB with one decimal: `12.1`.
-pub fn gib(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / crate::device::GIB)
-}
-
-/// Bytes in the largest unit that keeps a figure before the point: `512 MiB`, `1.8 TiB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if v < 100.0 {
-        format!("{v:.1} {}", UNITS[unit])
+/// A figure's spans: its label dim, its value in the text colour (a warning's bold).
+fn figure_spans(f: &Figure, theme: &Theme) -> Vec<Span<'static>> {
+    let value = if f.warn {
+        Style::default().fg(theme.warn).add_modifier(Modifier::BOLD)
     } else {
-        format!("{v:.0} {}", UNITS[unit])
+        Style::default().fg(theme.text)
+    };
+    let mut out = Vec::new();
+    if !f.label.is_empty() {
+        out.push(Span::styled(
+            format!("{} ", f.label),
+            Style::default().fg(theme.dim),
+        ));
     }
-}
-
-fn or_dash<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
-    v.map(f).unwrap_or_else(|| "-".into())
-}
-
-/// A GPU's figures: utilisation, memory, temperature, power. `compact` drops the spaces
-/// before units and the total's decimal.
-pub fn gpu_figures(g: &GpuFigures, compact: bool, ascii: bool) -> Vec<Figure> {
-    let sp = if compact { "" } else { " " };
-    // Compact lines stack up: numbers padded, so figures line up in columns.
-    let pad = |v: u32, w: usize| {
-        if compact {
-            format!("{v:>w$}")
-        } else {
-            v.to_string()
-        }
-    };
-    let mem = match (g.memory_used_bytes, g.memory_total_bytes) {
-        (Some(u), Some(t)) if compact => {
-            format!("{:>5}/{:.0}GiB", gib(u), t as f64 / crate::device::GIB)
-        }
-        (Some(u), Some(t)) => format!("{}/{} GiB", gib(u), gib(t)),
-        _ => "-".into(),
-    };
-    let degrees = if ascii { "C" } else { "°C" };
-    let power = match (g.power_w, g.power_limit_w) {
-        (Some(p), Some(l)) => format!("{p:.0}/{l:.0}{sp}W"),
-        (Some(p), None) => format!("{p:.0}{sp}W"),
-        _ => "-".into(),
-    };
-    vec![
-        Figure::new(
-            "util",
-            or_dash(g.utilization_percent, |u| format!("{}%", pad(u, 3))),
-        ),
-        Figure::new("mem", mem),
-        Figure::new(
-            "temp",
-            or_dash(g.temperature_c, |t| format!("{}{degrees}", pad(t, 2))),
-        ),
-        Figure::new("power", power),
-    ]
-}
-
-/// A process on a GPU: its pid, its run (or `other`), its memory.
-pub fn process_figure(p: &GpuProcess) -> Figure {
-    let who = match &p.run {
-        Some(run) => format!("run {run}"),
-        None => "other".into(),
-    };
-    let mem = p.memory_bytes.map(|b| format!(" {} GiB", gib(b)));
-    Figure::new(
-        &format!("pid {}", p.pid),
-        format!("{who}{}", mem.unwrap_or_default()),
-    )
-}
-
-/// The CPU and memory figures; `compact` keeps the 1-minute load only.
-pub fn host_figures(h: &HostFigures, compact: bool) -> Vec<Figure> {
-    let load = match h.load_average {
-        Some([a, _, _]) if compact => format!("{a:.2} (1 min)"),
-        Some([a, b, c]) => format!("{a:.2} {b:.2} {c:.2} (1/5/15 min)"),
-        None => "-".into(),
-    };
-    let mem = match (h.memory_used_bytes, h.memory_total_bytes) {
-        (Some(u), Some(t)) => format!("{}/{} GiB", gib(u), gib(t)),
-        _ => "-".into(),
-    };
-    vec![
-        Figure::new(
-            "CPU busy",
-            or_dash(h.cpu_busy_percent, |b| format!("{b:.0}%")),
-        ),
-        Figure::new("load", load),
-        Figure::new("cores", h.cpu_cores.to_string()),
-        Figure::new("memory", mem),
-    ]
-}
-
-/// A folder's free space, then its warning when it has one.
-pub fn disk_figures(d: &DiskFigures) -> Vec<Figure> {
-    let free = match (d.free_bytes, d.total_bytes) {
-        (Some(f), Some(t)) => format!("{} of {}", size(f), size(t)),
-        _ => "-".into(),
-    };
-    let mut out = vec![Figure::new(&format!("{} free", d.label), free)];
-    if let Some(l) = d.largest_checkpoint_bytes {
-        out.push(Figure::new("largest checkpoint", size(l)));
-    }
-    out.push(Figure::new("folder", d.path.clone()));
+    out.push(Span::styled(f.value.clone(), value));
     out
-}
-
-/// The figures as plain text, `label value` comma-separated (for `doctor`).
-pub fn plain(figures: &[Figure]) -> String {
-    figures
-        .iter()
-        .map(|f| {
-            if f.label.is_empty() {
-                f.value.clone()
-            } else {
-                format!("{} {}", f.label, f.value)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The figures in lines of `width` columns: as many as fit on a line, two spaces apart; a
@@ -197,14 +40,18 @@ pub fn lay_out(figures: &[Figure], width: usize, theme: &Theme) -> Vec<Line<'sta
             used = 0;
         }
         if w > width {
-            lines.extend(wrap(f, width).iter().map(|p| Line::from(p.spans(theme))));
+            lines.extend(
+                wrap(f, width)
+                    .iter()
+                    .map(|p| Line::from(figure_spans(p, theme))),
+            );
             continue;
         }
         if used > 0 {
             spans.push(Span::raw("  "));
             used += 2;
         }
-        spans.extend(f.spans(theme));
+        spans.extend(figure_spans(f, theme));
         used += w;
     }
     if !spans.is_empty() {
@@ -267,7 +114,7 @@ pub fn one_line(lead: &str, figures: &[Figure], width: usize, theme: &Theme) -> 
     )];
     for f in &figures[..n] {
         spans.push(Span::raw(" ".repeat(gap)));
-        spans.extend(f.spans(theme));
+        spans.extend(figure_spans(f, theme));
     }
     Line::from(spans)
 }
@@ -275,6 +122,7 @@ pub fn one_line(lead: &str, figures: &[Figure], width: usize, theme: &Theme) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::GpuProcess;
 
     fn text(l: &Line) -> String {
         l.spans.iter().map(|s| s.content.as_ref()).collect()

@@ -10,14 +10,15 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::env::STANDALONE_ENV;
+use super::spawn;
+use crate::dist::env::STANDALONE_ENV;
 
 /// The variable naming the launcher's pid to the processes it starts: their run's status
 /// and lock name it, so stop and kill reach the launcher and through it every process.
@@ -64,10 +65,9 @@ pub fn threads_per_process(nproc: usize) -> Option<usize> {
     Some((cores / nproc.max(1)).max(1))
 }
 
-fn start(exe: &OsString, args: &[OsString], rank: usize, nproc: usize, port: u16) -> Result<Child> {
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .env("RANK", rank.to_string())
+fn start(args: &[OsString], rank: usize, nproc: usize, port: u16) -> Result<Child> {
+    let mut cmd = spawn::rank_command(args, rank)?;
+    cmd.env("RANK", rank.to_string())
         .env("LOCAL_RANK", rank.to_string())
         .env("WORLD_SIZE", nproc.to_string())
         .env("LOCAL_WORLD_SIZE", nproc.to_string())
@@ -77,13 +77,8 @@ fn start(exe: &OsString, args: &[OsString], rank: usize, nproc: usize, port: u16
         .env(LAUNCHER_PID_ENV, std::process::id().to_string())
         .env_remove("TORCHELASTIC_USE_AGENT_STORE")
         .env_remove("TORCHELASTIC_RUN_ID");
-    // The CPU's cores shared between the processes, as torchrun does (unless set).
     if let Some(threads) = threads_per_process(nproc) {
         cmd.env("OMP_NUM_THREADS", threads.to_string());
-    }
-    if rank != 0 {
-        // Rank 0 prints the run's folder; the others' output is their log file.
-        cmd.stdout(Stdio::null());
     }
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -112,9 +107,6 @@ pub fn run_local(nproc: usize, args: &[OsString], timeout: Duration) -> Result<i
     if nproc == 0 {
         bail!("--nproc 0: at least one process");
     }
-    let exe: OsString = std::env::current_exe()
-        .context("cannot find this program to start its processes")?
-        .into();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -122,7 +114,7 @@ pub fn run_local(nproc: usize, args: &[OsString], timeout: Duration) -> Result<i
     let port = free_port()?;
     let mut children: Vec<(Child, Option<i32>)> = Vec::with_capacity(nproc);
     for rank in 0..nproc {
-        match start(&exe, args, rank, nproc, port) {
+        match start(args, rank, nproc, port) {
             Ok(c) => children.push((c, None)),
             Err(e) => {
                 signal_all(&mut children, libc::SIGKILL);
