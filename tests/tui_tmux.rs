@@ -10,6 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::{micro_config, Lab};
 use stacklab::runs::process;
@@ -463,4 +464,74 @@ fn sigterm_sigint_a_panic_and_a_vanished_terminal_all_end_the_lab_cleanly() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+fn line_with<'a>(s: &'a str, has: &str) -> &'a str {
+    s.lines()
+        .find(|l| l.contains(has))
+        .unwrap_or_else(|| panic!("no line with {has:?}:\n{s}"))
+}
+
+/// CPU seconds (user and system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // Fields 14 and 15 (utime, stime), counted from field 3.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory effects.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The real lab with eight fake GPUs, idling on the System pane at 160x48 (a redraw every
+/// second, sampling on its thread): its CPU time over ten seconds stays under 1 % of a core.
+#[test]
+fn the_lab_idles_under_one_percent_cpu_with_eight_fake_gpus() {
+    let lab = common::Lab::new();
+    let t = Tmux {
+        socket: format!("stacklab-system-{}", std::process::id()),
+        training: None,
+    };
+    let command = format!(
+        "exec env STACKLAB_DATA_DIR='{}' STACKLAB_CHECKPOINT_DIR='{}' STACKLAB_CONFIG_DIR='{}' STACKLAB_FAKE_GPUS=8 '{}' --device cpu",
+        common::shared_data_dir().display(),
+        lab.checkpoints().display(),
+        common::repo().join("configs").display(),
+        common::bin()
+    );
+    t.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "lab",
+        "-x",
+        "160",
+        "-y",
+        "48",
+        &command,
+    ]);
+    let pid: u32 = t.format("#{pane_pid}").parse().unwrap();
+    // The pane's process is the lab itself (`exec`): its CPU time is the lab's.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "stacklab");
+    t.wait("the lab", None, true, |s| s.contains("1 Runs"));
+    t.keys(&["5"]);
+    let before = t.wait("the System pane", None, true, |s| {
+        s.contains("GPU 7 Fake GPU 80GB")
+    });
+    assert!(before.contains("5 System"), "{before}");
+    // Settled: the first samples drawn, the start-up work done.
+    std::thread::sleep(Duration::from_secs(3));
+    let (c0, t0) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let (c1, wall) = (cpu_seconds(pid), t0.elapsed().as_secs_f64());
+    let after = t.screen();
+    let percent = (c1 - c0) / wall * 100.0;
+    eprintln!(
+        "lab idle on the System pane with 8 fake GPUs: {:.3} CPU s in {wall:.1} s = {percent:.2} %",
+        c1 - c0
+    );
+    // It kept sampling and drawing meanwhile: the fake figures moved on screen.
+    let gpu0 = |s: &str| line_with(s, "GPU 0 Fake GPU 80GB").to_string();
+    assert_ne!(gpu0(&before), gpu0(&after), "{after}");
+    assert!(percent < 1.0, "the idle lab used {percent:.2} % of a CPU");
 }
