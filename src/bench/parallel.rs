@@ -58,8 +58,8 @@ pub fn print_scaling(r: &ScalingReport) {
         r.nproc,
         if on_cpu {
             format!(
-                " (on the CPU: one process with {} thread(s), each process's share of the cores)",
-                r.one_process_threads
+                " (on the CPU: one process with {} thread(s), as many as each of the {} has)",
+                r.one_process_threads, r.nproc
             )
         } else {
             String::new()
