@@ -324,6 +324,10 @@ fn processes_train_as_one_process_with_the_same_ranks() {
         "torchrun, 2 processes vs 1: losses {dl:.2e}, weights {dw:.2e} (largest element {de:.2e})"
     );
     assert!(dl <= 1e-6 && dw <= 1e-6, "torchrun: {dl} {dw}");
+    // Rank 1 (not under rank 0 with torchrun) recorded itself in the run's folder, so the
+    // System pane can name its GPU process with the run.
+    let rec = read_json(&run.join(".rank1.json"));
+    assert!(rec["pid"].as_u64().unwrap() > 0, "{rec}");
 }
 
 #[test]

@@ -92,17 +92,25 @@ pub fn nvml_index_of(address: PciAddress, nvml_devices: &[PciAddress]) -> Option
 pub fn gpu(cuda_ordinal: usize) -> Option<GpuInfo> {
     let devices = crate::system::nvml::devices().ok()?;
     let address = cuda_pci_address(cuda_ordinal)?;
+    // A device NVML cannot give (another GPU lost, hidden) has no address, matching none.
+    let none = PciAddress {
+        domain: u32::MAX,
+        bus: u32::MAX,
+        device: u32::MAX,
+    };
     let addresses: Vec<PciAddress> = devices
         .iter()
         .map(|d| {
-            d.pci_info().ok().map(|p| PciAddress {
+            let p = d.as_ref().ok()?.pci_info().ok()?;
+            Some(PciAddress {
                 domain: p.domain,
                 bus: p.bus,
                 device: p.device,
             })
         })
-        .collect::<Option<_>>()?;
-    let d = &devices[nvml_index_of(address, &addresses)?];
+        .map(|a| a.unwrap_or(none))
+        .collect();
+    let d = devices[nvml_index_of(address, &addresses)?].as_ref().ok()?;
     let (used, total) = crate::system::nvml::memory_used_total(d)?;
     Some(GpuInfo {
         name: d.name().ok()?,

@@ -2,8 +2,9 @@
 //!
 //! A training names its process in its run's lock and status (pid and start time). A run in
 //! several processes (`train --nproc`) names its launcher, whose children hold the GPU
-//! contexts; so a GPU process belongs to a run when it, or one of its ancestors, is that
-//! run's named process.
+//! contexts, and its ranks other than 0 record themselves in its folder (torchrun's are
+//! not under rank 0); so a GPU process belongs to a run when it, or one of its ancestors,
+//! is one of that run's processes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,6 +41,13 @@ pub fn trainings(root: &Path) -> Vec<Training> {
             (phase_of(&st) == Phase::Running).then_some(st.pid)
         });
         if let Some(pid) = pid {
+            // Its other ranks too (torchrun's are not under the process it names).
+            for rank in super::process::rank_pids(&e.path()) {
+                out.push(Training {
+                    run: name.clone(),
+                    pid: rank,
+                });
+            }
             out.push(Training { run: name, pid });
         }
     }

@@ -103,6 +103,47 @@ pub fn signal_training(pid: u32, start_time: Option<u64>, signal: i32) -> Result
     Ok(())
 }
 
+/// A process of a training other than the one its status names: rank k > 0 of a run in
+/// several processes, recorded in the run's folder as `.rank<k>.json` (pid and start time)
+/// so its GPU process is named with its run (torchrun's ranks are not under rank 0).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RankProcess {
+    pid: u32,
+    start_time: Option<u64>,
+}
+
+/// Records this process as rank `rank` of the training in `run`.
+pub fn record_rank(run: &Path, rank: usize) -> Result<()> {
+    let me = std::process::id();
+    let rec = RankProcess {
+        pid: me,
+        start_time: proc_info(me).map(|p| p.start_time),
+    };
+    crate::paths::write_atomic_unsynced(
+        &run.join(format!(".rank{rank}.json")),
+        serde_json::to_string(&rec)?.as_bytes(),
+    )
+}
+
+/// The live processes recorded by [`record_rank`] in `run` (a record of a process that has
+/// ended, or whose pid another process now has, is not one).
+pub fn rank_pids(run: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(".rank") && n.ends_with(".json")
+        })
+        .filter_map(|e| {
+            let r: RankProcess = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            is_alive_as(r.pid, r.start_time).then_some(r.pid)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +206,24 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGTERM));
         assert!(!is_alive_as(pid, Some(info.start_time)));
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello\n");
+    }
+
+    #[test]
+    fn ranks_are_recorded_and_only_live_ones_count() {
+        let dir = tempfile::tempdir().unwrap();
+        record_rank(dir.path(), 1).unwrap();
+        assert_eq!(rank_pids(dir.path()), [std::process::id()]);
+        // A record of a process that has ended.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        std::fs::write(
+            dir.path().join(".rank2.json"),
+            format!("{{\"pid\":{gone},\"start_time\":1}}"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".rank3.json"), "not json").unwrap();
+        assert_eq!(rank_pids(dir.path()), [std::process::id()]);
+        assert!(rank_pids(&dir.path().join("none")).is_empty());
     }
 }

@@ -174,13 +174,13 @@ fn cpu_times() -> Option<(u64, u64)> {
 }
 
 fn disk(label: &str, path: &Path, largest: Option<u64>) -> DiskFigures {
-    let space = free_space(path);
+    // Absolute first: a relative folder not created yet is measured on its nearest
+    // existing parent, which its own relative path does not reach.
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let space = free_space(&abs);
     DiskFigures {
         label: label.into(),
-        path: std::path::absolute(path)
-            .unwrap_or_else(|_| path.to_path_buf())
-            .display()
-            .to_string(),
+        path: abs.display().to_string(),
         free_bytes: space.map(|s| s.0),
         total_bytes: space.map(|s| s.1),
         largest_checkpoint_bytes: largest,

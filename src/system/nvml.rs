@@ -3,7 +3,8 @@
 //! NVML is initialised once per process and shared by the lab's sampler, `doctor`, `bench`
 //! and `eval`.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 use nvml_wrapper::enums::device::UsedGpuMemory;
@@ -12,12 +13,38 @@ use nvml_wrapper::{Device, Nvml};
 
 use super::{GpuFigures, GpuProcess, GpuSource, NoGpus};
 
-/// NVML, initialised on first use; the reason it is unavailable otherwise.
+/// How long a failed start of NVML stands before it is tried again (a driver loaded after
+/// the lab started, a permission fixed).
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// NVML, initialised on first use and kept; the reason it is unavailable otherwise, tried
+/// again at most every [`RETRY_AFTER`].
 pub fn handle() -> Result<&'static Nvml, NoGpus> {
-    static NVML: OnceLock<Result<Nvml, NoGpus>> = OnceLock::new();
-    NVML.get_or_init(|| Nvml::init().map_err(|e| reason(&e)))
-        .as_ref()
-        .map_err(Clone::clone)
+    static NVML: OnceLock<Nvml> = OnceLock::new();
+    static FAILED: Mutex<Option<(Instant, NoGpus)>> = Mutex::new(None);
+    if let Some(n) = NVML.get() {
+        return Ok(n);
+    }
+    let mut failed = FAILED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = NVML.get() {
+        return Ok(n);
+    }
+    if let Some((at, why)) = &*failed {
+        if at.elapsed() < RETRY_AFTER {
+            return Err(why.clone());
+        }
+    }
+    match Nvml::init() {
+        Ok(n) => {
+            *failed = None;
+            Ok(NVML.get_or_init(|| n))
+        }
+        Err(e) => {
+            let why = reason(&e);
+            *failed = Some((Instant::now(), why.clone()));
+            Err(why)
+        }
+    }
 }
 
 /// Why NVML could not start, in the words the System pane shows.
@@ -49,23 +76,35 @@ fn first_clause(s: &str) -> String {
         .to_string()
 }
 
-/// The NVML devices of this machine, in NVML's order.
-pub fn devices() -> Result<Vec<Device<'static>>, NoGpus> {
+/// The NVML devices of this machine, in NVML's order: each a handle, or why it cannot be
+/// had (a GPU fallen off the bus, one a container may not see) without hiding the others.
+pub fn devices() -> Result<Vec<Result<Device<'static>, String>>, NoGpus> {
     let nvml = handle()?;
     let n = nvml.device_count().map_err(|e| reason(&e))?;
     if n == 0 {
         return Err(NoGpus::NoGpu);
     }
-    (0..n)
-        .map(|i| nvml.device_by_index(i).map_err(|e| reason(&e)))
-        .collect()
+    Ok((0..n)
+        .map(|i| nvml.device_by_index(i).map_err(|e| e.to_string()))
+        .collect())
 }
 
 /// Bytes of device memory in use: total less free, what `nvmlDeviceGetMemoryInfo` (v1) and
-/// nvidia-smi call used (v2's `used` leaves out the driver's reserve).
+/// nvidia-smi call used (v2's `used` leaves out the driver's reserve). Drivers before R510
+/// have only v1, which is asked when v2 is missing.
 pub fn memory_used_total(d: &Device) -> Option<(u64, u64)> {
-    let m = d.memory_info().ok()?;
-    Some((m.total.saturating_sub(m.free), m.total))
+    if let Ok(m) = d.memory_info() {
+        return Some((m.total.saturating_sub(m.free), m.total));
+    }
+    let lib = handle().ok()?.lib();
+    lib.nvmlDeviceGetMemoryInfo.as_ref().ok()?;
+    // SAFETY: a live device handle of this NVML and a plain struct v1 fills.
+    let (rc, m) = unsafe {
+        let mut m: nvml_wrapper_sys::bindings::nvmlMemory_t = std::mem::zeroed();
+        (lib.nvmlDeviceGetMemoryInfo(d.handle(), &mut m), m)
+    };
+    (rc == nvml_wrapper_sys::bindings::nvmlReturn_enum_NVML_SUCCESS)
+        .then(|| (m.total.saturating_sub(m.free), m.total))
 }
 
 /// Every process with a compute or graphics context on `d`, each pid once.
@@ -81,8 +120,10 @@ fn processes(d: &Device) -> Vec<GpuProcess> {
             UsedGpuMemory::Unavailable => None,
         };
         if let Some(seen) = out.iter_mut().find(|q| q.pid == p.pid) {
+            // A process in both lists is one process: NVML gives its memory on the device
+            // in each, so the larger is taken, not the sum.
             seen.memory_bytes = match (seen.memory_bytes, memory_bytes) {
-                (Some(a), Some(b)) => Some(a + b),
+                (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
             continue;
@@ -114,6 +155,22 @@ pub fn figures(index: u32, d: &Device) -> GpuFigures {
     }
 }
 
+/// A GPU NVML lists but cannot give a handle for: its index and why, no figures.
+pub fn unavailable(index: u32, why: &str) -> GpuFigures {
+    GpuFigures {
+        index,
+        name: format!("unavailable ({why})"),
+        bus_id: None,
+        utilization_percent: None,
+        memory_used_bytes: None,
+        memory_total_bytes: None,
+        temperature_c: None,
+        power_w: None,
+        power_limit_w: None,
+        processes: Vec::new(),
+    }
+}
+
 /// The NVML source: every GPU of the machine.
 #[derive(Default)]
 pub struct NvmlSource;
@@ -140,7 +197,10 @@ impl GpuSource for NvmlSource {
         Ok(devices()?
             .iter()
             .enumerate()
-            .map(|(i, d)| figures(i as u32, d))
+            .map(|(i, d)| match d {
+                Ok(d) => figures(i as u32, d),
+                Err(why) => unavailable(i as u32, why),
+            })
             .collect())
     }
 }

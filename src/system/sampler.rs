@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::host::HostProbe;
-use super::{Folders, GpuSource, Sample};
+use super::{Folders, GpuFigures, GpuSource, Sample};
 
 /// The shortest interval between samples.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -148,21 +148,61 @@ impl Monitor {
     }
 }
 
+/// How long the runs of an unchanged set of GPU processes stand before they are looked up
+/// again (a process may become a run's after it took the GPU: a rank records itself then).
+const RENAME_EVERY: Duration = Duration::from_secs(10);
+
+/// The runs of the GPU processes: looked up (the runs' files read) when the set of
+/// processes changes and at least every [`RENAME_EVERY`], not at every sample.
+#[derive(Default)]
+struct Names {
+    pids: Vec<u32>,
+    runs: Vec<Option<String>>,
+    at: Option<std::time::Instant>,
+}
+
+impl Names {
+    fn apply(&mut self, gpus: &mut [GpuFigures], folders: &Folders) {
+        let pids: Vec<u32> = gpus
+            .iter()
+            .flat_map(|g| g.processes.iter().map(|p| p.pid))
+            .collect();
+        let fresh = self.at.is_some_and(|t| t.elapsed() < RENAME_EVERY);
+        let procs = gpus.iter_mut().flat_map(|g| g.processes.iter_mut());
+        if fresh && pids == self.pids {
+            for (p, run) in procs.zip(&self.runs) {
+                p.run = run.clone();
+            }
+            return;
+        }
+        (folders.name_processes)(gpus, &folders.checkpoints);
+        self.runs = gpus
+            .iter()
+            .flat_map(|g| g.processes.iter().map(|p| p.run.clone()))
+            .collect();
+        self.pids = pids;
+        self.at = Some(std::time::Instant::now());
+    }
+}
+
 fn run(shared: Arc<Shared>, mut source: Box<dyn GpuSource>, folders: Folders, every: Duration) {
     let mut probe = HostProbe::new(folders.clone());
-    let mut described = false;
+    let mut names = Names::default();
+    // Whether the last description was of working figures: a source that starts working
+    // later (a driver loaded) is described again.
+    let mut described: Option<bool> = None;
     loop {
         let mut gpus = source.sample();
         if let Ok(g) = &mut gpus {
-            (folders.name_processes)(g, &folders.checkpoints);
+            names.apply(g, &folders);
         }
         let host = probe.sample();
-        let what = (!described).then(|| source.describe());
+        let what = (described != Some(gpus.is_ok())).then(|| source.describe());
         {
             let mut snap = lock(&shared.snapshot);
             if let Some(w) = what {
                 snap.source = w;
-                described = true;
+                described = Some(gpus.is_ok());
             }
             snap.push(Sample { gpus, host });
         }
@@ -242,5 +282,56 @@ mod tests {
             host: Default::default(),
         });
         assert!(snap.gpu_history.is_empty());
+    }
+
+    static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn count_lookups(gpus: &mut [GpuFigures], _: &std::path::Path) {
+        LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for p in gpus.iter_mut().flat_map(|g| g.processes.iter_mut()) {
+            p.run = Some(format!("run-of-{}", p.pid));
+        }
+    }
+
+    /// The runs' files are read when the processes change, not at every sample; the names
+    /// found stay on the processes in between.
+    #[test]
+    fn runs_are_looked_up_again_only_when_the_processes_change() {
+        use crate::system::GpuProcess;
+        let (_dir, f) = folders();
+        let f = Folders {
+            name_processes: count_lookups,
+            ..f
+        };
+        let gpu = |pids: &[u32]| {
+            let mut g = crate::system::nvml::unavailable(0, "test");
+            g.processes = pids
+                .iter()
+                .map(|&pid| GpuProcess {
+                    pid,
+                    memory_bytes: None,
+                    run: None,
+                })
+                .collect();
+            vec![g]
+        };
+        let mut names = Names::default();
+        let before = LOOKUPS.load(std::sync::atomic::Ordering::SeqCst);
+        let mut a = gpu(&[5, 7]);
+        names.apply(&mut a, &f);
+        let mut b = gpu(&[5, 7]);
+        names.apply(&mut b, &f);
+        assert_eq!(b[0].processes[1].run.as_deref(), Some("run-of-7"));
+        assert_eq!(
+            LOOKUPS.load(std::sync::atomic::Ordering::SeqCst) - before,
+            1
+        );
+        let mut c = gpu(&[5, 9]);
+        names.apply(&mut c, &f);
+        assert_eq!(c[0].processes[1].run.as_deref(), Some("run-of-9"));
+        assert_eq!(
+            LOOKUPS.load(std::sync::atomic::Ordering::SeqCst) - before,
+            2
+        );
     }
 }

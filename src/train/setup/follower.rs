@@ -128,6 +128,14 @@ pub fn follower_state(world: &Rc<World>, device: Device) -> Result<State> {
     let run = RunDir::for_rank(&shared.run, world.rank);
     // The folder exists on rank 0's node; elsewhere this rank's log makes it.
     let _ = std::fs::create_dir_all(&run.path);
+    // So the machine's figures name this process's GPU use with its run.
+    if let Err(e) = crate::runs::process::record_rank(&run.path, world.rank) {
+        tracing::warn!(
+            "cannot record rank {} in {}: {e:#}",
+            world.rank,
+            run.path.display()
+        );
+    }
     run.log(&format!(
         "rank {} of {}: training with rank 0 from step {}",
         world.rank, world.size, shared.step

@@ -40,10 +40,24 @@ pub struct RunRow {
 pub const WIDE: u16 = 78;
 pub const SIZED_NARROW: u16 = 56;
 pub const SIZED_WIDE: u16 = 86;
-pub const GPU_NARROW: u16 = 67;
-pub const GPU_WIDE: u16 = 101;
+pub const GPU_NARROW: u16 = 69;
+pub const GPU_WIDE: u16 = 103;
 /// Columns the device and GPU memory take, with their gaps.
-const GPU_COLUMNS: usize = 15;
+const GPU_COLUMNS: usize = 17;
+
+/// A device label in few columns: `cuda:1,cuda:3` (a run in two processes) is `cuda:1,3`.
+pub fn short_devices(label: &str) -> String {
+    let mut out = String::new();
+    for (i, d) in crate::device::slots::devices_of(label).enumerate() {
+        if i > 0 {
+            out.push(',');
+            out.push_str(d.strip_prefix("cuda:").unwrap_or(d));
+        } else {
+            out.push_str(d);
+        }
+    }
+    out
+}
 
 pub fn phase_color(phase: Phase, theme: &Theme) -> ratatui::style::Color {
     match phase {
@@ -181,7 +195,8 @@ impl Columns {
         }
         if self.gpu {
             let dash = || "-".to_string();
-            cells.push(Span::raw(clip(&r.device.clone().unwrap_or_else(dash), 6)));
+            let device = r.device.as_deref().map(short_devices).unwrap_or_else(dash);
+            cells.push(Span::raw(clip(&device, 8)));
             let mem = r.gpu_memory.map(format_size).unwrap_or_else(dash);
             cells.push(Span::styled(mem, Style::default().fg(theme.dim)));
         }
@@ -212,7 +227,7 @@ impl Columns {
             widths.push(Constraint::Length(5));
         }
         if self.gpu {
-            widths.extend([Constraint::Length(6), Constraint::Length(7)]);
+            widths.extend([Constraint::Length(8), Constraint::Length(7)]);
         }
         widths
     }
@@ -222,6 +237,13 @@ impl Columns {
 mod tests {
     use super::*;
     use crate::tui::widgets::testing::render;
+
+    #[test]
+    fn several_gpus_are_one_short_label() {
+        assert_eq!(short_devices("cuda:1,cuda:3"), "cuda:1,3");
+        assert_eq!(short_devices("cuda:12"), "cuda:12");
+        assert_eq!(short_devices("cpu"), "cpu");
+    }
 
     fn rows() -> Vec<RunRow> {
         vec![
