@@ -29,4 +29,23 @@ int stacklab_cuda_allocator_stats(int device, int64_t* out) {
   }
 }
 
+// Fills out[0..2] with the free and total bytes of CUDA device `device` as the CUDA runtime
+// sees it (cudaMemGetInfo: a MIG slice's own memory, not its parent GPU's); returns 0 on
+// success, -1 otherwise (no CUDA allocator, not initialised, or the call failed).
+int stacklab_cuda_memory_info(int device, int64_t* out) {
+  try {
+    c10::Allocator* any = c10::GetAllocator(c10::DeviceType::CUDA);
+    auto* allocator = dynamic_cast<c10::DeviceAllocator*>(any);
+    if (allocator == nullptr || !allocator->initialized()) {
+      return -1;
+    }
+    const auto info = allocator->getMemoryInfo(static_cast<c10::DeviceIndex>(device));
+    out[0] = static_cast<int64_t>(info.first);
+    out[1] = static_cast<int64_t>(info.second);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
 }  // extern "C"

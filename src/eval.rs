@@ -246,15 +246,19 @@ const EVAL_MAX_TOKENS_PER_FORWARD: i64 = 1 << 17;
 /// Loader batches (of `b` sequences of `t` tokens) per evaluation forward: one on the CPU
 /// (larger batches do not pay there); on CUDA as many as fit in
 /// [`EVAL_MAX_TOKENS_PER_FORWARD`] tokens and in a quarter of the device's free memory
-/// (NVML; one when it is unknown).
+/// (the CUDA runtime's figure, else NVML's; one when it is unknown).
 pub fn loader_batches_per_forward(device: Device, width: i64, b: i64, t: i64) -> usize {
     let Device::Cuda(i) = device else {
         return 1;
     };
-    let Some(g) = crate::device::nvml::gpu(i) else {
-        return 1;
+    // The CUDA runtime's figure first (right on a MIG slice), else NVML's.
+    let free = match crate::device::memory::cuda_memory_info(i) {
+        Some((free, _)) => free as i64,
+        None => match crate::device::nvml::gpu(i) {
+            Some(g) => g.memory_total.saturating_sub(g.memory_used) as i64,
+            None => return 1,
+        },
     };
-    let free = g.memory_total.saturating_sub(g.memory_used) as i64;
     let per_batch = (b * t * width * EVAL_BYTES_PER_TOKEN_WIDTH).max(1);
     let by_memory = free / 4 / per_batch;
     let by_tokens = EVAL_MAX_TOKENS_PER_FORWARD / (b * t).max(1);

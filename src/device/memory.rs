@@ -8,6 +8,17 @@ use tch::Device;
 
 extern "C" {
     fn stacklab_cuda_allocator_stats(device: libc::c_int, out: *mut i64) -> libc::c_int;
+    fn stacklab_cuda_memory_info(device: libc::c_int, out: *mut i64) -> libc::c_int;
+}
+
+/// Free and total bytes of CUDA device `ordinal` as the CUDA runtime sees it
+/// (`cudaMemGetInfo`: a MIG slice's own memory, where NVML sees its parent GPU); `None`
+/// without a CUDA allocator in use.
+pub fn cuda_memory_info(ordinal: usize) -> Option<(u64, u64)> {
+    let mut out = [0i64; 2];
+    // SAFETY: the shim writes two int64s into `out` and catches every C++ exception.
+    let rc = unsafe { stacklab_cuda_memory_info(ordinal as libc::c_int, out.as_mut_ptr()) };
+    (rc == 0).then(|| (out[0].max(0) as u64, out[1].max(0) as u64))
 }
 
 /// The CUDA caching allocator's byte counts for one device, since the process started.
@@ -102,6 +113,9 @@ mod tests {
     /// be loaded, its allocator registered, and still no device): no figures, no crash.
     #[test]
     fn allocator_stats_are_absent_without_a_cuda_tensor_or_device() {
+        if crate::device::cuda_device_count() == 0 {
+            assert_eq!(cuda_memory_info(0), None);
+        }
         crate::device::init();
         if crate::device::cuda_device_count() == 0 {
             assert_eq!(cuda_allocator_stats(0), None);
