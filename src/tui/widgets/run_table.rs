@@ -36,12 +36,12 @@ pub struct RunRow {
 
 /// Widths from which the table adds columns: train loss and tokens/s from `WIDE`, size
 /// from `SIZED_NARROW` (narrow) and `SIZED_WIDE` (wide), device and GPU memory from
-/// `GPU_NARROW` and `GPU_WIDE`.
+/// `GPU_NARROW` and `GPU_WIDE` (where the run's name keeps 16 columns beside them).
 pub const WIDE: u16 = 78;
 pub const SIZED_NARROW: u16 = 56;
 pub const SIZED_WIDE: u16 = 86;
-pub const GPU_NARROW: u16 = 69;
-pub const GPU_WIDE: u16 = 103;
+pub const GPU_NARROW: u16 = 77;
+pub const GPU_WIDE: u16 = 101;
 /// Columns the device and GPU memory take, with their gaps.
 const GPU_COLUMNS: usize = 17;
 
@@ -357,15 +357,15 @@ mod tests {
             s.contains("model2") && !s.contains("size") && !s.contains("13M"),
             "{s}"
         );
-        // Device and GPU memory where there is room for them, narrow or wide.
-        for w in [70, 110] {
+        // Device and GPU memory where there is room for them and 16 columns of the name.
+        for w in [110, 140] {
             let s = table(w);
             assert!(s.contains("device") && s.contains("GPU mem"), "{w}:\n{s}");
             let m2 = line(&s, "model2");
             assert!(m2.contains("cuda:1") && m2.contains("3.0G"), "{w}:\n{s}");
             assert!(line(&s, "model1").contains("cpu"), "{w}:\n{s}");
         }
-        for w in [66, 90] {
+        for w in [66, 76, 90] {
             assert!(!table(w).contains("GPU mem"), "{w}");
         }
         let s = render(60, 5, |f| {
