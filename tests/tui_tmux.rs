@@ -509,11 +509,12 @@ fn the_lab_idles_under_one_percent_cpu_with_eight_fake_gpus() {
         "48",
         &command,
     ]);
+    t.wait("the lab", None, true, |s| s.contains("1 Runs"));
+    // The pane's process is the lab itself (`exec`, done by now that it draws): its CPU
+    // time is the lab's.
     let pid: u32 = t.format("#{pane_pid}").parse().unwrap();
-    // The pane's process is the lab itself (`exec`): its CPU time is the lab's.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "stacklab");
-    t.wait("the lab", None, true, |s| s.contains("1 Runs"));
     t.keys(&["5"]);
     let before = t.wait("the System pane", None, true, |s| {
         s.contains("GPU 7 Fake GPU 80GB")

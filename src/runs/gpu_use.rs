@@ -197,16 +197,8 @@ mod tests {
     #[test]
     fn a_run_sums_its_processes_over_its_gpus() {
         let gpu = |index: u32, procs: Vec<GpuProcess>| GpuFigures {
-            index,
-            name: "g".into(),
-            bus_id: None,
-            utilization_percent: None,
-            memory_used_bytes: None,
-            memory_total_bytes: None,
-            temperature_c: None,
-            power_w: None,
-            power_limit_w: None,
             processes: procs,
+            ..crate::system::nvml::unavailable(index, "no figures in this test")
         };
         let p = |pid: u32, mem: Option<u64>, run: Option<&str>| GpuProcess {
             pid,
