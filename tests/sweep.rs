@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
+use common::csv_rows as rows;
 use common::Lab;
 
 fn sweep_config(lab: &Lab) -> std::path::PathBuf {
@@ -43,19 +44,6 @@ fn walk(dir: &Path) -> Vec<String> {
         }
     }
     v
-}
-
-fn rows(csv: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(csv).unwrap();
-    let h: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
-    r.records()
-        .map(|rec| {
-            h.iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(str::to_string))
-                .collect()
-        })
-        .collect()
 }
 
 #[test]

@@ -7,20 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use common::csv_rows as rows;
 use common::{read_json_lines, Lab};
-
-fn rows(csv: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(csv).unwrap();
-    let h: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
-    r.records()
-        .map(|rec| {
-            h.iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(str::to_string))
-                .collect()
-        })
-        .collect()
-}
 
 fn mean_sd(v: &[f64]) -> String {
     let mean = v.iter().sum::<f64>() / v.len() as f64;

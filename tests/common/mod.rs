@@ -226,3 +226,17 @@ pub fn assert_one_row_per_step(run: &Path, steps: i64) {
     let expected: std::collections::BTreeMap<i64, usize> = (0..=steps).map(|s| (s, 1)).collect();
     assert_eq!(rows, expected, "rows per step of {}", run.display());
 }
+
+/// A CSV file's rows, each a map from its header's columns to the row's values.
+pub fn csv_rows(csv: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(csv).unwrap();
+    let h: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    r.records()
+        .map(|rec| {
+            h.iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
