@@ -1,6 +1,6 @@
 //! The c10d shim of data-parallel training, for `build.rs`.
 //!
-//! `csrc/dist.cpp` is always compiled into the binary (c10d's store and backend interface are
+//! `csrc/dist.cpp` and `csrc/dist_buckets.cpp` are always compiled into the binary (c10d's store and backend interface are
 //! in libtorch_cpu); with `USE_C10D_GLOO` when Gloo's headers are found (the libtorch wheel
 //! ships Gloo compiled but not its headers: Debian's `libgloo-dev` has them, or set
 //! `GLOO_INCLUDE_DIR`). `csrc/dist_nccl.cpp` becomes a shared object linked against
@@ -10,6 +10,13 @@
 //! libtorch_cuda.
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The shim compiled into the binary (the header too, for rebuilds).
+const DIST_SOURCES: [&str; 3] = [
+    "csrc/dist.cpp",
+    "csrc/dist_buckets.cpp",
+    "csrc/dist_common.h",
+];
 
 const STD_INCLUDES: [&str; 2] = ["/usr/include", "/usr/local/include"];
 
@@ -47,7 +54,9 @@ fn nccl_includes(lib: &Path) -> Option<(PathBuf, PathBuf)> {
 }
 
 pub fn build(lib: &Path, include: &Path) {
-    println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    for f in DIST_SOURCES {
+        println!("cargo:rerun-if-changed={f}");
+    }
     println!("cargo:rerun-if-changed=csrc/dist_nccl.cpp");
     println!("cargo:rerun-if-changed=build/dist.rs");
     for var in [
@@ -69,7 +78,7 @@ pub fn build(lib: &Path, include: &Path) {
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .file("csrc/dist.cpp");
+        .files(DIST_SOURCES.iter().filter(|f| f.ends_with(".cpp")));
     let gloo = gloo_include();
     if let Some(g) = &gloo {
         if !STD_INCLUDES.iter().any(|s| Path::new(s) == g) {
@@ -80,7 +89,8 @@ pub fn build(lib: &Path, include: &Path) {
     // The build script reruns on every commit (for the commit id): the shim, 25 s of C++,
     // is recompiled only when its source or the Gloo choice changed.
     let out = out_dir();
-    let key = format!("{}|{gloo:?}|{}", source("csrc/dist.cpp"), include.display());
+    let sources: String = DIST_SOURCES.iter().map(|f| source(f)).collect();
+    let key = format!("{sources}|{gloo:?}|{}", include.display());
     if fresh(&out.join("libstacklab_dist.a"), "dist", &key) {
         println!("cargo:rustc-link-search=native={}", out.display());
         println!("cargo:rustc-link-lib=static=stacklab_dist");

@@ -7,10 +7,10 @@
 // nothing unwinds into Rust. Gloo's headers are not shipped with the libtorch wheel: where
 // build.rs did not find them, USE_C10D_GLOO is undefined and a Gloo group is refused with a
 // message saying so.
-#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include "dist_common.h"
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/csrc/distributed/c10d/Work.hpp>
 #ifdef USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
@@ -22,46 +22,14 @@
 #include <string>
 #include <vector>
 
+using namespace stacklab_dist;
+
 namespace {
 
-using StorePtr = c10::intrusive_ptr<c10d::Store>;
-using BackendPtr = c10::intrusive_ptr<c10d::Backend>;
-
-struct Group {
-  StorePtr store;
-  BackendPtr backend;
-  std::chrono::milliseconds timeout;
-};
-
 struct Pending {
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  std::vector<WorkPtr> works;
   std::chrono::milliseconds timeout;
 };
-
-void set_error(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) {
-    return;
-  }
-  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
-  std::memcpy(err, msg.data(), n);
-  err[n] = '\0';
-}
-
-// Runs `f`, turning an exception into -1 and its message.
-template <typename F>
-int guarded(char* err, size_t len, F f) {
-  try {
-    f();
-    return 0;
-  } catch (const c10::Error& e) {
-    set_error(err, len, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    set_error(err, len, e.what());
-  } catch (...) {
-    set_error(err, len, "unknown C++ exception");
-  }
-  return -1;
-}
 
 std::vector<at::Tensor> tensors_of(at::Tensor** ts, int n) {
   std::vector<at::Tensor> out;
@@ -70,15 +38,6 @@ std::vector<at::Tensor> tensors_of(at::Tensor** ts, int n) {
     out.push_back(*ts[i]);
   }
   return out;
-}
-
-void wait_all(const std::vector<c10::intrusive_ptr<c10d::Work>>& works,
-              std::chrono::milliseconds timeout) {
-  for (const auto& w : works) {
-    if (!w->wait(timeout)) {
-      throw std::runtime_error("a collective did not complete");
-    }
-  }
 }
 
 }  // namespace
@@ -225,7 +184,7 @@ int stacklab_dist_broadcast(void* group, at::Tensor** ts, int n, int root, char*
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.timeout = g->timeout;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    std::vector<WorkPtr> works;
     for (auto& t : tensors_of(ts, n)) {
       std::vector<at::Tensor> one{t};
       works.push_back(g->backend->broadcast(one, opts));

@@ -21,7 +21,8 @@
 #      VAL_TOKENS tokens every VAL_EVERY steps (default 20). The embedded val split holds
 #      164,864 tokens read 64 x 1024 at a time: VAL_TOKENS defaults to 131,072.
 #   6. data parallelism at world size 1: 2 steps of the same training launched as torchrun
-#      would (RANK=0, WORLD_SIZE=1), so it runs through c10d's NCCL backend on the GPU
+#      would (RANK=0, WORLD_SIZE=1), so it runs through c10d's NCCL backend on the GPU, its
+#      gradient buckets started by the autograd hooks on the device's backward thread
 #      (Gloo on the CPU): the process group forms, the collectives run, the run ends done.
 #
 # GPU_CHECK_CPU=1 runs the same steps on the CPU at a tiny shape (configs/tiny.toml with 2
@@ -140,6 +141,7 @@ step dist "${limits[6]}" env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.
   --set schedule.steps=2 --set schedule.warmdown=0 --set eval.val_every=0 \
   --set eval.val_tokens="$val_tokens" --set checkpoint_every=0 --dist-timeout 120
 grep -h "rank 0 of 1" "$STACKLAB_CHECKPOINT_DIR/gpu-check-dist/train.log" > "$logs/dist-world.txt" 2>/dev/null
+grep -h "all-reduce:" "$STACKLAB_CHECKPOINT_DIR/gpu-check-dist/train.log" > "$logs/dist-overlap.txt" 2>/dev/null
 
 "$python" "$root/scripts/gpu_check_table.py" "$logs" "$mode" "$seed_tokens" "$budget" \
   > "$logs/summary.txt" 2> "$logs/summary.err" \

@@ -149,3 +149,7 @@ else:
 print("== data parallelism at world size 1 (c10d: NCCL on CUDA, Gloo on the CPU)")
 world = read("dist-world.txt").strip()
 print(outcome("dist") + (f": {world.split('|')[1].strip()}" if outcome("dist") == "ok" and "|" in world else ""))
+overlap = read("dist-overlap.txt").strip()
+if overlap:
+    last = overlap.splitlines()[-1]
+    print(last[last.index("all-reduce:"):])

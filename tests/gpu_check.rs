@@ -123,7 +123,8 @@ fn the_cpu_mode_runs_every_step_and_a_rerun_works() {
     // The c10d step at world size 1 (Gloo on the CPU; NCCL on a GPU).
     assert!(
         table.contains("== data parallelism at world size 1")
-            && table.contains("ok: rank 0 of 1 (gloo)"),
+            && table.contains("ok: rank 0 of 1 (gloo)")
+            && table.contains("; 1 started while the last backward pass ran"),
         "{table}"
     );
     // What comes back from a device call: the table and one archive, nothing else.

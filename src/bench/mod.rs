@@ -65,6 +65,15 @@ pub struct BenchReport {
     /// Bytes all-reduced per step: the gradients' buckets and Muon's updates (0 alone).
     #[serde(default)]
     pub all_reduce_bytes_per_step: i64,
+    /// The gradient buckets of a step (0 alone), and how many of them the last timed
+    /// step's backward pass started (the rest started after it).
+    #[serde(default)]
+    pub gradient_buckets: usize,
+    #[serde(default)]
+    pub buckets_started_in_backward: usize,
+    /// Whether the buckets were hooked to start during backward (`--no-overlap`: not).
+    #[serde(default)]
+    pub overlap: bool,
 }
 
 fn one() -> usize {
@@ -83,6 +92,9 @@ pub struct BenchOptions {
     pub parts: Vec<Part>,
     /// The processes benchmarking together (one, or a c10d group: `bench --nproc`).
     pub world: std::rc::Rc<World>,
+    /// In several processes, start each gradient bucket's all-reduce during the last
+    /// backward pass (off: after it, `bench --no-overlap`).
+    pub overlap: bool,
 }
 
 impl BenchOptions {
@@ -198,7 +210,10 @@ fn training_step(
     let (model, device, x, y) = (&rig.model, rig.device, &rig.x, &rig.y);
     let start = Instant::now();
     let mut loss = None;
-    for _ in 0..accum {
+    for k in 0..accum {
+        if let Some(b) = rig.buckets.as_ref().filter(|_| k + 1 == accum) {
+            b.arm();
+        }
         loss = Some(model.forward_backward(x, y, c));
     }
     crate::device::synchronize(device);
@@ -256,6 +271,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         world_size: opts.world.size,
         tokens_per_s_per_process: per_process,
         all_reduce_bytes_per_step: rig.all_reduce_bytes(),
+        gradient_buckets: rig.buckets.as_ref().map_or(0, |b| b.len()),
+        buckets_started_in_backward: rig.buckets.as_ref().map_or(0, |b| b.started_in_backward()),
+        overlap: rig.buckets.as_ref().is_some_and(|b| b.overlaps()),
     })
 }
 

@@ -69,4 +69,11 @@ pub fn print_scaling(r: &ScalingReport) {
         "all-reduce    {:.2} MB a step (gradients in 25 MiB buckets, Muon's updates)",
         r.all_reduce_bytes_per_step as f64 / 1e6
     );
+    let p = &r.parallel;
+    println!(
+        "overlap       {} of {} gradient bucket(s) started while the last backward ran{}",
+        p.buckets_started_in_backward,
+        p.gradient_buckets,
+        if p.overlap { "" } else { " (--no-overlap)" }
+    );
 }

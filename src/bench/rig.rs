@@ -68,8 +68,13 @@ impl Rig<'_> {
         model.set_trainable(true);
         let opt = Optimizers::new(cfg, &model, compute);
         let (x, y) = synthetic_batch(cfg.model.vocab_size, b, t, device);
-        let buckets = (opts.world.size > 1)
-            .then(|| GradBuckets::new(&trained_parameters(&model, true), BUCKET_BYTES));
+        let buckets = match opts.world.group().filter(|_| opts.world.size > 1) {
+            Some(g) => {
+                let params = trained_parameters(&model, true);
+                Some(GradBuckets::new(g, &params, BUCKET_BYTES, opts.overlap)?)
+            }
+            None => None,
+        };
         Ok(Rig {
             buckets,
             ns_kind: crate::train::muon_kind(compute),

@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// Seconds any collective may wait (see `train --dist-timeout`).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub dist_timeout: u64,
+    /// With --nproc: start the gradients' all-reduce after the last backward pass instead
+    /// of bucket by bucket while it runs (to measure what the overlap gains).
+    #[arg(long)]
+    pub no_overlap: bool,
     /// Where rank 0 of `bench --nproc`'s processes writes its report.
     #[arg(long, value_name = "FILE", hide = true)]
     pub report_to: Option<PathBuf>,
@@ -203,6 +207,7 @@ pub(super) fn run_bench(a: BenchArgs) -> Result<()> {
         device,
         parts: a.part,
         world: std::rc::Rc::new(super::dist::world(launch, device, timeout)?),
+        overlap: !a.no_overlap,
     };
     if let Some(n) = nproc {
         return super::dist::bench_nproc(&opts, n, a.json, timeout);

@@ -1,33 +1,25 @@
-//! Gradients all-reduced in flat buckets, as PyTorch's DDP does: the parameters, last layers
-//! first (the order backward produces them), packed into buffers of about
-//! [`BUCKET_BYTES`]; one collective per bucket. Each bucket's collective starts as soon as
-//! its buffer is packed, so packing the next bucket and unpacking a finished one overlap
-//! with the communication still running.
+//! Gradients all-reduced in flat buckets, as PyTorch's DDP does: the parameters in the
+//! order backward finishes their gradients (the reverse of their first use in the forward
+//! pass), packed into buffers of about [`BUCKET_BYTES`], one collective per bucket.
+//!
+//! With overlap (`csrc/dist_buckets.cpp`), each parameter's gradient accumulator has a post
+//! hook: once the step's last backward pass is [armed](GradBuckets::arm), a bucket's
+//! all-reduce starts as soon as its last gradient is in, while backward still runs on the
+//! layers below. Buckets start in order, so every process issues the same collectives in
+//! the same order.
+
+use std::ffi::{c_int, c_void};
+use std::ptr::NonNull;
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
+use torch_sys::C_tensor;
 
-use super::group::{ProcessGroup, ReduceOp};
+use super::ffi::{self, Err};
+use super::group::ProcessGroup;
 
 /// DDP's default bucket size (25 MiB).
 pub const BUCKET_BYTES: i64 = 25 << 20;
-
-struct Member {
-    param: usize,
-    offset: i64,
-    numel: i64,
-}
-
-struct Bucket {
-    flat: Tensor,
-    members: Vec<Member>,
-}
-
-/// Flat buffers for the gradients of a fixed list of parameters.
-pub struct GradBuckets {
-    buckets: Vec<Bucket>,
-    bytes: i64,
-}
 
 fn element_bytes(k: Kind) -> i64 {
     match k {
@@ -37,81 +29,212 @@ fn element_bytes(k: Kind) -> i64 {
     }
 }
 
-impl GradBuckets {
-    /// Buckets for `params` (their gradients have their kind and device), filled from the
-    /// last parameter backwards, at most `bucket_bytes` each (a larger parameter alone).
-    pub fn new(params: &[&Tensor], bucket_bytes: i64) -> GradBuckets {
-        let mut plan: Vec<(Kind, Vec<Member>, i64)> = Vec::new();
+/// Which parameters share a bucket: `order` lists the parameters (indices into the list
+/// the plan was made from) in the order backward finishes them; bucket k holds the next
+/// `sizes[k]` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketPlan {
+    pub order: Vec<usize>,
+    pub sizes: Vec<i64>,
+    /// Bytes all-reduced per step.
+    pub bytes: i64,
+}
+
+impl BucketPlan {
+    /// The plan for `params`, listed in the order the forward pass first uses them: filled
+    /// from the last backwards, at most `bucket_bytes` a bucket (a larger parameter alone),
+    /// one dtype a bucket.
+    pub fn new(params: &[&Tensor], bucket_bytes: i64) -> BucketPlan {
+        let mut plan = BucketPlan {
+            order: Vec::with_capacity(params.len()),
+            sizes: Vec::new(),
+            bytes: 0,
+        };
+        let mut open: Option<(Kind, i64)> = None;
         for (i, p) in params.iter().enumerate().rev() {
             let (kind, numel) = (p.kind(), p.numel() as i64);
-            let fits = plan.last().is_some_and(|(k, _, n)| {
-                *k == kind && (n + numel) * element_bytes(kind) <= bucket_bytes
+            let fits = open.is_some_and(|(k, n)| {
+                k == kind && (n + numel) * element_bytes(kind) <= bucket_bytes
             });
             if !fits {
-                plan.push((kind, Vec::new(), 0));
+                plan.sizes.push(0);
+                open = Some((kind, 0));
             }
-            let (_, members, n) = plan.last_mut().expect("a bucket was pushed");
-            members.push(Member {
-                param: i,
-                offset: *n,
-                numel,
-            });
-            *n += numel;
+            if let (Some((_, n)), Some(size)) = (open.as_mut(), plan.sizes.last_mut()) {
+                *n += numel;
+                *size += 1;
+            }
+            plan.order.push(i);
+            plan.bytes += numel * element_bytes(kind);
         }
-        let device = params
-            .first()
-            .map(|p| p.device())
-            .unwrap_or(tch::Device::Cpu);
-        let buckets: Vec<Bucket> = plan
-            .into_iter()
-            .map(|(kind, members, n)| Bucket {
-                flat: Tensor::zeros([n], (kind, device)),
-                members,
-            })
-            .collect();
-        let bytes = buckets
+        plan
+    }
+
+    pub fn len(&self) -> usize {
+        self.sizes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sizes.is_empty()
+    }
+}
+
+/// Flat buffers for the gradients of a fixed list of parameters, bound to one process
+/// group (and, with overlap, hooked into the parameters' gradient accumulators).
+pub struct GradBuckets {
+    handle: NonNull<c_void>,
+    plan: BucketPlan,
+    overlap: bool,
+    from_hooks: std::cell::Cell<usize>,
+}
+
+impl GradBuckets {
+    /// Buckets for the gradients of `params` (listed in the order the forward pass first
+    /// uses them) summed over `group`; with `overlap`, armed backward passes start them.
+    pub fn new(
+        group: &ProcessGroup,
+        params: &[&Tensor],
+        bucket_bytes: i64,
+        overlap: bool,
+    ) -> Result<GradBuckets> {
+        let plan = BucketPlan::new(params, bucket_bytes);
+        let ordered: Vec<*mut C_tensor> = plan
+            .order
             .iter()
-            .map(|b| b.flat.numel() as i64 * element_bytes(b.flat.kind()))
-            .sum();
-        GradBuckets { buckets, bytes }
+            .map(|&i| params[i].as_ptr() as *mut C_tensor)
+            .collect();
+        let mut err = Err::new();
+        // SAFETY: a live group, parameter tensors that outlive the call (the shim keeps its
+        // own references), `sizes` of `nb` entries, and an error buffer of its length.
+        let handle = unsafe {
+            ffi::stacklab_dist_buckets_new(
+                group.group,
+                ordered.as_ptr(),
+                ordered.len() as c_int,
+                plan.sizes.as_ptr(),
+                plan.sizes.len() as c_int,
+                overlap as c_int,
+                err.ptr(),
+                err.len(),
+            )
+        };
+        let Some(handle) = NonNull::new(handle) else {
+            bail!("the gradient buckets could not be made: {}", err.message());
+        };
+        Ok(GradBuckets {
+            handle,
+            plan,
+            overlap,
+            from_hooks: std::cell::Cell::new(0),
+        })
+    }
+
+    pub fn plan(&self) -> &BucketPlan {
+        &self.plan
     }
 
     /// Bytes all-reduced per step.
     pub fn bytes(&self) -> i64 {
-        self.bytes
+        self.plan.bytes
     }
 
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.plan.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.plan.is_empty()
     }
 
-    /// Sums every parameter's gradient over the processes, in place.
-    pub fn all_reduce(&self, group: &ProcessGroup, params: &[&Tensor]) -> Result<()> {
-        tch::no_grad(|| {
-            let mut pending = Vec::with_capacity(self.buckets.len());
-            for b in &self.buckets {
-                for m in &b.members {
-                    let g = params[m.param].grad();
-                    if !g.defined() {
-                        bail!("parameter #{} has no gradient to all-reduce", m.param);
-                    }
-                    b.flat.narrow(0, m.offset, m.numel).copy_(&g.reshape([-1]));
-                }
-                pending.push(group.start_all_reduce(&[&b.flat], ReduceOp::Sum)?);
-            }
-            for (b, p) in self.buckets.iter().zip(pending) {
-                p.wait()?;
-                for m in &b.members {
-                    let mut g = params[m.param].grad();
-                    let part = b.flat.narrow(0, m.offset, m.numel).view_as(&g);
-                    g.copy_(&part);
-                }
-            }
-            Ok(())
-        })
+    /// Whether backward passes start the all-reduces (once armed).
+    pub fn overlaps(&self) -> bool {
+        self.overlap
+    }
+
+    /// The next backward pass is the step's last: as each bucket's gradients are in, its
+    /// all-reduce starts. Call it right before that pass's `backward`.
+    pub fn arm(&self) {
+        if self.overlap {
+            // SAFETY: a live handle.
+            unsafe { ffi::stacklab_dist_buckets_arm(self.handle.as_ptr()) };
+        }
+    }
+
+    /// Starts the all-reduce of every bucket backward did not start (all of them when no
+    /// pass was armed), without waiting.
+    pub fn launch(&self, group: &ProcessGroup) -> Result<()> {
+        let mut err = Err::new();
+        // SAFETY: a live handle and an error buffer of its length.
+        let rc = unsafe {
+            ffi::stacklab_dist_buckets_launch(self.handle.as_ptr(), err.ptr(), err.len())
+        };
+        if rc != 0 {
+            return Err(group.failed("the gradients' all-reduce", err.message()));
+        }
+        Ok(())
+    }
+
+    /// Waits for every bucket and writes the sums into the gradients.
+    pub fn wait(&self, group: &ProcessGroup) -> Result<()> {
+        let mut err = Err::new();
+        let mut from_hooks: c_int = 0;
+        // SAFETY: a live handle, an out-integer and an error buffer of its length.
+        let rc = unsafe {
+            ffi::stacklab_dist_buckets_wait(
+                self.handle.as_ptr(),
+                &mut from_hooks,
+                err.ptr(),
+                err.len(),
+            )
+        };
+        if rc != 0 {
+            return Err(group.failed("the gradients' all-reduce", err.message()));
+        }
+        self.from_hooks.set(from_hooks.max(0) as usize);
+        Ok(())
+    }
+
+    /// Sums every parameter's gradient over the processes, in place: starts what backward
+    /// did not, and waits for all of it.
+    pub fn all_reduce(&self, group: &ProcessGroup) -> Result<()> {
+        self.launch(group)?;
+        self.wait(group)
+    }
+
+    /// Of the last step's buckets, how many backward started (the rest started after it).
+    pub fn started_in_backward(&self) -> usize {
+        self.from_hooks.get()
+    }
+}
+
+impl Drop for GradBuckets {
+    fn drop(&mut self) {
+        // SAFETY: made by `stacklab_dist_buckets_new`, freed once; this removes its hooks.
+        unsafe { ffi::stacklab_dist_buckets_free(self.handle.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn the_plan_fills_buckets_from_the_last_parameter_and_keeps_dtypes_apart() {
+        let t = |n: i64, k: Kind| Tensor::zeros([n], (k, Device::Cpu));
+        let ps = [
+            t(10, Kind::Float),
+            t(5, Kind::Float),
+            t(5, Kind::Float),
+            t(40, Kind::Float),
+            t(3, Kind::BFloat16),
+        ];
+        let refs: Vec<&Tensor> = ps.iter().collect();
+        let plan = BucketPlan::new(&refs, 64);
+        // bf16 alone; 160 bytes alone (over the size); then 5 + 5 floats (40 bytes), 10 floats.
+        assert_eq!(plan.order, vec![4, 3, 2, 1, 0]);
+        assert_eq!(plan.sizes, vec![1, 1, 2, 1]);
+        assert_eq!(plan.bytes, 6 + 4 * 60);
+        assert_eq!(plan.len(), 4);
     }
 }

@@ -69,6 +69,29 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> c_int;
+    pub fn stacklab_dist_buckets_new(
+        group: *mut c_void,
+        ps: *const *mut C_tensor,
+        n: c_int,
+        sizes: *const i64,
+        nb: c_int,
+        hooks: c_int,
+        err: *mut c_char,
+        len: usize,
+    ) -> *mut c_void;
+    pub fn stacklab_dist_buckets_arm(buckets: *mut c_void);
+    pub fn stacklab_dist_buckets_launch(
+        buckets: *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    pub fn stacklab_dist_buckets_wait(
+        buckets: *mut c_void,
+        from_hooks: *mut c_int,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    pub fn stacklab_dist_buckets_free(buckets: *mut c_void);
     pub fn stacklab_dist_barrier(
         group: *mut c_void,
         device_index: c_int,

@@ -45,7 +45,7 @@ pub enum ReduceOp {
 /// The processes of one launch, connected.
 pub struct ProcessGroup {
     store: *mut c_void,
-    group: *mut c_void,
+    pub(super) group: *mut c_void,
     pub rank: usize,
     pub world: usize,
     pub backend: Backend,
@@ -174,7 +174,7 @@ impl ProcessGroup {
         })
     }
 
-    fn failed(&self, what: &str, msg: String) -> anyhow::Error {
+    pub(super) fn failed(&self, what: &str, msg: String) -> anyhow::Error {
         anyhow::anyhow!(
             "{what} across the {} processes failed on rank {} (another process died, stopped answering within the {}s collective timeout, or failed): {msg}",
             self.world,

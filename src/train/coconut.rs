@@ -51,11 +51,26 @@ pub fn forward_backward(
     coconut: Option<&CoconutConfig>,
     c: Compute,
 ) -> (Tensor, Option<Tensor>) {
-    let Some(cfg) = coconut else {
-        return (model.forward_backward(x, y, c), None);
-    };
+    forward_backward_then(model, (x, y, next_targets), coconut, c, &|| {})
+}
+
+/// [`forward_backward`], calling `before_last_backward` right before the micro-batch's
+/// last backward pass (a detached COCONUT step has two): in several processes it arms the
+/// gradient buckets, whose all-reduces then start while that pass runs.
+pub fn forward_backward_then(
+    model: &Gpt,
+    (x, y, next_targets): (&Tensor, &Tensor, Option<&Tensor>),
+    coconut: Option<&CoconutConfig>,
+    c: Compute,
+    before_last_backward: &dyn Fn(),
+) -> (Tensor, Option<Tensor>) {
     let hidden = model.hidden(x, c);
     let first = model.lm_loss(&hidden, y, c, true);
+    let Some(cfg) = coconut else {
+        before_last_backward();
+        backward_from(&model.wte, &[(&hidden, &first)]);
+        return (first.loss, None);
+    };
     let latents = if cfg.detach {
         backward_from(&model.wte, &[(&hidden, &first)]);
         hidden.detach()
@@ -65,6 +80,7 @@ pub fn forward_backward(
     let (emb, targets) = latent_inputs(model, x, y, &latents, next_targets, cfg.mode);
     let h2 = model.hidden_from_embeddings(&emb, c, None);
     let second = model.lm_loss(&h2, &targets, c, true);
+    before_last_backward();
     if cfg.detach {
         backward_from(&model.wte, &[(&h2, &second)]);
     } else {

@@ -87,12 +87,15 @@ pub fn setup(opts: &TrainOptions) -> Result<State> {
     Ok(st)
 }
 
-/// The gradient buckets of a training in several processes (none alone).
-pub fn buckets(st: &State) -> Option<GradBuckets> {
-    (st.world.size > 1).then(|| {
-        let params = super::step::trained_parameters(&st.model, st.adamw.is_some());
-        GradBuckets::new(&params, BUCKET_BYTES)
-    })
+/// The gradient buckets of a training in a process group (none alone), started by the
+/// step's last backward pass as its gradients come in. A group of one (torchrun with one
+/// process) has them too: the same path as several, through the group's backend.
+pub fn buckets(st: &State) -> Result<Option<GradBuckets>> {
+    let Some(group) = st.world.group() else {
+        return Ok(None);
+    };
+    let params = super::step::trained_parameters(&st.model, st.adamw.is_some());
+    GradBuckets::new(group, &params, BUCKET_BYTES, true).map(Some)
 }
 
 /// `v` summed over the processes (itself alone).

@@ -28,18 +28,22 @@ pub fn apply_optimizers(
         .expect("one process has no collective to fail");
 }
 
-/// The parameters that train, in the order the gradient buckets hold them.
+/// The parameters that train, in the order the forward pass first uses them (`W`, when it
+/// trains, then the blocks' matrices): backward finishes them in the reverse order, which
+/// is the order the gradient buckets fill and start in.
 pub fn trained_parameters(model: &Gpt, wte_trains: bool) -> Vec<&Tensor> {
-    let mut params = model.block_matrices();
+    let mut params = Vec::new();
     if wte_trains {
         params.push(&model.wte);
     }
+    params.extend(model.block_matrices());
     params
 }
 
 /// [`apply_optimizers`] in every process of `world`: the gradients are first summed over
-/// the processes (in `buckets`), then averaged and applied as in one process, Muon's
-/// Newton-Schulz sharded over the processes.
+/// the processes (in `buckets`: what backward started is waited for, the rest started
+/// now), then averaged and applied as in one process, Muon's Newton-Schulz sharded over
+/// the processes.
 pub fn apply_optimizers_on(
     model: &Gpt,
     adamw: Option<&mut AdamW>,
@@ -49,7 +53,7 @@ pub fn apply_optimizers_on(
     buckets: Option<&GradBuckets>,
 ) -> Result<()> {
     if let (Some(group), Some(b)) = (world.group(), buckets) {
-        b.all_reduce(group, &trained_parameters(model, adamw.is_some()))?;
+        b.all_reduce(group)?;
     }
     let params = model.block_matrices();
     tch::no_grad(|| {
@@ -181,16 +185,22 @@ pub(super) fn forward_backward_step(
         }
         let (x, y) = host.to_device(st.device);
         let next_y = data.next.as_ref().map(|n| n[k].to_device(st.device).1);
-        let (l, latent) = coconut::forward_backward(
+        let last = k + 1 == data.host.len();
+        let buckets = st.buckets.as_ref().filter(|_| last);
+        let (l, latent) = coconut::forward_backward_then(
             &st.model,
-            &x,
-            &y,
-            next_y.as_ref(),
+            (&x, &y, next_y.as_ref()),
             coconut_step.then_some(&st.cfg.coconut),
             st.compute,
+            &|| buckets.iter().for_each(|b| b.arm()),
         );
         losses.push(l);
         latents.extend(latent);
+    }
+    // What backward did not start starts now, before the losses' all-reduce: every process
+    // issues its collectives in one order.
+    if let (Some(b), Some(group)) = (&st.buckets, st.world.group()) {
+        b.launch(group)?;
     }
     Ok(StepLosses {
         losses,

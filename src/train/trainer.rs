@@ -81,7 +81,7 @@ pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
             bail!("--stop-after {s}: the run is already at step {}", st.step);
         }
     }
-    st.buckets = super::parallel::buckets(&st);
+    st.buckets = super::parallel::buckets(&st)?;
     let run_path = st.run.path.clone();
     let hook = PanicHook::from_env();
     let outcome = match catch_unwind(AssertUnwindSafe(|| run_loop(&mut st, opts, &stop, hook))) {
@@ -142,6 +142,9 @@ fn run_loop(
         row.elapsed_s = st.elapsed();
         st.append_metrics(&row)?;
         rep.step(&row, total, step_s, first);
+        if first {
+            say_overlap(st, &rep);
+        }
         first = false;
         if let Break(o) = checkpoint_if_due(st, &rep)? {
             return Ok(o);
@@ -158,6 +161,20 @@ fn run_loop(
         }
     }
     done(st, &rep)
+}
+
+/// In several processes, after the first step: how the gradients travelled.
+fn say_overlap(st: &State, rep: &Reporter) {
+    if let Some(b) = &st.buckets {
+        let line = format!(
+            "all-reduce: {} gradient bucket(s), {:.1} MB a step; {} started while the last backward pass ran",
+            b.len(),
+            b.bytes() as f64 / 1e6,
+            b.started_in_backward()
+        );
+        st.run.log(&line);
+        rep.line(&line);
+    }
 }
 
 /// Logs what trains where and marks the run running; the reporter for its steps.
