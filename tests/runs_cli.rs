@@ -559,6 +559,39 @@ fn runs_json_gives_a_training_its_gpus_and_memory() {
     let d = run_of(&runs, "done");
     assert_eq!(d["gpus"], serde_json::json!([]), "{d}");
     assert!(d["gpu_memory_bytes"].is_null(), "{d}");
+    // The plain table: the device column always, GPU memory where NVML answers.
+    let table = |fake: bool| {
+        let mut c = lab.cmd(&["runs"]);
+        c.env_remove("STACKLAB_FAKE_GPUS");
+        if fake {
+            c.env("STACKLAB_FAKE_GPUS", "8")
+                .env("STACKLAB_FAKE_GPU_PIDS", format!("{}:3,1:5", live.0.id()));
+        }
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    let t = table(true);
+    let header = t.lines().nth(1).unwrap();
+    assert!(
+        header.contains("device") && header.contains("gpu mem"),
+        "{t}"
+    );
+    let row = |t: &str, name: &str| {
+        t.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {t}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let mem = stacklab::runs::disk::format_size(stacklab::system::fake::PROCESS_MEMORY);
+    let (l, d) = (row(&t, "live"), row(&t, "done"));
+    assert!(l.contains(&"cpu".to_string()), "{t}");
+    assert_eq!(l.last(), Some(&mem), "{t}");
+    assert_eq!(d.last(), Some(&"-".to_string()), "{t}");
+    let t = table(false);
+    if !t.lines().nth(1).unwrap().contains("gpu mem") {
+        assert!(t.lines().nth(1).unwrap().contains("device"), "{t}");
+    }
     // No GPUs: every run's GPU figures are null, and the reason is one line.
     let out = json(None);
     if let Some(why) = out["no_gpu_figures"].as_str() {

@@ -68,27 +68,33 @@ pub fn run_runs(a: RunsArgs) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    print!("{}", table(&root, &runs));
+    print!("{}", table(&root, &runs, gpus.is_ok()));
     Ok(())
 }
 
-/// The runs as the lab's table has them, with a size column and, for unreadable folders,
-/// the reason.
-pub fn table(root: &Path, runs: &[RunFacts]) -> String {
+/// The runs as the lab's table has them, with the device each trains on, its GPU memory
+/// (when `gpu_figures`: NVML answered), a size column and, for unreadable folders, the
+/// reason (last, unpadded).
+pub fn table(root: &Path, runs: &[RunFacts], gpu_figures: bool) -> String {
     if runs.is_empty() {
         return format!("no runs in {}\n", root.display());
     }
-    let mut rows = vec![[
-        "run", "state", "step", "train", "val", "tok/s", "age", "size", "",
-    ]
-    .map(String::from)];
+    let mut head = vec![
+        "run", "state", "step", "train", "val", "tok/s", "age", "size", "device",
+    ];
+    if gpu_figures {
+        head.push("gpu mem");
+    }
+    head.push("");
+    let mut rows: Vec<Vec<String>> = vec![head.into_iter().map(String::from).collect()];
+    let dash = || "-".to_string();
     for r in runs {
         let step = if r.total_steps > 0 {
             format!("{}/{}", r.step, r.total_steps)
         } else {
-            "-".into()
+            dash()
         };
-        rows.push([
+        let mut row = vec![
             r.name.clone(),
             r.state.clone(),
             step,
@@ -97,29 +103,35 @@ pub fn table(root: &Path, runs: &[RunFacts]) -> String {
             crate::tui::series::rate(r.tokens_per_s),
             r.age_s
                 .map(crate::tui::widgets::run_table::age)
-                .unwrap_or_else(|| "-".into()),
+                .unwrap_or_else(dash),
             if r.path.is_empty() {
-                "-".into()
+                dash()
             } else {
                 format_size(r.size_bytes)
             },
-            r.problem.clone().unwrap_or_default(),
-        ]);
+            r.device
+                .as_deref()
+                .map(crate::tui::widgets::run_table::short_devices)
+                .unwrap_or_else(dash),
+        ];
+        if gpu_figures {
+            row.push(r.gpu_memory_bytes.map(format_size).unwrap_or_else(dash));
+        }
+        row.push(r.problem.clone().unwrap_or_default());
+        rows.push(row);
     }
-    let widths: Vec<usize> = (0..9)
+    let last = rows[0].len() - 1;
+    let widths: Vec<usize> = (0..last)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let total: u64 = runs.iter().map(|r| r.size_bytes).sum();
     let mut out = format!("runs in {}\n", root.display());
     for r in &rows {
         let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            if i == 8 {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
+        for (cell, w) in r.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<w$}  "));
         }
+        line.push_str(&r[last]);
         out.push_str(line.trim_end());
         out.push('\n');
     }
