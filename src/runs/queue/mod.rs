@@ -202,7 +202,8 @@ impl Capacity {
 /// has a slot (the first listed among equals); one in several processes (`nproc`) for any
 /// device takes as many distinct GPUs at once. The request returned names its device, or
 /// its GPUs as `cuda:1,cuda:3` (`train --device cuda:1,cuda:3 --nproc 2`: process k on the
-/// k-th).
+/// k-th). A request in several processes that must wait keeps the GPUs it waits for from
+/// the requests behind it ([`reserve`]).
 pub fn ready(
     queue: &[QueuedRun],
     running: &std::collections::HashMap<String, usize>,
@@ -213,6 +214,7 @@ pub fn ready(
     let mut out = Vec::new();
     for q in queue {
         let Some(devices) = placement(q, &busy, cap, max) else {
+            reserve(q, &mut busy, cap, max);
             continue;
         };
         for d in &devices {
@@ -224,6 +226,25 @@ pub fn ready(
         });
     }
     out
+}
+
+/// Keeps the GPUs from the requests behind a request in several processes that must wait:
+/// it waits only while fewer than `nproc` GPUs have a free slot, and one-GPU requests behind
+/// it would take those one by one and could starve it. So every GPU counts as full for
+/// them (first come, first served on the GPUs) and it starts as soon as enough are free;
+/// requests for the CPU still start.
+fn reserve(
+    q: &QueuedRun,
+    busy: &mut std::collections::HashMap<String, usize>,
+    cap: &Capacity,
+    max: usize,
+) {
+    if q.nproc.unwrap_or(1) < 2 || q.device != ANY_DEVICE {
+        return;
+    }
+    for d in cap.devices.iter().filter(|d| d.starts_with("cuda:")) {
+        busy.insert(d.clone(), max);
+    }
 }
 
 /// Where `q` may start now, under `busy`: its device, or the least busy free one of
@@ -448,6 +469,48 @@ mod tests {
         let got = ready(&queue[..1], &HashMap::new(), &cpu);
         assert_eq!(got[0].device, "cpu");
         assert_eq!(got[0].train_request(Path::new("/ck")).nproc, Some(2));
+    }
+
+    /// A waiting two-process request keeps the GPUs from the one-GPU requests behind it, so
+    /// they cannot take the GPUs it waits for one by one; CPU requests still start.
+    #[test]
+    fn a_waiting_request_in_two_processes_keeps_the_gpus_from_those_behind_it() {
+        let one = |n: &str, d: &str| QueuedRun::new(n, d, Request::Resume);
+        let queue = vec![
+            QueuedRun {
+                nproc: Some(2),
+                ..one("wide", ANY_DEVICE)
+            },
+            one("a", ANY_DEVICE),
+            one("pinned", "cuda:0"),
+            one("cpu", "cpu"),
+        ];
+        let cap = Capacity {
+            devices: ["cuda:0", "cuda:1", "cuda:2", "cpu"]
+                .map(String::from)
+                .to_vec(),
+            max_per_device: 1,
+        };
+        let started = |running: &HashMap<String, usize>| -> Vec<String> {
+            ready(&queue, running, &cap)
+                .into_iter()
+                .map(|q| format!("{}@{}", q.name, q.device))
+                .collect()
+        };
+        // cuda:0 free, the other two busy: the wide request waits, and neither a nor the
+        // pinned request takes cuda:0 from it; a goes to the CPU, the one device not kept.
+        let mut running: HashMap<String, usize> =
+            ["cuda:1", "cuda:2"].map(|d| (d.to_string(), 1)).into();
+        assert_eq!(started(&running), ["a@cpu"]);
+        // Without it, a would have taken cuda:0 (and the next free GPU, and so on).
+        assert_eq!(
+            ready(&queue[1..], &running, &cap)[0].device,
+            "cuda:0",
+            "a alone"
+        );
+        // cuda:2 frees: the wide request starts on the two free GPUs.
+        running.remove("cuda:2");
+        assert_eq!(started(&running), ["wide@cuda:0,cuda:2", "a@cpu"]);
     }
 
     #[test]
