@@ -110,6 +110,7 @@ pub fn busy(root: &Path) -> HashMap<String, usize> {
         }
         let device = match RunDir::new(e.path()).read_status() {
             Ok(st) if phase_of(&st) == Phase::Running => Some(st.device),
+            Ok(st) if ranks_linger(&e.path()) => Some(st.device),
             _ => lock::training(&e.path()).map(|h| h.device),
         };
         if let Some(d) = device {
@@ -120,6 +121,37 @@ pub fn busy(root: &Path) -> HashMap<String, usize> {
         count(&mut busy, &s.device);
     }
     busy
+}
+
+/// Whether processes of a training that no longer runs are still alive: its ranks outliving
+/// a killed `train --nproc` launcher (they follow it within moments). Their devices stay
+/// taken until they are gone, so the next training does not meet their GPU memory.
+pub fn ranks_linger(run: &Path) -> bool {
+    lock::outlived(run).is_some() || !super::process::rank_pids(run).is_empty()
+}
+
+/// Waits at most `timeout` for the lingering ranks ([`ranks_linger`]) of the runs on any of
+/// `device`'s devices to be gone.
+fn wait_for_ranks(root: &Path, device: &str, timeout: std::time::Duration) {
+    let mine: Vec<&str> = crate::device::slots::devices_of(device).collect();
+    let lingering = || {
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let on_mine = RunDir::new(e.path()).read_status().is_ok_and(|st| {
+                    let d = st.device.unwrap_or_else(|| "cpu".into());
+                    let hit = crate::device::slots::devices_of(&d).any(|x| mine.contains(&x));
+                    hit
+                });
+                on_mine && ranks_linger(&e.path())
+            })
+    };
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < timeout && lingering() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Starts a request taken from the queue: `exe train ...` detached (its own session, output
@@ -213,6 +245,9 @@ pub fn start_next(root: &Path, device: &str) {
     let say = |msg: String| {
         let _ = writeln!(std::io::stderr(), "{msg}");
     };
+    // The ranks of the training that ended (torchrun's, or a killed launcher's) may outlive
+    // it by moments; their GPUs count as taken until they are gone.
+    wait_for_ranks(&root, device, std::time::Duration::from_secs(10));
     let cap = match crate::config::lab::LabConfig::load(&crate::paths::config_dir()) {
         Ok(c) => Capacity::of(&c),
         Err(e) => {
@@ -399,6 +434,74 @@ mod tests {
         let mut c = started.pop().unwrap().1.unwrap();
         let _ = c.kill();
         let _ = c.wait();
+    }
+
+    /// A killed launcher's ranks outlive it by moments: while rank 0 still holds the run's
+    /// lock, or a recorded rank lives, the run's GPUs stay taken; then they are free.
+    #[test]
+    fn the_gpus_of_ranks_that_outlive_their_launcher_stay_taken_until_they_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let run = RunDir::new(root.join("killed"));
+        std::fs::create_dir_all(&run.path).unwrap();
+        run.write_status(&RunStatus {
+            state: RunState::Running,
+            pid: 0,
+            step: 3,
+            total_steps: 9,
+            message: String::new(),
+            updated_at: String::new(),
+            start_time: None,
+            device: Some("cuda:1,cuda:2".into()),
+            world_size: Some(2),
+        })
+        .unwrap();
+        let taken = || {
+            let b = busy(root);
+            (b.get("cuda:1").copied(), b.get("cuda:2").copied())
+        };
+        // The launcher (pid 0 here) is gone: the run is lost and nothing holds its GPUs.
+        assert_eq!(taken(), (None, None));
+        // Rank 0 still holds the lock that names the dead launcher.
+        let lock = lock::acquire(&run.path, lock::TRAIN, Some("cuda:1,cuda:2")).unwrap();
+        let me = std::process::id();
+        let dead =
+            format!(r#"{{"pid":{me},"start_time":1,"purpose":"train","device":"cuda:1,cuda:2"}}"#);
+        std::fs::write(run.path.join(lock::LOCK_FILE), dead).unwrap();
+        assert!(
+            lock::training(&run.path).is_none(),
+            "its named holder is dead"
+        );
+        assert!(ranks_linger(&run.path));
+        assert_eq!(taken(), (Some(1), Some(1)));
+        drop(lock);
+        assert_eq!(taken(), (None, None));
+        // A recorded rank that lives keeps them taken too, until it ends.
+        let mut rank = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let rec = format!(r#"{{"pid":{},"start_time":null}}"#, rank.id());
+        std::fs::write(run.path.join(".rank1.json"), rec).unwrap();
+        assert_eq!(taken(), (Some(1), Some(1)));
+        let t0 = std::time::Instant::now();
+        let waiter = {
+            let root = root.to_path_buf();
+            std::thread::spawn(move || {
+                wait_for_ranks(&root, "cuda:2", std::time::Duration::from_secs(20));
+                t0.elapsed()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        rank.kill().unwrap();
+        rank.wait().unwrap();
+        let waited = waiter.join().unwrap();
+        assert!(
+            waited >= std::time::Duration::from_millis(300)
+                && waited < std::time::Duration::from_secs(20),
+            "{waited:?}"
+        );
+        assert_eq!(taken(), (None, None));
     }
 
     /// A training in two processes counts against both its GPUs; when it ends, a queued

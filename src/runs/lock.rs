@@ -255,6 +255,15 @@ pub fn training(run: &Path) -> Option<Holder> {
     holder(run).filter(Holder::is_training)
 }
 
+/// A training's lock still held after the process it names has ended: rank 0 of a
+/// `train --nproc` whose launcher was killed, in the moments before it is gone too (its
+/// GPU memory with it).
+pub fn outlived(run: &Path) -> Option<Holder> {
+    let path = run.join(LOCK_FILE);
+    let h = read_holder_at(&path)?;
+    (h.is_training() && !h.alive() && is_held(&path)).then_some(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
