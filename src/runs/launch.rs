@@ -436,6 +436,21 @@ mod tests {
         let _ = c.wait();
     }
 
+    /// The status of a training in two processes on cuda:1 and cuda:2.
+    fn on_two_gpus(state: RunState, pid: u32) -> RunStatus {
+        RunStatus {
+            state,
+            pid,
+            step: 1,
+            total_steps: 9,
+            message: String::new(),
+            updated_at: String::new(),
+            start_time: None,
+            device: Some("cuda:1,cuda:2".into()),
+            world_size: Some(2),
+        }
+    }
+
     /// A killed launcher's ranks outlive it by moments: while rank 0 still holds the run's
     /// lock, or a recorded rank lives, the run's GPUs stay taken; then they are free.
     #[test]
@@ -444,18 +459,8 @@ mod tests {
         let root = dir.path();
         let run = RunDir::new(root.join("killed"));
         std::fs::create_dir_all(&run.path).unwrap();
-        run.write_status(&RunStatus {
-            state: RunState::Running,
-            pid: 0,
-            step: 3,
-            total_steps: 9,
-            message: String::new(),
-            updated_at: String::new(),
-            start_time: None,
-            device: Some("cuda:1,cuda:2".into()),
-            world_size: Some(2),
-        })
-        .unwrap();
+        run.write_status(&on_two_gpus(RunState::Running, 0))
+            .unwrap();
         let taken = || {
             let b = busy(root);
             (b.get("cuda:1").copied(), b.get("cuda:2").copied())
@@ -518,17 +523,7 @@ mod tests {
             .unwrap();
         let run = RunDir::new(root.join("wide"));
         std::fs::create_dir_all(&run.path).unwrap();
-        let status = |state, pid| RunStatus {
-            state,
-            pid,
-            step: 1,
-            total_steps: 9,
-            message: String::new(),
-            updated_at: String::new(),
-            start_time: None,
-            device: Some("cuda:1,cuda:2".into()),
-            world_size: Some(2),
-        };
+        let status = on_two_gpus;
         run.write_status(&status(RunState::Running, sleeping.id()))
             .unwrap();
         // Another training holds cuda:0 throughout.
