@@ -9,7 +9,8 @@
 // the same collectives in the same order, whatever its autograd engine's timing.
 //
 // Nothing throws into the autograd engine: a failure in a hook is kept and reported by the
-// next launch or wait.
+// next launch or wait. A failure of this process's own (not of a collective) is reported
+// with the message starting "[local] "; after any failure the step's state is reset.
 #include "dist_common.h"
 
 #include <torch/csrc/autograd/function.h>
@@ -39,10 +40,18 @@ struct Bucket {
   bool from_hook = false;
 };
 
+const char* const LOCAL = "[local] ";
+
+// A failure of this process's own doing, not of a collective.
+struct LocalError : std::runtime_error {
+  explicit LocalError(const std::string& m) : std::runtime_error(LOCAL + m) {}
+};
+
 struct Reducer {
   BackendPtr backend;
   std::chrono::milliseconds timeout;
   std::vector<at::Tensor> params;
+  std::vector<int64_t> ids;  // each parameter's number in the caller's list, for messages
   std::vector<size_t> bucket_of;
   std::vector<Bucket> buckets;
   std::vector<std::shared_ptr<Node>> accumulators;
@@ -64,8 +73,8 @@ struct Reducer {
     for (size_t j = 0; j < b.members.size(); ++j) {
       const at::Tensor& g = params[b.members[j]].grad();
       if (!g.defined()) {
-        throw std::runtime_error("parameter #" + std::to_string(b.members[j]) +
-                                 " has no gradient to all-reduce");
+        throw LocalError("parameter #" + std::to_string(ids[b.members[j]]) +
+                         " has no gradient to all-reduce");
       }
       b.flat.narrow(0, b.offsets[j], g.numel()).copy_(g.reshape({-1}));
     }
@@ -93,9 +102,9 @@ struct Reducer {
       return;
     }
     if (done[p]) {
-      error = "parameter #" + std::to_string(p) +
-              " received its gradient twice in one backward pass; its bucket was already "
-              "sent";
+      error = LOCAL + ("parameter #" + std::to_string(ids[p]) +
+                       " received its gradient twice in one backward pass; its bucket was "
+                       "already sent");
       return;
     }
     done[p] = 1;
@@ -112,7 +121,8 @@ struct Reducer {
   void arm() {
     std::lock_guard<std::mutex> lock(mu);
     if (next > 0 && error.empty()) {
-      error = "the gradient buckets were armed again after some had started this step";
+      error = LOCAL + std::string("the gradient buckets were armed again after some had "
+                                  "started this step");
       return;
     }
     armed = true;
@@ -122,10 +132,22 @@ struct Reducer {
     }
   }
 
+  // Forgets the step: after a failure the next step starts clean (what was started is
+  // not waited for; c10d keeps its own references to the buffers).
+  void reset() {
+    armed = false;
+    next = 0;
+    error.clear();
+    for (auto& b : buckets) {
+      b.work.reset();
+      b.from_hook = false;
+    }
+  }
+
   void check() {
     if (!error.empty()) {
       std::string e = error;
-      error.clear();
+      reset();
       throw std::runtime_error(e);
     }
   }
@@ -136,44 +158,42 @@ struct Reducer {
     armed = false;
     check();
     at::NoGradGuard no_grad;
-    start_in_order(true, false);
+    try {
+      start_in_order(true, false);
+    } catch (...) {
+      reset();
+      throw;
+    }
   }
 
   // Waits for every started bucket and copies the sums back into the gradients; returns
-  // how many buckets their hooks started.
+  // how many buckets their hooks started. Stops at the first failure.
   int wait() {
     std::lock_guard<std::mutex> lock(mu);
     armed = false;
+    check();
     int from_hooks = 0;
-    std::string failure;
     at::NoGradGuard no_grad;
-    for (auto& b : buckets) {
-      if (!b.work) {
-        continue;
-      }
-      WorkPtr w = std::move(b.work);
-      b.work.reset();
-      from_hooks += b.from_hook ? 1 : 0;
-      try {
-        if (!w->wait(timeout)) {
+    try {
+      for (auto& b : buckets) {
+        if (!b.work) {
+          continue;
+        }
+        from_hooks += b.from_hook ? 1 : 0;
+        if (!b.work->wait(timeout)) {
           throw std::runtime_error("a collective did not complete");
         }
-      } catch (...) {
-        if (failure.empty()) {
-          failure = current_message();
+        b.work.reset();
+        for (size_t j = 0; j < b.members.size(); ++j) {
+          at::Tensor g = params[b.members[j]].mutable_grad();
+          g.copy_(b.flat.narrow(0, b.offsets[j], g.numel()).view_as(g));
         }
-        continue;
       }
-      for (size_t j = 0; j < b.members.size(); ++j) {
-        at::Tensor g = params[b.members[j]].mutable_grad();
-        g.copy_(b.flat.narrow(0, b.offsets[j], g.numel()).view_as(g));
-      }
+    } catch (...) {
+      reset();
+      throw;
     }
-    next = 0;
-    if (!failure.empty()) {
-      throw std::runtime_error(failure);
-    }
-    check();
+    reset();
     return from_hooks;
   }
 };
@@ -193,11 +213,12 @@ struct Finished : torch::autograd::FunctionPostHook {
 
 extern "C" {
 
-// Buckets over the `n` parameters `ps` (in the order backward finishes them): bucket k holds
-// the next `sizes[k]` of them. With `hooks`, armed backward passes start the all-reduces.
+// Buckets over the `n` parameters `ps` (in the order backward finishes them; `ids` are their
+// numbers in the caller's list, for messages): bucket k holds the next `sizes[k]` of them. With `hooks`, armed backward passes start the all-reduces.
 // Returns a handle, or null with `err` set.
-void* stacklab_dist_buckets_new(void* group, at::Tensor** ps, int n, const int64_t* sizes,
-                                int nb, int hooks, char* err, size_t len) {
+void* stacklab_dist_buckets_new(void* group, at::Tensor** ps, const int64_t* ids, int n,
+                                const int64_t* sizes, int nb, int hooks, char* err,
+                                size_t len) {
   Reducer* out = nullptr;
   guarded(err, len, [&] {
     auto* g = static_cast<Group*>(group);
@@ -206,6 +227,7 @@ void* stacklab_dist_buckets_new(void* group, at::Tensor** ps, int n, const int64
     r->timeout = g->timeout;
     for (int i = 0; i < n; ++i) {
       r->params.push_back(*ps[i]);
+      r->ids.push_back(ids[i]);
     }
     r->done.assign(n, 0);
     r->bucket_of.assign(n, 0);
@@ -239,7 +261,7 @@ void* stacklab_dist_buckets_new(void* group, at::Tensor** ps, int n, const int64
       for (size_t i = 0; i < r->params.size(); ++i) {
         auto acc = torch::autograd::impl::grad_accumulator(r->params[i]);
         if (!acc) {
-          throw std::runtime_error("parameter #" + std::to_string(i) +
+          throw std::runtime_error("parameter #" + std::to_string(r->ids[i]) +
                                    " does not require a gradient");
         }
         r->hook_keys.push_back(acc->add_post_hook(std::make_unique<Finished>(r.get(), i)));
@@ -253,7 +275,11 @@ void* stacklab_dist_buckets_new(void* group, at::Tensor** ps, int n, const int64
 
 // The next backward pass starts each bucket's all-reduce once its gradients are in.
 void stacklab_dist_buckets_arm(void* buckets) {
-  static_cast<Reducer*>(buckets)->arm();
+  try {
+    static_cast<Reducer*>(buckets)->arm();
+  } catch (...) {
+    // A lock that cannot be taken: the step's launch reports what is wrong.
+  }
 }
 
 // Starts the buckets the armed backward did not (all of them when it was not armed).
@@ -268,7 +294,10 @@ int stacklab_dist_buckets_wait(void* buckets, int* from_hooks, char* err, size_t
 }
 
 void stacklab_dist_buckets_free(void* buckets) {
-  delete static_cast<Reducer*>(buckets);
+  try {
+    delete static_cast<Reducer*>(buckets);
+  } catch (...) {
+  }
 }
 
 }  // extern "C"

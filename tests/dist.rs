@@ -214,6 +214,22 @@ fn overlap_child(world: &World) {
     forward(input(0.0), None).backward();
     buckets.all_reduce(group).unwrap();
     assert_eq!(buckets.started_in_backward(), 0);
+    // A parameter without a gradient is this process's own failure, named by its number in
+    // the list given, and the next all-reduce works.
+    let fresh = Tensor::zeros([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let other = dist::GradBuckets::new(group, &[&layers[0], &fresh], 1 << 20, true).unwrap();
+    let e = format!("{:#}", other.all_reduce(group).unwrap_err());
+    assert!(
+        e.contains("parameter #1 has no gradient") && !e.contains("another process"),
+        "{e}"
+    );
+    fresh.sum(Kind::Float).backward();
+    other.all_reduce(group).unwrap();
+    assert_eq!(
+        fresh.grad().sum(Kind::Double).double_value(&[]),
+        3.0 * size,
+        "the sum of every process's ones"
+    );
     world.barrier().unwrap();
     println!("overlap ok on rank {} of {size}", world.rank);
 }

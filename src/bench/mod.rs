@@ -200,8 +200,10 @@ impl Memory {
 }
 
 /// Seconds of one step's micro-batches and of its optimizer step (the device synchronised
-/// after each part; in several processes the gradients' all-reduce is part of the
-/// optimizer step), and the last micro-batch's loss.
+/// after each part), and the last micro-batch's loss. In several processes the gradients'
+/// all-reduce is in the optimizer step with `--no-overlap`; with overlap its buckets start
+/// in the last backward pass and, on a GPU (whose synchronisation waits for them), mostly
+/// count in the micro-batches: compare the step times, not the parts.
 fn training_step(
     rig: &mut Rig,
     world: &World,

@@ -79,6 +79,22 @@ impl BucketPlan {
     }
 }
 
+/// The shim's marker of a failure of this process's own (not of a collective).
+const LOCAL: &str = "[local] ";
+
+/// A failed launch or wait: a collective's failure names the other processes as its likely
+/// cause; one of this process's own says what it is.
+fn failure(group: &ProcessGroup, msg: String) -> anyhow::Error {
+    match msg.strip_prefix(LOCAL) {
+        Some(own) => anyhow::anyhow!(
+            "the gradients' all-reduce on rank {} of {}: {own}",
+            group.rank,
+            group.world
+        ),
+        None => group.failed("the gradients' all-reduce", msg),
+    }
+}
+
 /// Flat buffers for the gradients of a fixed list of parameters, bound to one process
 /// group (and, with overlap, hooked into the parameters' gradient accumulators).
 pub struct GradBuckets {
@@ -103,13 +119,16 @@ impl GradBuckets {
             .iter()
             .map(|&i| params[i].as_ptr() as *mut C_tensor)
             .collect();
+        let ids: Vec<i64> = plan.order.iter().map(|&i| i as i64).collect();
         let mut err = Err::new();
         // SAFETY: a live group, parameter tensors that outlive the call (the shim keeps its
-        // own references), `sizes` of `nb` entries, and an error buffer of its length.
+        // own references), `ids` as many as them, `sizes` of `nb` entries, and an error
+        // buffer of its length.
         let handle = unsafe {
             ffi::stacklab_dist_buckets_new(
                 group.group,
                 ordered.as_ptr(),
+                ids.as_ptr(),
                 ordered.len() as c_int,
                 plan.sizes.as_ptr(),
                 plan.sizes.len() as c_int,
@@ -169,7 +188,7 @@ impl GradBuckets {
             ffi::stacklab_dist_buckets_launch(self.handle.as_ptr(), err.ptr(), err.len())
         };
         if rc != 0 {
-            return Err(group.failed("the gradients' all-reduce", err.message()));
+            return Err(failure(group, err.message()));
         }
         Ok(())
     }
@@ -188,7 +207,7 @@ impl GradBuckets {
             )
         };
         if rc != 0 {
-            return Err(group.failed("the gradients' all-reduce", err.message()));
+            return Err(failure(group, err.message()));
         }
         self.from_hooks.set(from_hooks.max(0) as usize);
         Ok(())

@@ -72,6 +72,7 @@ extern "C" {
     pub fn stacklab_dist_buckets_new(
         group: *mut c_void,
         ps: *const *mut C_tensor,
+        ids: *const i64,
         n: c_int,
         sizes: *const i64,
         nb: c_int,

@@ -81,7 +81,6 @@ pub fn train(opts: &TrainOptions) -> Result<(PathBuf, TrainOutcome)> {
             bail!("--stop-after {s}: the run is already at step {}", st.step);
         }
     }
-    st.buckets = super::parallel::buckets(&st)?;
     let run_path = st.run.path.clone();
     let hook = PanicHook::from_env();
     let outcome = match catch_unwind(AssertUnwindSafe(|| run_loop(&mut st, opts, &stop, hook))) {
@@ -115,6 +114,8 @@ fn run_loop(
     hook: Option<PanicHook>,
 ) -> Result<TrainOutcome> {
     let total = st.cfg.schedule.steps;
+    // Here, so that a failure (out of memory for the flat buffers) ends the run `failed`.
+    st.buckets = super::parallel::buckets(st)?;
     let mut rep = announce(st)?;
     if let Break(o) = validate_at_start(st, &rep)? {
         return Ok(o);
