@@ -385,12 +385,24 @@ fn processes_train_as_one_process_with_the_same_ranks() {
             // Two partial sums add up the same in either order: the same bits.
             assert_eq!((dl, de), (0.0, 0.0), "2 processes");
         }
-        // The micro model's gradients fit one bucket, started by the last backward's hook.
+        // The micro model's gradients (every weight, fp32) fit one bucket, started by the
+        // last backward's hook.
         let log = std::fs::read_to_string(many.join("train.log")).unwrap();
+        let weights: i64 = stacklab::runs::Checkpoint::open(
+            &stacklab::runs::run_dir::RunDir::new(&many)
+                .checkpoints()
+                .pop()
+                .unwrap(),
+        )
+        .unwrap()
+        .load_model(Device::Cpu)
+        .unwrap()
+        .num_parameters();
+        let mb = format!("{:.1} MB a step", 4.0 * weights as f64 / 1e6);
         assert!(
-            log.contains("all-reduce: 1 gradient bucket(s)")
+            log.contains(&format!("all-reduce: 1 gradient bucket(s), {mb}"))
                 && log.contains("; 1 started while the last backward pass ran"),
-            "{log}"
+            "{mb}: {log}"
         );
         let status = read_json(&many.join("status.json"));
         assert_eq!(status["state"], "done");
@@ -687,5 +699,31 @@ fn bench_nproc_reports_tokens_per_process_and_scaling() {
     assert_eq!(
         r["all_reduce_bytes_per_step"].as_i64().unwrap(),
         4 * params + 4 * blocks
+    );
+    // Its gradients fit one 25 MiB bucket, started by the last backward's hook; with
+    // --no-overlap after backward.
+    let p = &r["parallel"];
+    assert_eq!(
+        (p["gradient_buckets"].as_u64(), p["overlap"].as_bool()),
+        (Some(1), Some(true))
+    );
+    assert_eq!(p["buckets_started_in_backward"], 1);
+    let out = lab.ok(&[
+        "bench",
+        "--config",
+        "m.toml",
+        "--nproc",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--no-overlap",
+    ]);
+    assert!(
+        out.contains("overlap       0 of 1 gradient bucket(s) started while the last backward ran (--no-overlap)"),
+        "{out}"
     );
 }
