@@ -404,6 +404,17 @@ fn processes_train_as_one_process_with_the_same_ranks() {
                 && log.contains("; 1 started while the last backward pass ran"),
             "{mb}: {log}"
         );
+        if ranks == 2 {
+            // Started after backward instead: the same sums, the same bits.
+            let late = train(&lab, &config, "late2", &["--nproc", "2", "--no-overlap"]);
+            assert_eq!(max_loss_diff(&many, &late), 0.0);
+            assert_eq!(weight_diffs(&many, &late), (0.0, 0.0));
+            let log = std::fs::read_to_string(late.join("train.log")).unwrap();
+            assert!(
+                log.contains("; 0 started while the last backward pass ran"),
+                "{log}"
+            );
+        }
         let status = read_json(&many.join("status.json"));
         assert_eq!(status["state"], "done");
         assert_eq!(status["world_size"], ranks);

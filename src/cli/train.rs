@@ -35,6 +35,10 @@ pub struct TrainArgs {
     /// (a process that died or hangs).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub dist_timeout: u64,
+    /// In several processes, start the gradients' all-reduce after the step's last backward
+    /// pass instead of bucket by bucket while it runs (the same sums; for comparison).
+    #[arg(long)]
+    pub no_overlap: bool,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -138,6 +142,7 @@ pub(super) fn run_train(a: TrainArgs) -> Result<ExitCode> {
         device,
         runs_root: crate::paths::checkpoint_dir(),
         world: std::rc::Rc::new(world),
+        overlap: !a.no_overlap,
     };
     let result = crate::train::train(&opts);
     // However it ended, its slot is free: the next queued run for its device starts.

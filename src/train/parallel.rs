@@ -88,14 +88,14 @@ pub fn setup(opts: &TrainOptions) -> Result<State> {
 }
 
 /// The gradient buckets of a training in a process group (none alone), started by the
-/// step's last backward pass as its gradients come in. A group of one (torchrun with one
+/// step's last backward pass as its gradients come in (with `overlap`; else after it). A group of one (torchrun with one
 /// process) has them too: the same path as several, through the group's backend.
-pub fn buckets(st: &State) -> Result<Option<GradBuckets>> {
+pub fn buckets(st: &State, overlap: bool) -> Result<Option<GradBuckets>> {
     let Some(group) = st.world.group() else {
         return Ok(None);
     };
     let params = super::step::trained_parameters(&st.model, st.adamw.is_some());
-    GradBuckets::new(group, &params, BUCKET_BYTES, true).map(Some)
+    GradBuckets::new(group, &params, BUCKET_BYTES, overlap).map(Some)
 }
 
 /// `v` summed over the processes (itself alone).

@@ -115,7 +115,7 @@ fn run_loop(
 ) -> Result<TrainOutcome> {
     let total = st.cfg.schedule.steps;
     // Here, so that a failure (out of memory for the flat buffers) ends the run `failed`.
-    st.buckets = super::parallel::buckets(st)?;
+    st.buckets = super::parallel::buckets(st, opts.overlap)?;
     let mut rep = announce(st)?;
     if let Break(o) = validate_at_start(st, &rep)? {
         return Ok(o);

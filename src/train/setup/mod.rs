@@ -49,6 +49,9 @@ pub struct TrainOptions {
     pub runs_root: PathBuf,
     /// The processes training together (one, or a c10d group).
     pub world: Rc<World>,
+    /// In a group, start each gradient bucket's all-reduce while the step's last backward
+    /// pass runs (`train --no-overlap`: after it).
+    pub overlap: bool,
 }
 
 /// Everything the loop mutates.
