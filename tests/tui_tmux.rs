@@ -22,6 +22,22 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// The lab's session, `w` x `h`, running `command`.
+    fn new_session(&self, w: u16, h: u16, command: &str) {
+        let (w, h) = (w.to_string(), h.to_string());
+        self.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "lab",
+            "-x",
+            &w,
+            "-y",
+            &h,
+            command,
+        ]);
+    }
+
     fn cmd(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
             .args(["-L", &self.socket, "-f", "/dev/null"])
@@ -306,17 +322,7 @@ fn open_lab(lab: &Lab, configs: &Path, w: u16, h: u16) -> (Tmux, String) {
         socket: format!("stacklab-test-{}-{w}", std::process::id()),
         training: None,
     };
-    t.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "lab",
-        "-x",
-        &w.to_string(),
-        "-y",
-        &h.to_string(),
-        "bash --norc --noprofile",
-    ]);
+    t.new_session(w, h, "bash --norc --noprofile");
     t.line(&format!(". '{}'; clear", env.display()));
     t.line(&open);
     (t, open)
@@ -498,17 +504,7 @@ fn the_lab_idles_under_one_percent_cpu_with_eight_fake_gpus() {
         common::repo().join("configs").display(),
         common::bin()
     );
-    t.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "lab",
-        "-x",
-        "160",
-        "-y",
-        "48",
-        &command,
-    ]);
+    t.new_session(160, 48, &command);
     t.wait("the lab", None, true, |s| s.contains("1 Runs"));
     // The pane's process is the lab itself (`exec`, done by now that it draws): its CPU
     // time is the lab's.
