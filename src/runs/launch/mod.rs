@@ -110,7 +110,7 @@ pub fn busy(root: &Path) -> HashMap<String, usize> {
         }
         let device = match RunDir::new(e.path()).read_status() {
             Ok(st) if phase_of(&st) == Phase::Running => Some(st.device),
-            Ok(st) if ranks_linger(&e.path()) => Some(st.device),
+            Ok(st) if st.world_size > Some(1) && ranks_linger(&e.path()) => Some(st.device),
             _ => lock::training(&e.path()).map(|h| h.device),
         };
         if let Some(d) = device {
@@ -143,7 +143,8 @@ fn wait_for_ranks(root: &Path, device: &str, timeout: std::time::Duration) {
                 let on_mine = RunDir::new(e.path()).read_status().is_ok_and(|st| {
                     let d = st.device.unwrap_or_else(|| "cpu".into());
                     let hit = crate::device::slots::devices_of(&d).any(|x| mine.contains(&x));
-                    hit
+                    // Only a training in several processes has ranks to outlive its launcher.
+                    hit && st.world_size > Some(1)
                 });
                 on_mine && ranks_linger(&e.path())
             })
